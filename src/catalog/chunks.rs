@@ -1,0 +1,147 @@
+//! The chunk index: which pack holds each chunk, for deduplication and reads.
+//!
+//! Invariant: a chunk is listed only once its pack and the index object naming it are
+//! durable in the store, so deduplicating against the index can never make a backup
+//! refer to data that is not there.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Catalog, CatalogError};
+use crate::repo::id::Id;
+use crate::repo::pack::{ChunkKind, PackEntry};
+
+/// A chunk's place in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLocation {
+    pub pack: Id,
+    pub entry: PackEntry,
+}
+
+fn id_from_blob(blob: Vec<u8>) -> Result<Id, CatalogError> {
+    Id::from_slice(&blob)
+        .ok_or_else(|| CatalogError::Malformed(format!("id of {} bytes", blob.len())))
+}
+
+impl Catalog {
+    pub fn chunk_location(&self, id: &Id) -> Result<Option<ChunkLocation>, CatalogError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT packs.id, kind, offset, length, raw_length
+             FROM chunks JOIN packs ON packs.rowid = chunks.pack WHERE chunks.id = ?1",
+        )?;
+        let row = stmt
+            .query_row([&id.0[..]], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .optional()?;
+        let Some((pack, kind, offset, length, raw_length)) = row else {
+            return Ok(None);
+        };
+        let kind = ChunkKind::from_byte(kind)
+            .ok_or_else(|| CatalogError::Malformed(format!("chunk kind {kind}")))?;
+        Ok(Some(ChunkLocation {
+            pack: id_from_blob(pack)?,
+            entry: PackEntry {
+                id: *id,
+                kind,
+                offset: offset as u64,
+                length: length as u32,
+                raw_length: raw_length as u32,
+            },
+        }))
+    }
+
+    pub fn has_chunk(&self, id: &Id) -> Result<bool, CatalogError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1")?;
+        Ok(stmt.exists([&id.0[..]])?)
+    }
+
+    /// Adds packs and their chunks in one transaction. A chunk already indexed in
+    /// another pack keeps its first location.
+    pub fn add_packs<'a>(
+        &self,
+        packs: impl IntoIterator<Item = (&'a Id, &'a [PackEntry])>,
+    ) -> Result<(), CatalogError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        insert_packs(&tx, packs)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces the whole index (after prune or a rebuild) in one transaction.
+    pub fn replace_chunk_index<'a>(
+        &self,
+        packs: impl IntoIterator<Item = (&'a Id, &'a [PackEntry])>,
+    ) -> Result<(), CatalogError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute_batch("DELETE FROM chunks; DELETE FROM packs;")?;
+        insert_packs(&tx, packs)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn chunk_count(&self) -> Result<u64, CatalogError> {
+        let conn = self.lock();
+        Ok(conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+fn insert_packs<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    packs: impl IntoIterator<Item = (&'a Id, &'a [PackEntry])>,
+) -> Result<(), CatalogError> {
+    let mut add_pack = tx.prepare_cached("INSERT OR IGNORE INTO packs (id) VALUES (?1)")?;
+    let mut pack_rowid = tx.prepare_cached("SELECT rowid FROM packs WHERE id = ?1")?;
+    let mut add_chunk = tx.prepare_cached(
+        "INSERT OR IGNORE INTO chunks (id, pack, kind, offset, length, raw_length) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (pack, entries) in packs {
+        add_pack.execute([&pack.0[..]])?;
+        let rowid: i64 = pack_rowid.query_row([&pack.0[..]], |r| r.get(0))?;
+        for e in entries {
+            add_chunk.execute(params![
+                &e.id.0[..],
+                rowid,
+                e.kind as u8,
+                e.offset as i64,
+                e.length,
+                e.raw_length
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_found_in_their_pack() {
+        let catalog = Catalog::in_memory().unwrap();
+        let pack = Id::hash(b"pack");
+        let entry = PackEntry {
+            id: Id::hash(b"chunk"),
+            kind: ChunkKind::Data,
+            offset: 10,
+            length: 20,
+            raw_length: 30,
+        };
+        catalog.add_packs([(&pack, &[entry][..])]).unwrap();
+        let found = catalog.chunk_location(&entry.id).unwrap().unwrap();
+        assert_eq!(found, ChunkLocation { pack, entry });
+        assert!(catalog.has_chunk(&entry.id).unwrap());
+        assert!(!catalog.has_chunk(&pack).unwrap());
+        catalog.replace_chunk_index([]).unwrap();
+        assert_eq!(catalog.chunk_count().unwrap(), 0);
+    }
+}

@@ -1,0 +1,375 @@
+//! The repository: envsnap's storage engine.
+//!
+//! A repository lives in a store under one host's prefix:
+//!
+//! ```text
+//! <host>/config                 repository config (format.rs)
+//! <host>/packs/<xx>/<pack id>   chunks, compressed and optionally sealed (pack.rs)
+//! <host>/index/<index id>       the chunks each write added (index.rs)
+//! <host>/manifests/<env>/<id>   one per completed backup, written last (manifest.rs)
+//! <host>/locks/<writer id>      running writers, so prune spares their packs (lock.rs)
+//! ```
+//!
+//! Writing ([`writer`]): data is cut into chunks (FastCDC), named by BLAKE3, looked up
+//! in the catalog's chunk index, and only new chunks are compressed, sealed and packed.
+//! Packs are uploaded first, then the index object, then the manifest: the manifest is
+//! the commit point, so a crash at any moment leaves no manifest that refers to missing
+//! data, only unreferenced objects that prune reclaims.
+//!
+//! Reading ([`reader`], [`restorer`], [`export`]) hash-checks every chunk before use;
+//! a missing or corrupt object is an error naming the part and the object.
+//!
+//! Maintenance: [`verify`] checks structure and, optionally, every byte; [`prune`]
+//! deletes manifests and sweeps unreferenced data; [`rebuild`] recreates the chunk
+//! index and the list of backups from the store alone. `docs/format.md` is the
+//! contract for all of the above.
+
+pub mod archiver;
+pub mod chunker;
+pub mod crypto;
+pub mod export;
+pub mod format;
+pub mod id;
+pub mod index;
+pub mod lock;
+pub mod manifest;
+pub mod pack;
+pub mod prune;
+pub mod reader;
+pub mod rebuild;
+pub mod restorer;
+pub mod tree;
+pub mod verify;
+pub mod writer;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::store::{Store, StoreError};
+use chunker::ChunkerParams;
+use crypto::Keys;
+use format::{
+    CIPHER, DEFAULT_COMPRESSION, DEFAULT_PACK_SIZE, EncryptionConfig, REPO_FORMAT, RepoConfig,
+};
+use manifest::{Manifest, manifest_key};
+use pack::DecodeError;
+
+const CONFIG_KEY: &str = "config";
+
+/// Errors of the storage engine.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Key(#[from] crypto::KeyError),
+    #[error("no repository at {location} (no config object); initialise it first")]
+    NoRepository { location: String },
+    #[error("a repository already exists at {location}")]
+    AlreadyExists { location: String },
+    #[error("repository format {found} is not supported (this envsnap reads format {REPO_FORMAT})")]
+    UnsupportedFormat { found: u32 },
+    #[error("repository config is invalid: {0}")]
+    BadConfig(String),
+    #[error("the repository is encrypted: a key file is needed")]
+    KeyRequired,
+    #[error("the repository is not encrypted, but a key file was given")]
+    KeyNotExpected,
+    #[error("wrong key: the key file does not match this repository")]
+    WrongKey,
+    #[error("chunk {chunk} is not in the index")]
+    UnknownChunk { chunk: String },
+    #[error("object {object}: {reason}")]
+    Corrupt { object: String, reason: String },
+    #[error("part {part}: {source}")]
+    InPart {
+        part: String,
+        source: Box<RepoError>,
+    },
+    #[error("backup {0} not found")]
+    NoSuchBackup(String),
+    #[error("backup has no part {0}")]
+    NoSuchPart(String),
+    #[error("part {part} is a {found}, not a {wanted}")]
+    WrongLayout {
+        part: String,
+        found: &'static str,
+        wanted: &'static str,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "invalid name {0:?}: names are 1-64 of A-Z a-z 0-9 . _ - and start with a letter or digit"
+    )]
+    BadName(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("the write pipeline stopped: {0}")]
+    Pipeline(String),
+}
+
+impl RepoError {
+    pub(crate) fn in_part(self, part: &str) -> Self {
+        match self {
+            already @ RepoError::InPart { .. } => already,
+            other => RepoError::InPart {
+                part: part.to_owned(),
+                source: Box::new(other),
+            },
+        }
+    }
+
+    pub(crate) fn corrupt(object: impl Into<String>, error: DecodeError) -> Self {
+        RepoError::Corrupt {
+            object: object.into(),
+            reason: error.to_string(),
+        }
+    }
+
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        RepoError::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Settings fixed when a repository is created.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub pack_size: u32,
+    pub compression: i32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            pack_size: DEFAULT_PACK_SIZE,
+            compression: DEFAULT_COMPRESSION,
+        }
+    }
+}
+
+/// An open repository; cheap to clone.
+#[derive(Clone)]
+pub struct Repository {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    host: String,
+    keys: Keys,
+    config: RepoConfig,
+    catalog: Catalog,
+    writers: lock::Writers,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Repository({:?}, host {})",
+            self.inner.store, self.inner.host
+        )
+    }
+}
+
+pub(crate) fn pack_key(id: &id::Id) -> String {
+    let hex = id.to_hex();
+    format!("packs/{}/{hex}", &hex[..2])
+}
+
+impl Repository {
+    /// Creates a repository for `host` in `root`; refuses if one is there already.
+    pub async fn init(
+        root: &Store,
+        host: &str,
+        keys: &Keys,
+        options: InitOptions,
+    ) -> Result<(), RepoError> {
+        let store = host_store(root, host)?;
+        match store.get(CONFIG_KEY).await {
+            Ok(_) => {
+                return Err(RepoError::AlreadyExists {
+                    location: format!("{store:?}"),
+                });
+            }
+            Err(StoreError::NotFound { .. }) => {}
+            Err(other) => return Err(other.into()),
+        }
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).expect("the operating system's random source failed");
+        let config = RepoConfig {
+            format: REPO_FORMAT,
+            id: hex::encode(random),
+            created: Utc::now(),
+            chunker: options.chunker,
+            pack_size: options.pack_size,
+            compression: options.compression,
+            encryption: keys.check_value().map(|key_check| EncryptionConfig {
+                cipher: CIPHER.into(),
+                key_check,
+            }),
+        };
+        config.validate().map_err(RepoError::BadConfig)?;
+        let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        store.put(CONFIG_KEY, Bytes::from(json)).await?;
+        Ok(())
+    }
+
+    /// Opens `host`'s repository in `root`, checking its format and the key.
+    pub async fn open(
+        root: &Store,
+        host: &str,
+        keys: Keys,
+        catalog: Catalog,
+    ) -> Result<Self, RepoError> {
+        let store = host_store(root, host)?;
+        let raw = match store.get(CONFIG_KEY).await {
+            Ok(raw) => raw,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(RepoError::NoRepository {
+                    location: format!("{store:?}"),
+                });
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let config = parse_config(&raw)?;
+        match (&config.encryption, keys.check_value()) {
+            (None, None) => {}
+            (Some(_), None) => return Err(RepoError::KeyRequired),
+            (None, Some(_)) => return Err(RepoError::KeyNotExpected),
+            (Some(enc), Some(check)) if enc.key_check != check => return Err(RepoError::WrongKey),
+            (Some(_), Some(_)) => {}
+        }
+        Ok(Repository {
+            inner: Arc::new(Inner {
+                writers: lock::Writers::new(store.clone()),
+                store,
+                host: host.to_owned(),
+                keys,
+                config,
+                catalog,
+            }),
+        })
+    }
+
+    /// Opens the repository, creating it first if the store has none.
+    pub async fn open_or_init(
+        root: &Store,
+        host: &str,
+        keys: Keys,
+        catalog: Catalog,
+        options: InitOptions,
+    ) -> Result<Self, RepoError> {
+        match Self::open(root, host, keys.clone(), catalog.clone()).await {
+            Err(RepoError::NoRepository { .. }) => {
+                Self::init(root, host, &keys, options).await?;
+                Self::open(root, host, keys, catalog).await
+            }
+            other => other,
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.inner.host
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.inner.config
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub(crate) fn writers(&self) -> &lock::Writers {
+        &self.inner.writers
+    }
+
+    /// Every manifest of this host (all environments, or one), oldest first.
+    pub async fn list_manifests(&self, env: Option<&str>) -> Result<Vec<Manifest>, RepoError> {
+        let dir = match env {
+            Some(env) => format!("manifests/{}", checked_name(env)?),
+            None => "manifests".to_owned(),
+        };
+        let mut manifests = Vec::new();
+        for object in self.store().list(&dir).await? {
+            manifests.push(self.load_manifest_key(&object.key).await?);
+        }
+        manifests.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        Ok(manifests)
+    }
+
+    pub async fn load_manifest(&self, env: &str, backup_id: &str) -> Result<Manifest, RepoError> {
+        let key = manifest_key(checked_name(env)?, checked_name(backup_id)?);
+        match self.load_manifest_key(&key).await {
+            Err(RepoError::Store(StoreError::NotFound { .. })) => {
+                Err(RepoError::NoSuchBackup(format!("{env}/{backup_id}")))
+            }
+            other => other,
+        }
+    }
+
+    async fn load_manifest_key(&self, key: &str) -> Result<Manifest, RepoError> {
+        let raw = self.store().get(key).await?;
+        let manifest =
+            Manifest::decode(self.keys(), &raw).map_err(|e| RepoError::corrupt(key, e))?;
+        if manifest.key() != key {
+            return Err(RepoError::Corrupt {
+                object: key.to_owned(),
+                reason: "manifest is stored under another name".into(),
+            });
+        }
+        Ok(manifest)
+    }
+}
+
+fn host_store(root: &Store, host: &str) -> Result<Store, RepoError> {
+    Ok(root.scoped(checked_name(host)?))
+}
+
+pub(crate) fn checked_name(name: &str) -> Result<&str, RepoError> {
+    if manifest::is_safe_name(name) {
+        Ok(name)
+    } else {
+        Err(RepoError::BadName(name.to_owned()))
+    }
+}
+
+fn parse_config(raw: &[u8]) -> Result<RepoConfig, RepoError> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        format: u32,
+    }
+    let version: Version =
+        serde_json::from_slice(raw).map_err(|e| RepoError::BadConfig(e.to_string()))?;
+    if version.format != REPO_FORMAT {
+        return Err(RepoError::UnsupportedFormat {
+            found: version.format,
+        });
+    }
+    let config: RepoConfig =
+        serde_json::from_slice(raw).map_err(|e| RepoError::BadConfig(e.to_string()))?;
+    config.validate().map_err(RepoError::BadConfig)?;
+    Ok(config)
+}

@@ -1,0 +1,205 @@
+//! Prune: delete backups and reclaim the data nothing else needs (mark and sweep).
+//!
+//! Under the exclusive lock (no write of this process runs meanwhile):
+//!
+//! 1. delete the manifests asked for;
+//! 2. mark: every chunk the remaining manifests reach is live;
+//! 3. sweep, pack by pack: a pack with no live chunk is deleted; a pack whose live
+//!    bytes are under half of it is repacked (its live blobs copied, after a hash
+//!    check, into new packs); a pack no index object names (left by a crash) is
+//!    deleted. A pack younger than the oldest write still running in another process
+//!    is never touched: that write may be about to name it.
+//! 4. write one index object for everything kept, replace the catalog's index, delete
+//!    the old index objects, and only then delete the packs.
+//!
+//! A crash at any step leaves a consistent repository: until step 4's deletions, old
+//! index objects and packs are all still there; after them, the new index names only
+//! packs that exist. Whatever a crash leaves unreferenced, the next prune reclaims.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::id::Id;
+use super::index::IndexObject;
+use super::manifest::Manifest;
+use super::pack::{PackBuilder, PackEntry, decode_blob};
+use super::reader::for_each_chunk;
+use super::{RepoError, Repository, pack_key};
+
+/// A pack whose live bytes fall under this share of its chunk bytes is repacked.
+const REPACK_BELOW_LIVE_RATIO: f64 = 0.5;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    pub manifests_deleted: u64,
+    pub live_chunks: u64,
+    pub packs_deleted: u64,
+    pub packs_repacked: u64,
+    pub packs_written: u64,
+    pub packs_kept_for_running_writers: u64,
+    /// Stored bytes of the packs deleted, less the bytes of the packs written.
+    pub bytes_freed: u64,
+}
+
+impl Repository {
+    /// Deletes the given manifests, then reclaims unreferenced data.
+    pub async fn prune(&self, delete: &[Manifest]) -> Result<PruneReport, RepoError> {
+        let exclusive = self.writers().exclusive().await;
+        let oldest_writer = self.writers().oldest_live_writer(&exclusive).await?;
+        let mut report = PruneReport::default();
+        for manifest in delete {
+            self.store().delete(&manifest.key()).await?;
+            report.manifests_deleted += 1;
+        }
+        let live = self.mark().await?;
+        report.live_chunks = live.len() as u64;
+        let index = self.read_store_index().await?;
+        let young = |pack: &Id| -> bool {
+            let modified = index.pack_objects.get(pack).map(|o| o.last_modified);
+            is_younger(modified, oldest_writer)
+        };
+
+        let mut keep: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+        let mut doomed: Vec<Id> = Vec::new();
+        let mut to_repack: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+        for (pack, entries) in index.packs {
+            if young(&pack) {
+                report.packs_kept_for_running_writers += 1;
+                keep.push((pack, entries));
+                continue;
+            }
+            let total: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
+            let live_bytes: u64 = entries
+                .iter()
+                .filter(|e| live.contains(&e.id))
+                .map(|e| u64::from(e.length))
+                .sum();
+            if live_bytes == 0 {
+                doomed.push(pack);
+            } else if (live_bytes as f64) < total as f64 * REPACK_BELOW_LIVE_RATIO {
+                to_repack.push((pack, entries));
+            } else {
+                keep.push((pack, entries));
+            }
+        }
+        for pack in &index.unindexed {
+            if young(pack) {
+                report.packs_kept_for_running_writers += 1;
+            } else {
+                doomed.push(*pack);
+            }
+        }
+
+        let written = self.repack(&to_repack, &live).await?;
+        report.packs_written = written.len() as u64;
+        report.packs_repacked = to_repack.len() as u64;
+        let written_bytes: u64 = written.iter().map(|(_, _, size)| *size).sum();
+        keep.extend(written.into_iter().map(|(id, entries, _)| (id, entries)));
+        doomed.extend(to_repack.iter().map(|(id, _)| *id));
+
+        // The new index first, then drop the old ones, then the packs.
+        let consolidated = IndexObject { packs: keep };
+        let bytes = consolidated.encode(self.keys());
+        let new_key = format!("index/{}", Id::hash(&bytes).to_hex());
+        self.store().put(&new_key, Bytes::from(bytes)).await?;
+        self.catalog()
+            .blocking(move |c| {
+                c.replace_chunk_index(consolidated.packs.iter().map(|(id, e)| (id, &e[..])))
+            })
+            .await?;
+        for key in index.index_keys.iter().filter(|k| **k != new_key) {
+            self.store().delete(key).await?;
+        }
+        let mut freed = 0u64;
+        for pack in &doomed {
+            freed += index.pack_objects.get(pack).map_or(0, |o| o.size);
+            self.store().delete(&pack_key(pack)).await?;
+        }
+        report.packs_deleted = doomed.len() as u64;
+        report.bytes_freed = freed.saturating_sub(written_bytes);
+        Ok(report)
+    }
+
+    /// Every chunk reachable from a manifest of this host.
+    async fn mark(&self) -> Result<HashSet<Id>, RepoError> {
+        let manifests = self.list_manifests(None).await?;
+        let repo = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut live = HashSet::new();
+            for manifest in &manifests {
+                for_each_chunk(&repo, manifest, |_, id| {
+                    live.insert(id);
+                    Ok(())
+                })?;
+            }
+            Ok(live)
+        })
+        .await
+        .map_err(|e| RepoError::Pipeline(e.to_string()))?
+    }
+
+    /// Copies the live blobs of `packs` into new packs; returns them with their sizes.
+    async fn repack(
+        &self,
+        packs: &[(Id, Vec<PackEntry>)],
+        live: &HashSet<Id>,
+    ) -> Result<Vec<(Id, Vec<PackEntry>, u64)>, RepoError> {
+        let pack_size = self.config().pack_size as usize;
+        let mut written = Vec::new();
+        let mut builder = PackBuilder::default();
+        let mut copied = HashSet::new();
+        for (pack, entries) in packs {
+            let key = pack_key(pack);
+            let bytes = self.store().get(&key).await?;
+            let by_id: HashMap<Id, &PackEntry> = entries.iter().map(|e| (e.id, e)).collect();
+            for entry in by_id.values().filter(|e| live.contains(&e.id)) {
+                if !copied.insert(entry.id) {
+                    continue;
+                }
+                let range =
+                    entry.offset as usize..(entry.offset + u64::from(entry.length)) as usize;
+                let stored = bytes.get(range).ok_or_else(|| RepoError::Corrupt {
+                    object: key.clone(),
+                    reason: format!("chunk {} lies past the end of the pack", entry.id.short()),
+                })?;
+                // Never carry corrupt data forward: check before copying.
+                decode_blob(self.keys(), stored, entry).map_err(|e| RepoError::Corrupt {
+                    object: key.clone(),
+                    reason: format!("chunk {}: {e}", entry.id.short()),
+                })?;
+                builder.add(entry.id, entry.kind, entry.raw_length, stored);
+                if builder.len() >= pack_size {
+                    written.push(self.upload_pack(std::mem::take(&mut builder)).await?);
+                }
+            }
+        }
+        if !builder.is_empty() {
+            written.push(self.upload_pack(builder).await?);
+        }
+        Ok(written)
+    }
+
+    async fn upload_pack(
+        &self,
+        builder: PackBuilder,
+    ) -> Result<(Id, Vec<PackEntry>, u64), RepoError> {
+        let pack = builder.finish(self.keys());
+        let size = pack.bytes.len() as u64;
+        self.store()
+            .put(&pack_key(&pack.id), Bytes::from(pack.bytes))
+            .await?;
+        Ok((pack.id, pack.entries, size))
+    }
+}
+
+/// Whether a pack may belong to a write still running (modified after it started).
+fn is_younger(modified: Option<DateTime<Utc>>, oldest_writer: Option<DateTime<Utc>>) -> bool {
+    match (modified, oldest_writer) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(modified), Some(started)) => modified >= started - chrono::Duration::seconds(1),
+    }
+}

@@ -1,0 +1,210 @@
+//! Reading chunks back: index lookup, fetch, decode, hash check.
+//!
+//! Every chunk is checked against its id before it is used; a missing chunk, a
+//! missing pack or bytes that do not match are errors naming the object, never
+//! silently wrong data. Blocking readers ([`ChunkStreamReader`], [`TreeEntries`]) are
+//! for code on blocking threads (the archiver, the tar export); they drive the async
+//! store through the runtime handle captured when they were made.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+
+use futures::{StreamExt, TryStreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::id::Id;
+use super::manifest::{Manifest, PartLayout, PartRecord};
+use super::pack::{PackEntry, decode_blob};
+use super::tree::{Entry, read_entry};
+use super::{RepoError, Repository, pack_key};
+
+/// Chunks fetched ahead while streaming a part out.
+const READ_AHEAD: usize = 4;
+
+impl Repository {
+    /// Where a chunk is stored, from the catalog's index.
+    pub(crate) async fn locate(&self, id: Id) -> Result<(Id, PackEntry), RepoError> {
+        let location = self
+            .catalog()
+            .blocking(move |c| c.chunk_location(&id))
+            .await?;
+        let location = location.ok_or_else(|| RepoError::UnknownChunk { chunk: id.to_hex() })?;
+        Ok((location.pack, location.entry))
+    }
+
+    /// Fetches and checks one chunk.
+    pub async fn load_chunk(&self, id: Id) -> Result<Vec<u8>, RepoError> {
+        let (pack, entry) = self.locate(id).await?;
+        let key = pack_key(&pack);
+        let stored = self
+            .store()
+            .get_range(&key, entry.offset..entry.offset + u64::from(entry.length))
+            .await?;
+        decode_blob(self.keys(), &stored, &entry).map_err(|e| RepoError::Corrupt {
+            object: key,
+            reason: format!("chunk {}: {e}", id.short()),
+        })
+    }
+
+    /// Writes a stream part to `out`, every chunk checked; returns the bytes written.
+    pub async fn read_stream<W: AsyncWrite + Unpin>(
+        &self,
+        manifest: &Manifest,
+        part: &str,
+        out: &mut W,
+    ) -> Result<u64, RepoError> {
+        let record = part_of(manifest, part, PartLayout::Stream)?;
+        let mut chunks = futures::stream::iter(record.chunks.iter().copied())
+            .map(|id| self.load_chunk(id))
+            .buffered(READ_AHEAD);
+        let mut written = 0u64;
+        while let Some(data) = chunks.try_next().await.map_err(|e| e.in_part(part))? {
+            out.write_all(&data)
+                .await
+                .map_err(|e| RepoError::io("output", e))?;
+            written += data.len() as u64;
+        }
+        out.flush().await.map_err(|e| RepoError::io("output", e))?;
+        Ok(written)
+    }
+}
+
+/// A part of a manifest with the expected layout.
+pub fn part_of<'m>(
+    manifest: &'m Manifest,
+    part: &str,
+    layout: PartLayout,
+) -> Result<&'m PartRecord, RepoError> {
+    let record = manifest
+        .part(part)
+        .ok_or_else(|| RepoError::NoSuchPart(part.to_owned()))?;
+    if record.layout != layout {
+        let name = |l: PartLayout| {
+            if l == PartLayout::Tree {
+                "tree"
+            } else {
+                "stream"
+            }
+        };
+        return Err(RepoError::WrongLayout {
+            part: part.to_owned(),
+            found: name(record.layout),
+            wanted: name(layout),
+        });
+    }
+    Ok(record)
+}
+
+/// A blocking reader over a list of chunks, for use on blocking threads.
+pub struct ChunkStreamReader {
+    repo: Repository,
+    handle: tokio::runtime::Handle,
+    chunks: VecDeque<Id>,
+    current: Vec<u8>,
+    position: usize,
+}
+
+impl ChunkStreamReader {
+    pub fn new(repo: &Repository, chunks: &[Id]) -> Self {
+        ChunkStreamReader {
+            repo: repo.clone(),
+            handle: tokio::runtime::Handle::current(),
+            chunks: chunks.iter().copied().collect(),
+            current: Vec::new(),
+            position: 0,
+        }
+    }
+}
+
+impl Read for ChunkStreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.position == self.current.len() {
+            let Some(id) = self.chunks.pop_front() else {
+                return Ok(0);
+            };
+            self.current = self
+                .handle
+                .block_on(self.repo.load_chunk(id))
+                .map_err(io::Error::other)?;
+            self.position = 0;
+        }
+        let n = buf.len().min(self.current.len() - self.position);
+        buf[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
+    }
+}
+
+/// The entries of a tree part, in tree order (blocking; validated as read).
+pub struct TreeEntries {
+    reader: io::BufReader<ChunkStreamReader>,
+    part: String,
+    failed: bool,
+}
+
+impl TreeEntries {
+    pub fn open(repo: &Repository, part: &PartRecord) -> Result<Self, RepoError> {
+        if part.layout != PartLayout::Tree {
+            return Err(RepoError::WrongLayout {
+                part: part.part.clone(),
+                found: "stream",
+                wanted: "tree",
+            });
+        }
+        Ok(TreeEntries {
+            reader: io::BufReader::with_capacity(
+                1 << 16,
+                ChunkStreamReader::new(repo, &part.chunks),
+            ),
+            part: part.part.clone(),
+            failed: false,
+        })
+    }
+}
+
+impl Iterator for TreeEntries {
+    type Item = Result<Entry, RepoError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match read_entry(&mut self.reader) {
+            Ok(entry) => entry.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                // Errors from the store come wrapped in io::Error; unwrap them.
+                let error = match e.downcast::<RepoError>() {
+                    Ok(repo_error) => repo_error,
+                    Err(e) => RepoError::Corrupt {
+                        object: format!("tree of {}", self.part),
+                        reason: e.to_string(),
+                    },
+                };
+                Some(Err(error.in_part(&self.part)))
+            }
+        }
+    }
+}
+
+/// Calls `visit` with every chunk a backup needs, part by part: a stream's chunks, a
+/// tree's own chunks and the chunks of every file in it (blocking: reads the trees).
+pub fn for_each_chunk(
+    repo: &Repository,
+    manifest: &Manifest,
+    mut visit: impl FnMut(&str, Id) -> Result<(), RepoError>,
+) -> Result<(), RepoError> {
+    for part in &manifest.parts {
+        for id in &part.chunks {
+            visit(&part.part, *id)?;
+        }
+        if part.layout == PartLayout::Tree {
+            for entry in TreeEntries::open(repo, part)? {
+                for chunk in entry?.chunks {
+                    visit(&part.part, chunk.id)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

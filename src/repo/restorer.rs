@@ -1,0 +1,597 @@
+//! Restoring a tree part into a directory: plan, fetch into staging, then swap in.
+//!
+//! 1. Plan (on a blocking thread): read the backup's tree and scan the target. A file
+//!    whose type, size and mtime already match is kept (delta restore); everything else
+//!    is written; paths the backup does not have are removed. The plan's figures are
+//!    what `--dry-run` shows.
+//! 2. Fetch: the chunks of the files to write are grouped by pack and fetched with
+//!    bounded concurrency; each is hash-checked and written at its offset into a
+//!    staging file inside the target (same filesystem, so the final rename is atomic).
+//!    Holes are never written, so sparse files stay sparse. If any chunk is missing or
+//!    corrupt the restore stops here, and the target is exactly as it was.
+//! 3. Apply: remove extra paths, create directories, give staged files their owner,
+//!    mode, xattrs and mtime and rename them into place, then links, then directory
+//!    metadata deepest first (creating entries changes a directory's mtime).
+//!
+//! Owners are restored by name when the name exists on this host, else by id (as tar
+//! does), and only when running as root. A staging directory left by a crash is
+//! removed by the next restore.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use nix::sys::stat::{UtimensatFlags, utimensat};
+use nix::sys::time::TimeSpec;
+use serde::Serialize;
+
+use super::archiver::STAGING_PREFIX;
+use super::id::Id;
+use super::manifest::{Manifest, PartLayout};
+use super::pack::{PackEntry, decode_blob};
+use super::reader::{TreeEntries, part_of};
+use super::tree::{Entry, EntryKind, Xattr};
+use super::{RepoError, Repository, pack_key};
+
+/// Packs fetched at once during a restore.
+const PACKS_IN_FLIGHT: usize = 3;
+
+/// What a restore will do (or did).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RestorePlan {
+    pub entries: u64,
+    pub files_to_write: u64,
+    pub files_to_keep: u64,
+    pub paths_to_remove: u64,
+    /// Logical bytes of the files to write.
+    pub bytes_to_write: u64,
+    /// Stored bytes of the distinct chunks to fetch.
+    pub bytes_to_fetch: u64,
+}
+
+/// A path as found in the target before the restore.
+struct Existing {
+    kind: EntryKind,
+    size: u64,
+    mtime: i64,
+    dev_ino: (u64, u64),
+    target: Option<Vec<u8>>,
+}
+
+struct Work {
+    entries: Vec<Entry>,
+    existing: HashMap<Vec<u8>, Existing>,
+    /// Indices of entries to (re)create; the rest are kept.
+    create: Vec<bool>,
+    remove: Vec<Vec<u8>>,
+}
+
+impl Repository {
+    /// Works out what restoring `part` into `target` would do, changing nothing.
+    pub async fn plan_tree_restore(
+        &self,
+        manifest: &Manifest,
+        part: &str,
+        target: &Path,
+    ) -> Result<RestorePlan, RepoError> {
+        let (_, plan, _) = self.prepare(manifest, part, target).await?;
+        Ok(plan)
+    }
+
+    /// Makes `target` equal to the tree of `part`: content, types, links and metadata.
+    pub async fn restore_tree(
+        &self,
+        manifest: &Manifest,
+        part: &str,
+        target: &Path,
+    ) -> Result<RestorePlan, RepoError> {
+        let (work, plan, chunks) = self.prepare(manifest, part, target).await?;
+        let stage = create_stage(target)?;
+        let fetched = self
+            .fetch_into_stage(&work, chunks, &stage)
+            .await
+            .map_err(|e| e.in_part(part));
+        let applied = match fetched {
+            Ok(()) => {
+                let target = target.to_path_buf();
+                let stage_dir = stage.clone();
+                tokio::task::spawn_blocking(move || apply(&work, &target, &stage_dir))
+                    .await
+                    .map_err(|e| RepoError::Pipeline(e.to_string()))?
+            }
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_dir_all(&stage);
+        applied.map(|()| plan)
+    }
+
+    async fn prepare(
+        &self,
+        manifest: &Manifest,
+        part: &str,
+        target: &Path,
+    ) -> Result<(Work, RestorePlan, Vec<(Id, PackEntry)>), RepoError> {
+        let record = part_of(manifest, part, PartLayout::Tree)?.clone();
+        let repo = self.clone();
+        let target = target.to_path_buf();
+        let work = tokio::task::spawn_blocking(move || plan_work(&repo, &record, &target))
+            .await
+            .map_err(|e| RepoError::Pipeline(e.to_string()))??;
+        // Locate every distinct chunk needed, in one pass over the catalog.
+        let mut needed: Vec<Id> = work
+            .entries
+            .iter()
+            .zip(&work.create)
+            .filter(|(e, create)| **create && e.kind == EntryKind::File)
+            .flat_map(|(e, _)| e.chunks.iter().map(|c| c.id))
+            .collect();
+        needed.sort_unstable();
+        needed.dedup();
+        let located = self
+            .catalog()
+            .blocking(move |c| {
+                needed
+                    .into_iter()
+                    .map(|id| Ok((id, c.chunk_location(&id)?)))
+                    .collect::<Result<Vec<_>, crate::catalog::CatalogError>>()
+            })
+            .await?;
+        let mut chunks = Vec::with_capacity(located.len());
+        for (id, location) in located {
+            let location = location
+                .ok_or_else(|| RepoError::UnknownChunk { chunk: id.to_hex() }.in_part(part))?;
+            chunks.push((location.pack, location.entry));
+        }
+        let plan = RestorePlan {
+            entries: work.entries.len() as u64,
+            files_to_write: count_files(&work, true),
+            files_to_keep: count_files(&work, false),
+            paths_to_remove: work.remove.len() as u64,
+            bytes_to_write: work
+                .entries
+                .iter()
+                .zip(&work.create)
+                .filter(|(e, create)| **create && e.kind == EntryKind::File)
+                .map(|(e, _)| e.data_len())
+                .sum(),
+            bytes_to_fetch: chunks.iter().map(|(_, e)| u64::from(e.length)).sum(),
+        };
+        Ok((work, plan, chunks))
+    }
+
+    /// Fetches every needed chunk once and writes it into each staged file using it.
+    async fn fetch_into_stage(
+        &self,
+        work: &Work,
+        chunks: Vec<(Id, PackEntry)>,
+        stage: &Path,
+    ) -> Result<(), RepoError> {
+        // Where each chunk goes: (staged file index, offset in the file).
+        let mut targets: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
+        for (index, entry) in work.entries.iter().enumerate() {
+            if work.create[index] && entry.kind == EntryKind::File {
+                create_staged_file(stage, index, entry.size)?;
+                for c in &entry.chunks {
+                    targets.entry(c.id).or_default().push((index, c.offset));
+                }
+            }
+        }
+        let mut by_pack: HashMap<Id, Vec<PackEntry>> = HashMap::new();
+        for (pack, entry) in chunks {
+            by_pack.entry(pack).or_default().push(entry);
+        }
+        let targets = Arc::new(targets);
+        futures::stream::iter(by_pack)
+            .map(|(pack, mut entries)| {
+                entries.sort_by_key(|e| e.offset);
+                self.restore_pack(pack, entries, targets.clone(), stage.to_path_buf())
+            })
+            .buffer_unordered(PACKS_IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn restore_pack(
+        &self,
+        pack: Id,
+        entries: Vec<PackEntry>,
+        targets: Arc<HashMap<Id, Vec<(usize, u64)>>>,
+        stage: PathBuf,
+    ) -> Result<(), RepoError> {
+        let key = pack_key(&pack);
+        let start = entries.first().map_or(0, |e| e.offset);
+        let end = entries
+            .iter()
+            .map(|e| e.offset + u64::from(e.length))
+            .max()
+            .unwrap_or(0);
+        let wanted: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
+        // One read of the span when most of it is wanted; else one read per chunk.
+        let spans: Vec<(u64, Vec<PackEntry>)> = if wanted * 2 >= end - start {
+            vec![(start, entries)]
+        } else {
+            entries.into_iter().map(|e| (e.offset, vec![e])).collect()
+        };
+        for (span_start, span_entries) in spans {
+            let span_end = span_entries
+                .iter()
+                .map(|e| e.offset + u64::from(e.length))
+                .max()
+                .unwrap_or(span_start);
+            let bytes = self.store().get_range(&key, span_start..span_end).await?;
+            let (keys, targets, stage, key) = (
+                self.keys().clone(),
+                targets.clone(),
+                stage.clone(),
+                key.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                for entry in &span_entries {
+                    let from = (entry.offset - span_start) as usize;
+                    let stored = &bytes[from..from + entry.length as usize];
+                    let plain =
+                        decode_blob(&keys, stored, entry).map_err(|e| RepoError::Corrupt {
+                            object: key.clone(),
+                            reason: format!("chunk {}: {e}", entry.id.short()),
+                        })?;
+                    for (index, offset) in targets
+                        .get(&entry.id)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default()
+                    {
+                        let path = staged_path(&stage, *index);
+                        let file = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(|e| RepoError::io(&path, e))?;
+                        file.write_all_at(&plain, *offset)
+                            .map_err(|e| RepoError::io(&path, e))?;
+                    }
+                }
+                Ok::<_, RepoError>(())
+            })
+            .await
+            .map_err(|e| RepoError::Pipeline(e.to_string()))??;
+        }
+        Ok(())
+    }
+}
+
+fn count_files(work: &Work, created: bool) -> u64 {
+    work.entries
+        .iter()
+        .zip(&work.create)
+        .filter(|(e, create)| **create == created && e.kind == EntryKind::File)
+        .count() as u64
+}
+
+fn plan_work(
+    repo: &Repository,
+    record: &super::manifest::PartRecord,
+    target: &Path,
+) -> Result<Work, RepoError> {
+    let entries = TreeEntries::open(repo, record)?.collect::<Result<Vec<_>, _>>()?;
+    if entries
+        .first()
+        .is_none_or(|e| !e.path.is_empty() || e.kind != EntryKind::Dir)
+    {
+        return Err(RepoError::Corrupt {
+            object: format!("tree of {}", record.part),
+            reason: "does not start with its root".into(),
+        });
+    }
+    let existing = scan_target(target)?;
+    let by_path: HashMap<&[u8], usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (&e.path[..], i))
+        .collect();
+    let mut create = vec![false; entries.len()];
+    let mut remove = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let found = existing.get(&entry.path);
+        create[index] = match (entry.kind, found) {
+            (_, None) => true,
+            (kind, Some(old))
+                if kind != old.kind
+                    && !(kind == EntryKind::Hardlink && old.kind == EntryKind::File) =>
+            {
+                remove.push(entry.path.clone());
+                true
+            }
+            (EntryKind::File, Some(old)) => old.size != entry.size || old.mtime != entry.mtime,
+            (EntryKind::Symlink, Some(old)) => old.target != entry.target,
+            (EntryKind::Hardlink, Some(old)) => {
+                let first = entry
+                    .target
+                    .as_deref()
+                    .and_then(|t| by_path.get(t).copied());
+                let linked = first.is_some_and(|f| {
+                    !create[f]
+                        && existing
+                            .get(&entries[f].path)
+                            .is_some_and(|o| o.dev_ino == old.dev_ino)
+                });
+                !linked
+            }
+            (EntryKind::Dir | EntryKind::Fifo, Some(_)) => false,
+        };
+    }
+    for path in existing.keys() {
+        if !by_path.contains_key(&path[..]) {
+            remove.push(path.clone());
+        }
+    }
+    // Deepest first, so a directory is empty when its turn comes.
+    remove.sort_by(|a, b| b.cmp(a));
+    remove.dedup();
+    Ok(Work {
+        entries,
+        existing,
+        create,
+        remove,
+    })
+}
+
+/// Every path under `target` (relative, tree form), without following symlinks.
+fn scan_target(target: &Path) -> Result<HashMap<Vec<u8>, Existing>, RepoError> {
+    let mut found = HashMap::new();
+    match std::fs::symlink_metadata(target) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(RepoError::io(
+                target,
+                std::io::Error::other("exists and is not a directory"),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(RepoError::io(target, e)),
+    }
+    let mut pending = vec![(Vec::<u8>::new(), target.to_path_buf())];
+    while let Some((rel, dir)) = pending.pop() {
+        for item in std::fs::read_dir(&dir).map_err(|e| RepoError::io(&dir, e))? {
+            let item = item.map_err(|e| RepoError::io(&dir, e))?;
+            let name = item.file_name();
+            if rel.is_empty() && name.as_bytes().starts_with(STAGING_PREFIX.as_bytes()) {
+                let _ = std::fs::remove_dir_all(item.path()); // left by an interrupted restore
+                continue;
+            }
+            let full = item.path();
+            let meta = std::fs::symlink_metadata(&full).map_err(|e| RepoError::io(&full, e))?;
+            let path = super::tree::join(&rel, name.as_bytes());
+            let file_type = meta.file_type();
+            let kind = if file_type.is_dir() {
+                pending.push((path.clone(), full.clone()));
+                EntryKind::Dir
+            } else if file_type.is_symlink() {
+                EntryKind::Symlink
+            } else if file_type.is_file() {
+                EntryKind::File
+            } else {
+                EntryKind::Fifo // fifos, sockets, devices: replaced unless the backup has a fifo
+            };
+            let target = if kind == EntryKind::Symlink {
+                Some(
+                    std::fs::read_link(&full)
+                        .map_err(|e| RepoError::io(&full, e))?
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec(),
+                )
+            } else {
+                None
+            };
+            let mtime = meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec());
+            found.insert(
+                path,
+                Existing {
+                    kind,
+                    size: meta.len(),
+                    mtime,
+                    dev_ino: (meta.dev(), meta.ino()),
+                    target,
+                },
+            );
+        }
+    }
+    Ok(found)
+}
+
+fn create_stage(target: &Path) -> Result<PathBuf, RepoError> {
+    std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
+    let mut random = [0u8; 6];
+    getrandom::fill(&mut random).expect("the operating system's random source failed");
+    let stage = target.join(format!("{STAGING_PREFIX}{}", hex::encode(random)));
+    std::fs::create_dir(&stage).map_err(|e| RepoError::io(&stage, e))?;
+    Ok(stage)
+}
+
+fn staged_path(stage: &Path, index: usize) -> PathBuf {
+    stage.join(index.to_string())
+}
+
+fn create_staged_file(stage: &Path, index: usize, size: u64) -> Result<(), RepoError> {
+    let path = staged_path(stage, index);
+    let file = File::create(&path).map_err(|e| RepoError::io(&path, e))?;
+    file.set_len(size).map_err(|e| RepoError::io(&path, e))
+}
+
+fn full_path(target: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() {
+        target.to_path_buf()
+    } else {
+        target.join(OsStr::from_bytes(rel))
+    }
+}
+
+/// Step 3: puts everything in place. Runs only once every byte is staged and checked.
+fn apply(work: &Work, target: &Path, stage: &Path) -> Result<(), RepoError> {
+    for rel in &work.remove {
+        let path = full_path(target, rel);
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        removed.map_err(|e| RepoError::io(&path, e))?;
+    }
+    let owners = Owners::new();
+    for (index, entry) in work.entries.iter().enumerate() {
+        let path = full_path(target, &entry.path);
+        let create = work.create[index];
+        match entry.kind {
+            EntryKind::Dir => {
+                if create {
+                    std::fs::create_dir(&path)
+                        .or_else(ignore_exists)
+                        .map_err(|e| RepoError::io(&path, e))?;
+                }
+            }
+            EntryKind::File if create => {
+                let staged = staged_path(stage, index);
+                set_metadata(&staged, entry, &owners, true)?;
+                std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
+            }
+            EntryKind::Symlink | EntryKind::Fifo if create => {
+                let staged = staged_path(stage, index);
+                if entry.kind == EntryKind::Symlink {
+                    let link = OsStr::from_bytes(entry.target.as_deref().unwrap_or_default());
+                    std::os::unix::fs::symlink(link, &staged)
+                        .map_err(|e| RepoError::io(&staged, e))?;
+                } else {
+                    nix::unistd::mkfifo(&staged, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                        .map_err(|e| RepoError::io(&staged, e.into()))?;
+                }
+                set_metadata(&staged, entry, &owners, true)?;
+                std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
+            }
+            EntryKind::Hardlink if create => {
+                let first = full_path(target, entry.target.as_deref().unwrap_or_default());
+                let staged = staged_path(stage, index);
+                std::fs::hard_link(&first, &staged).map_err(|e| RepoError::io(&first, e))?;
+                std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
+            }
+            EntryKind::Hardlink => {}
+            EntryKind::File | EntryKind::Symlink | EntryKind::Fifo => {
+                set_metadata(&path, entry, &owners, false)?;
+            }
+        }
+    }
+    for entry in work
+        .entries
+        .iter()
+        .rev()
+        .filter(|e| e.kind == EntryKind::Dir)
+    {
+        let path = full_path(target, &entry.path);
+        let known = work.existing.contains_key(&entry.path);
+        set_metadata(&path, entry, &owners, !known || entry.path.is_empty())?;
+    }
+    Ok(())
+}
+
+fn ignore_exists(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// Looks up owner names on this host; chown only works (and is only tried) as root.
+struct Owners {
+    is_root: bool,
+}
+
+impl Owners {
+    fn new() -> Self {
+        Owners {
+            is_root: nix::unistd::geteuid().is_root(),
+        }
+    }
+
+    fn uid(&self, entry: &Entry) -> u32 {
+        entry
+            .user
+            .as_deref()
+            .and_then(|name| nix::unistd::User::from_name(name).ok().flatten())
+            .map_or(entry.uid, |u| u.uid.as_raw())
+    }
+
+    fn gid(&self, entry: &Entry) -> u32 {
+        entry
+            .group
+            .as_deref()
+            .and_then(|name| nix::unistd::Group::from_name(name).ok().flatten())
+            .map_or(entry.gid, |g| g.gid.as_raw())
+    }
+}
+
+/// Gives `path` the entry's owner, mode, xattrs and mtime. With `fresh` false (a
+/// kept entry), only what differs is changed, so unchanged files keep their ctime and
+/// the next backup still recognises them.
+fn set_metadata(path: &Path, entry: &Entry, owners: &Owners, fresh: bool) -> Result<(), RepoError> {
+    let io = |e: std::io::Error| RepoError::io(path, e);
+    let meta = std::fs::symlink_metadata(path).map_err(io)?;
+    let is_symlink = meta.file_type().is_symlink();
+    let (uid, gid) = (owners.uid(entry), owners.gid(entry));
+    if owners.is_root && (meta.uid(), meta.gid()) != (uid, gid) {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io)?;
+    }
+    // chown clears setuid bits, so the mode comes after it.
+    if !is_symlink && (fresh || meta.mode() & 0o7777 != entry.mode) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(entry.mode)).map_err(io)?;
+    }
+    sync_xattrs(path, &entry.xattrs)?;
+    let mtime = meta
+        .mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec());
+    if fresh || mtime != entry.mtime {
+        let time = TimeSpec::new(
+            entry.mtime.div_euclid(1_000_000_000),
+            entry.mtime.rem_euclid(1_000_000_000),
+        );
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            &TimeSpec::UTIME_OMIT,
+            &time,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| io(e.into()))?;
+    }
+    Ok(())
+}
+
+/// Makes the path's extended attributes exactly the entry's.
+fn sync_xattrs(path: &Path, wanted: &[Xattr]) -> Result<(), RepoError> {
+    let io = |e: std::io::Error| RepoError::io(path, e);
+    let present: Vec<_> = match xattr::list(path) {
+        Ok(names) => names.collect(),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) && wanted.is_empty() => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    for name in &present {
+        if !wanted.iter().any(|x| x.name == name.as_bytes()) {
+            xattr::remove(path, name).map_err(io)?;
+        }
+    }
+    for x in wanted {
+        let name = OsStr::from_bytes(&x.name);
+        if xattr::get(path, name).ok().flatten().as_deref() != Some(&x.value[..]) {
+            xattr::set(path, name, &x.value).map_err(io)?;
+        }
+    }
+    Ok(())
+}

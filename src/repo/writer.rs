@@ -1,0 +1,480 @@
+//! Writing a backup: the pipeline and the commit.
+//!
+//! ```text
+//! producers (blocking threads)      compressors (one thread per core)   packer (async task)
+//! read → chunk → hash → dedup  ──▶  zstd → seal                    ──▶  pack → upload (2 at a time)
+//!                  bounded channel                     bounded channel
+//! ```
+//!
+//! Producers (`archiver.rs` for trees, [`BackupWriter::add_stream`] for streams) hash
+//! each chunk and look it up, first in this write's own set, then in the catalog's
+//! chunk index; only new chunks travel on. Every channel is bounded, so memory stays
+//! flat whatever the data size, and the slowest stage sets the pace.
+//!
+//! [`BackupWriter::commit`] drains the pipeline, then writes the index object, adds
+//! the new chunks to the catalog's index, and writes the manifest last. Any failure
+//! before the manifest leaves only unreferenced objects; [`BackupWriter::abort`] (or
+//! dropping the writer) deletes the packs this write uploaded, and prune reclaims what
+//! a crash leaves. If any stage fails, the channels close and every stage stops.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use chrono::Utc;
+use tokio::io::AsyncRead;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::archiver::{self, TreeOptions};
+use super::chunker::Chunker;
+use super::crypto::Keys;
+use super::id::Id;
+use super::index::IndexObject;
+use super::lock::WriterLock;
+use super::manifest::{
+    BackupMeta, MANIFEST_FORMAT, Manifest, PartLayout, PartRecord, new_backup_id,
+};
+use super::pack::{ChunkKind, PackBuilder, PackEntry, encode_blob};
+use super::{RepoError, Repository, checked_name, pack_key};
+use crate::catalog::Catalog;
+use crate::store::Store;
+
+/// Chunks waiting for a compressor: a few per core keeps both busy without hoarding.
+const CHUNK_QUEUE: usize = 8;
+/// Encoded chunks waiting for the packer.
+const BLOB_QUEUE: usize = 8;
+/// Packs uploading at once: overlaps network latency, bounds memory to ~3 packs.
+const UPLOADS_IN_FLIGHT: usize = 2;
+
+struct PendingChunk {
+    id: Id,
+    kind: ChunkKind,
+    data: Vec<u8>,
+    stored: Arc<AtomicU64>,
+}
+
+struct EncodedChunk {
+    id: Id,
+    kind: ChunkKind,
+    raw_length: u32,
+    blob: Vec<u8>,
+}
+
+/// The producers' end of the pipeline; cloned into each producer thread.
+#[derive(Clone)]
+pub struct ChunkSink {
+    keys: Keys,
+    catalog: Catalog,
+    seen: Arc<Mutex<HashSet<Id>>>,
+    queue: crossbeam_channel::Sender<PendingChunk>,
+    cancel: CancellationToken,
+}
+
+impl ChunkSink {
+    /// Hashes a chunk and, unless the repository has it already, queues it for
+    /// storing; `stored` grows by its stored size once it is encoded.
+    pub fn add(
+        &self,
+        kind: ChunkKind,
+        data: &[u8],
+        stored: &Arc<AtomicU64>,
+    ) -> Result<Id, RepoError> {
+        if self.cancel.is_cancelled() {
+            return Err(RepoError::Cancelled);
+        }
+        let id = self.keys.chunk_id(data);
+        if !self.seen.lock().expect("dedup set lock").insert(id) || self.catalog.has_chunk(&id)? {
+            return Ok(id);
+        }
+        let pending = PendingChunk {
+            id,
+            kind,
+            data: data.to_vec(),
+            stored: stored.clone(),
+        };
+        self.queue
+            .send(pending)
+            .map_err(|_| RepoError::Pipeline("a later stage failed".into()))?;
+        Ok(id)
+    }
+
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+}
+
+/// One backup being written. Add parts, then [`commit`](Self::commit).
+pub struct BackupWriter {
+    repo: Repository,
+    sink: Option<ChunkSink>,
+    compressors: Vec<JoinHandle<()>>,
+    packer: tokio::task::JoinHandle<Result<Vec<(Id, Vec<PackEntry>)>, RepoError>>,
+    uploaded: Arc<Mutex<Vec<Id>>>,
+    lock: Option<WriterLock>,
+    drained: bool,
+    parts: Vec<PartRecord>,
+    /// Per part, the bytes its new chunks took once encoded (final after the drain).
+    stored: Vec<Arc<AtomicU64>>,
+    created: chrono::DateTime<Utc>,
+}
+
+impl Repository {
+    /// Starts writing a backup.
+    pub async fn start_backup(&self, cancel: CancellationToken) -> Result<BackupWriter, RepoError> {
+        let lock = self.writers().begin_write().await?;
+        let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<PendingChunk>(CHUNK_QUEUE);
+        let (blob_tx, blob_rx) = mpsc::channel::<EncodedChunk>(BLOB_QUEUE);
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let compressors = (0..workers)
+            .map(|n| {
+                let (rx, tx, keys, level) = (
+                    chunk_rx.clone(),
+                    blob_tx.clone(),
+                    self.keys().clone(),
+                    self.config().compression,
+                );
+                std::thread::Builder::new()
+                    .name(format!("envsnap-compress-{n}"))
+                    .spawn(move || compress_loop(rx, tx, keys, level))
+                    .expect("spawning a compressor thread")
+            })
+            .collect();
+        let uploaded = Arc::new(Mutex::new(Vec::new()));
+        let packer = tokio::spawn(pack_loop(
+            self.store().clone(),
+            self.keys().clone(),
+            self.config().pack_size as usize,
+            blob_rx,
+            uploaded.clone(),
+        ));
+        let sink = ChunkSink {
+            keys: self.keys().clone(),
+            catalog: self.catalog().clone(),
+            seen: Arc::new(Mutex::new(HashSet::new())),
+            queue: chunk_tx,
+            cancel,
+        };
+        Ok(BackupWriter {
+            repo: self.clone(),
+            sink: Some(sink),
+            compressors,
+            packer,
+            uploaded,
+            lock: Some(lock),
+            drained: false,
+            parts: Vec::new(),
+            stored: Vec::new(),
+            created: Utc::now(),
+        })
+    }
+}
+
+impl BackupWriter {
+    fn sink(&self) -> Result<ChunkSink, RepoError> {
+        self.sink
+            .clone()
+            .ok_or_else(|| RepoError::Pipeline("this backup's pipeline has already stopped".into()))
+    }
+
+    fn check_new_part(&self, part: &str) -> Result<(), RepoError> {
+        if part.is_empty() || self.parts.iter().any(|p| p.part == part) {
+            return Err(RepoError::Pipeline(format!(
+                "part {part:?} is empty or added twice"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stores a stream part (a database dump) read from `reader` to its end.
+    pub async fn add_stream<R>(
+        &mut self,
+        part: &str,
+        format: &str,
+        reader: R,
+    ) -> Result<&PartRecord, RepoError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        self.check_new_part(part)?;
+        let sink = self.sink()?;
+        let params = self.repo.config().chunker;
+        let stored = Arc::new(AtomicU64::new(0));
+        let counter = stored.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let reader = tokio_util::io::SyncIoBridge::new(reader);
+            let mut chunks = Vec::new();
+            let size = Chunker::new(params).chunk_reader(reader, |data| {
+                chunks.push(sink.add(ChunkKind::Data, data, &counter)?);
+                Ok::<_, ProduceError>(())
+            })?;
+            Ok::<_, ProduceError>((size, chunks))
+        })
+        .await
+        .map_err(|e| RepoError::Pipeline(e.to_string()))?;
+        let (size, chunks) = match written {
+            Ok(written) => written,
+            Err(e) => return Err(self.explain(e.into()).await.in_part(part)),
+        };
+        self.parts.push(PartRecord {
+            part: part.to_owned(),
+            layout: PartLayout::Stream,
+            format: format.to_owned(),
+            size,
+            stored: 0,
+            entries: 0,
+            chunks,
+        });
+        self.stored.push(stored);
+        Ok(self.parts.last().expect("just pushed"))
+    }
+
+    /// Stores a tree part: the directory `root` and everything below it.
+    pub async fn add_tree(
+        &mut self,
+        part: &str,
+        root: std::path::PathBuf,
+        options: TreeOptions,
+    ) -> Result<&PartRecord, RepoError> {
+        self.check_new_part(part)?;
+        let sink = self.sink()?;
+        let repo = self.repo.clone();
+        let stored = Arc::new(AtomicU64::new(0));
+        let counter = stored.clone();
+        let archived = tokio::task::spawn_blocking(move || {
+            archiver::archive(&repo, &sink, &root, options, &counter)
+        })
+        .await
+        .map_err(|e| RepoError::Pipeline(e.to_string()))?;
+        let tree = match archived {
+            Ok(tree) => tree,
+            Err(e) => return Err(self.explain(e).await.in_part(part)),
+        };
+        for warning in &tree.warnings {
+            tracing::warn!(part, "{warning}");
+        }
+        self.parts.push(PartRecord {
+            part: part.to_owned(),
+            layout: PartLayout::Tree,
+            format: String::new(),
+            size: tree.size,
+            stored: 0,
+            entries: tree.entries,
+            chunks: tree.chunks,
+        });
+        self.stored.push(stored);
+        Ok(self.parts.last().expect("just pushed"))
+    }
+
+    /// A producer saw the pipeline close: the stage that failed knows why.
+    async fn explain(&mut self, error: RepoError) -> RepoError {
+        let closed = match &error {
+            RepoError::Pipeline(_) => true,
+            RepoError::InPart { source, .. } => matches!(**source, RepoError::Pipeline(_)),
+            _ => false,
+        };
+        match self.drain().await {
+            Err(cause) if closed => cause,
+            _ => error,
+        }
+    }
+
+    /// Drains the pipeline: every new chunk is in an uploaded pack when this returns.
+    /// The pipeline runs once: after the first drain, the writer takes no more data.
+    async fn drain(&mut self) -> Result<Vec<(Id, Vec<PackEntry>)>, RepoError> {
+        if std::mem::replace(&mut self.drained, true) {
+            return Err(RepoError::Pipeline(
+                "this backup's pipeline has already stopped".into(),
+            ));
+        }
+        self.sink = None;
+        for handle in self.compressors.drain(..) {
+            let joined = tokio::task::spawn_blocking(move || handle.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                return Err(RepoError::Pipeline("a compressor thread panicked".into()));
+            }
+        }
+        (&mut self.packer)
+            .await
+            .map_err(|e| RepoError::Pipeline(e.to_string()))?
+    }
+
+    /// Makes the backup durable and visible: packs, index object, catalog, manifest.
+    pub async fn commit(mut self, meta: BackupMeta) -> Result<Manifest, RepoError> {
+        checked_name(&meta.env)?;
+        checked_name(&meta.name)?;
+        let result = self.commit_inner(meta).await;
+        if result.is_err() {
+            self.delete_uploaded().await;
+        }
+        if let Some(lock) = self.lock.take() {
+            lock.release().await;
+        }
+        result
+    }
+
+    async fn commit_inner(&mut self, meta: BackupMeta) -> Result<Manifest, RepoError> {
+        let packs = self.drain().await?;
+        for (part, stored) in self.parts.iter_mut().zip(&self.stored) {
+            part.stored = stored.load(Ordering::Relaxed);
+        }
+        if !packs.is_empty() {
+            let index = IndexObject { packs };
+            let bytes = index.encode(self.repo.keys());
+            let key = format!("index/{}", Id::hash(&bytes).to_hex());
+            self.repo.store().put(&key, Bytes::from(bytes)).await?;
+            // Only now may later writes deduplicate against these chunks.
+            self.repo
+                .catalog()
+                .blocking(move |c| c.add_packs(index.packs.iter().map(|(id, e)| (id, &e[..]))))
+                .await?;
+        }
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            id: new_backup_id(self.created),
+            host: self.repo.host().to_owned(),
+            meta,
+            created: self.created,
+            completed: Utc::now(),
+            parts: std::mem::take(&mut self.parts),
+        };
+        let sealed = manifest.encode(self.repo.keys());
+        self.repo
+            .store()
+            .put(&manifest.key(), Bytes::from(sealed))
+            .await?;
+        self.uploaded.lock().expect("upload list lock").clear();
+        Ok(manifest)
+    }
+
+    /// Stops the write and deletes what it uploaded (nothing refers to it).
+    pub async fn abort(mut self) {
+        let _ = self.drain().await;
+        self.delete_uploaded().await;
+        if let Some(lock) = self.lock.take() {
+            lock.release().await;
+        }
+    }
+
+    async fn delete_uploaded(&self) {
+        let packs = std::mem::take(&mut *self.uploaded.lock().expect("upload list lock"));
+        for pack in packs {
+            if let Err(e) = self.repo.store().delete(&pack_key(&pack)).await {
+                tracing::warn!(pack = %pack, error = %e, "could not delete a pack of a failed backup; prune will");
+            }
+        }
+    }
+}
+
+/// What a producer thread can fail with: reading its input, or the repository.
+#[derive(Debug)]
+pub(crate) enum ProduceError {
+    Io(std::io::Error),
+    Repo(RepoError),
+}
+
+impl From<std::io::Error> for ProduceError {
+    fn from(e: std::io::Error) -> Self {
+        ProduceError::Io(e)
+    }
+}
+
+impl From<RepoError> for ProduceError {
+    fn from(e: RepoError) -> Self {
+        ProduceError::Repo(e)
+    }
+}
+
+impl From<ProduceError> for RepoError {
+    fn from(e: ProduceError) -> Self {
+        match e {
+            ProduceError::Io(e) => RepoError::Io {
+                path: "input stream".into(),
+                source: e,
+            },
+            ProduceError::Repo(e) => e,
+        }
+    }
+}
+
+fn compress_loop(
+    rx: crossbeam_channel::Receiver<PendingChunk>,
+    tx: mpsc::Sender<EncodedChunk>,
+    keys: Keys,
+    level: i32,
+) {
+    let mut compressor = zstd::bulk::Compressor::new(level).expect("zstd accepts levels 1 to 19");
+    for chunk in rx {
+        let blob = encode_blob(&keys, &mut compressor, &chunk.data);
+        chunk.stored.fetch_add(blob.len() as u64, Ordering::Relaxed);
+        let encoded = EncodedChunk {
+            id: chunk.id,
+            kind: chunk.kind,
+            raw_length: chunk.data.len() as u32,
+            blob,
+        };
+        if tx.blocking_send(encoded).is_err() {
+            return; // the packer stopped; it reports why
+        }
+    }
+}
+
+async fn pack_loop(
+    store: Store,
+    keys: Keys,
+    pack_size: usize,
+    mut rx: mpsc::Receiver<EncodedChunk>,
+    uploaded: Arc<Mutex<Vec<Id>>>,
+) -> Result<Vec<(Id, Vec<PackEntry>)>, RepoError> {
+    let slots = Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT));
+    let mut uploads = JoinSet::new();
+    let mut builder = PackBuilder::default();
+    let mut done = Vec::new();
+    loop {
+        let next = rx.recv().await;
+        if let Some(chunk) = &next {
+            builder.add(chunk.id, chunk.kind, chunk.raw_length, &chunk.blob);
+        }
+        let flush = if next.is_none() {
+            !builder.is_empty()
+        } else {
+            builder.len() >= pack_size
+        };
+        if flush {
+            let pack = std::mem::take(&mut builder).finish(&keys);
+            let permit = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closes");
+            while let Some(finished) = uploads.try_join_next() {
+                done.push(upload_result(finished)?);
+            }
+            let (store, uploaded) = (store.clone(), uploaded.clone());
+            uploads.spawn(async move {
+                let _permit = permit;
+                let key = pack_key(&pack.id);
+                // Recorded before the put: a put that fails midway may still leave it.
+                uploaded.lock().expect("upload list lock").push(pack.id);
+                store.put(&key, Bytes::from(pack.bytes)).await?;
+                Ok::<_, RepoError>((pack.id, pack.entries))
+            });
+        }
+        if next.is_none() {
+            break;
+        }
+    }
+    while let Some(finished) = uploads.join_next().await {
+        done.push(upload_result(finished)?);
+    }
+    Ok(done)
+}
+
+fn upload_result(
+    joined: Result<Result<(Id, Vec<PackEntry>), RepoError>, tokio::task::JoinError>,
+) -> Result<(Id, Vec<PackEntry>), RepoError> {
+    joined.map_err(|e| RepoError::Pipeline(e.to_string()))?
+}

@@ -1,0 +1,251 @@
+//! The object store: where backup data lives.
+//!
+//! This is the only module that touches `object_store`. A [`Store`] is a store opened
+//! from a URL (`file:///var/backups/envsnap`, `memory:`, `s3://bucket/prefix`, ...)
+//! narrowed to one host's prefix. Everything above it names objects by keys relative to
+//! that prefix (`config`, `packs/ab/<id>`, ...) and sees [`StoreError`], which tells a
+//! missing object from a transient failure (worth retrying) and a permanent one.
+//!
+//! Objects are immutable: the repository writes each key once and never rewrites it,
+//! so a reader never sees a half-written object (local puts go through a temporary
+//! file and a rename; S3 puts are atomic).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use url::Url;
+
+/// What went wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {key} not found in the store")]
+    NotFound { key: String },
+    #[error("store URL {url:?} is not valid: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// Worth retrying: the store may answer later (network, timeouts, throttling).
+    #[error("store unreachable while accessing {key}: {reason}")]
+    Transient { key: String, reason: String },
+    /// Retrying will not help: permissions, bad configuration, unsupported operation.
+    #[error("store refused access to {key}: {reason}")]
+    Permanent { key: String, reason: String },
+}
+
+impl StoreError {
+    /// Whether a later attempt of the same operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient { .. })
+    }
+
+    fn classify(key: &str, error: object_store::Error) -> Self {
+        use object_store::Error as E;
+        let key = key.to_owned();
+        match error {
+            E::NotFound { .. } => StoreError::NotFound { key },
+            E::Generic { store, source } => {
+                let reason = format!("{store}: {source}");
+                // Local I/O errors surface as Generic: permission problems are permanent,
+                // the rest (network, timeouts, I/O hiccups) may pass.
+                if reason.contains("ermission denied") || reason.contains("Forbidden") {
+                    StoreError::Permanent { key, reason }
+                } else {
+                    StoreError::Transient { key, reason }
+                }
+            }
+            other => StoreError::Permanent {
+                key,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// A listed object.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    /// The key relative to the store's prefix.
+    pub key: String,
+    pub size: u64,
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// An object store narrowed to one prefix (one host's repository).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({}/{})", self.inner, self.prefix)
+    }
+}
+
+impl Store {
+    /// Wraps any object store; `prefix` is the repository's root inside it.
+    pub fn new(inner: Arc<dyn ObjectStore>, prefix: &str) -> Self {
+        Store {
+            inner,
+            prefix: ObjectPath::from(prefix),
+        }
+    }
+
+    /// An in-memory store, for tests.
+    pub fn memory() -> Self {
+        Store::new(Arc::new(object_store::memory::InMemory::new()), "")
+    }
+
+    /// Opens the store a URL names. `file://` directories are created if missing.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        let bad = |reason: String| StoreError::BadUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        if parsed.scheme() == "file" {
+            let dir = parsed
+                .to_file_path()
+                .map_err(|()| bad("not an absolute local path".into()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
+            let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| bad(e.to_string()))?;
+            return Ok(Store::new(Arc::new(local), ""));
+        }
+        if parsed.scheme() == "memory" {
+            return Ok(Store::memory());
+        }
+        let (inner, prefix) = object_store::parse_url_opts(
+            &parsed,
+            std::env::vars().filter(|(k, _)| is_store_var(k)),
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        Ok(Store {
+            inner: Arc::from(inner),
+            prefix,
+        })
+    }
+
+    /// The same store, narrowed further to `sub` (e.g. one host's directory).
+    pub fn scoped(&self, sub: &str) -> Self {
+        Store {
+            inner: self.inner.clone(),
+            prefix: self.path(sub),
+        }
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        let mut path = self.prefix.clone();
+        for part in key.split('/').filter(|p| !p.is_empty()) {
+            path = path.join(part);
+        }
+        path
+    }
+
+    fn relative_key(&self, path: &ObjectPath) -> String {
+        match path.prefix_match(&self.prefix) {
+            Some(parts) => parts
+                .map(|p| p.as_ref().to_owned())
+                .collect::<Vec<_>>()
+                .join("/"),
+            None => path.to_string(),
+        }
+    }
+
+    pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        self.inner
+            .put(&self.path(key), PutPayload::from_bytes(data))
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::classify(key, e))
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let classify = |e| StoreError::classify(key, e);
+        let result = self.inner.get(&self.path(key)).await.map_err(classify)?;
+        result.bytes().await.map_err(classify)
+    }
+
+    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        self.inner
+            .get_range(&self.path(key), range)
+            .await
+            .map_err(|e| StoreError::classify(key, e))
+    }
+
+    pub async fn size(&self, key: &str) -> Result<u64, StoreError> {
+        self.inner
+            .head(&self.path(key))
+            .await
+            .map(|meta| meta.size)
+            .map_err(|e| StoreError::classify(key, e))
+    }
+
+    /// Deletes an object; deleting one that is already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::classify(key, e)),
+        }
+    }
+
+    /// Every object whose key starts with `dir/`, recursively.
+    pub async fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let prefix = self.path(dir);
+        let metas: Vec<_> = self
+            .inner
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::classify(dir, e))?;
+        Ok(metas
+            .into_iter()
+            .map(|meta| ObjectInfo {
+                key: self.relative_key(&meta.location),
+                size: meta.size,
+                last_modified: meta.last_modified,
+            })
+            .collect())
+    }
+}
+
+/// Credentials and options for cloud stores come from the environment, as the
+/// cloud SDKs do (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, `GOOGLE_*`, `AZURE_*`).
+fn is_store_var(name: &str) -> bool {
+    ["AWS_", "GOOGLE_", "AZURE_"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keys_are_relative_to_the_prefix() {
+        let store = Store::memory().scoped("host-a");
+        store
+            .put("packs/ab/abc", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        store.put("config", Bytes::from_static(b"y")).await.unwrap();
+        let listed = store.list("packs").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "packs/ab/abc");
+        assert!(matches!(
+            store.get("missing").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        store.delete("missing").await.unwrap();
+    }
+
+    #[test]
+    fn bad_urls_are_named() {
+        let err = Store::from_url("nonsense").unwrap_err();
+        assert!(err.to_string().contains("nonsense"), "{err}");
+    }
+}
