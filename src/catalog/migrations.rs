@@ -20,6 +20,60 @@ const STEPS: &[&str] = &[
          raw_length INTEGER NOT NULL
      ) WITHOUT ROWID;
      CREATE INDEX chunks_by_pack ON chunks(pack);",
+    // 2: the daemon's state: environments, backups and their parts, jobs, activity.
+    "CREATE TABLE environments (
+         name TEXT PRIMARY KEY,
+         status TEXT NOT NULL DEFAULT 'ready',
+         last_error TEXT
+     );
+     CREATE TABLE backups (
+         rowid INTEGER PRIMARY KEY,
+         env TEXT NOT NULL,
+         name TEXT NOT NULL,
+         host TEXT NOT NULL,
+         manifest TEXT,
+         status TEXT NOT NULL,
+         version TEXT NOT NULL DEFAULT '',
+         trigger TEXT NOT NULL,
+         user TEXT NOT NULL,
+         created TEXT NOT NULL,
+         completed TEXT,
+         expires TEXT,
+         job INTEGER,
+         UNIQUE (env, name)
+     );
+     CREATE INDEX backups_by_env ON backups(env, created);
+     CREATE TABLE parts (
+         backup INTEGER NOT NULL REFERENCES backups(rowid) ON DELETE CASCADE,
+         part TEXT NOT NULL,
+         size INTEGER NOT NULL,
+         stored INTEGER NOT NULL,
+         PRIMARY KEY (backup, part)
+     );
+     CREATE TABLE jobs (
+         id INTEGER PRIMARY KEY,
+         kind TEXT NOT NULL,
+         env TEXT,
+         state TEXT NOT NULL,
+         user TEXT NOT NULL,
+         backup TEXT,
+         error TEXT,
+         created TEXT NOT NULL,
+         started TEXT,
+         finished TEXT
+     );
+     CREATE INDEX jobs_by_state ON jobs(state, id);
+     CREATE TABLE activity (
+         id INTEGER PRIMARY KEY,
+         time TEXT NOT NULL,
+         user TEXT NOT NULL,
+         env TEXT,
+         action TEXT NOT NULL,
+         backup TEXT,
+         outcome TEXT NOT NULL,
+         detail TEXT
+     );
+     CREATE INDEX activity_by_env ON activity(env, id);",
 ];
 
 pub fn migrate(conn: &mut Connection, name: &str) -> Result<(), CatalogError> {

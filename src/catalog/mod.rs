@@ -9,15 +9,21 @@
 //! applied in order at open. Everything here can be rebuilt from the store except what
 //! only the catalog knows (job history and the activity log, added by the daemon).
 
+mod backups;
 mod chunks;
+mod jobs;
 mod migrations;
+mod records;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
+pub use backups::{CompletedBackup, NewBackup};
 pub use chunks::ChunkLocation;
+pub use jobs::QueueError;
+pub use records::{ActivityEntry, BackupRecord, EnvState, JobRecord, PartSize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

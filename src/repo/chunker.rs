@@ -218,11 +218,17 @@ mod tests {
         for piece in data.chunks(777) {
             pending.extend_from_slice(piece);
             chunker
-                .drain_chunks::<io::Error>(&mut pending, false, |c| Ok(pushed.push(c.to_vec())))
+                .drain_chunks::<io::Error>(&mut pending, false, |c| {
+                    pushed.push(c.to_vec());
+                    Ok(())
+                })
                 .unwrap();
         }
         chunker
-            .drain_chunks::<io::Error>(&mut pending, true, |c| Ok(pushed.push(c.to_vec())))
+            .drain_chunks::<io::Error>(&mut pending, true, |c| {
+                pushed.push(c.to_vec());
+                Ok(())
+            })
             .unwrap();
         assert_eq!(pushed, chunks_of(&data));
     }

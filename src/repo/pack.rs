@@ -170,7 +170,7 @@ pub fn encode_entries(entries: &[PackEntry]) -> Vec<u8> {
 
 /// Parses the entries of a trailer; every entry must lie inside `data_len` bytes.
 pub fn decode_entries(bytes: &[u8], data_len: u64) -> Result<Vec<PackEntry>, DecodeError> {
-    if bytes.len() % ENTRY_LEN != 0 {
+    if !bytes.len().is_multiple_of(ENTRY_LEN) {
         return Err(DecodeError::Malformed(
             "trailer length is not a whole number of entries".into(),
         ));

@@ -43,6 +43,9 @@ use super::{RepoError, Repository, checked_name, pack_key};
 use crate::catalog::Catalog;
 use crate::store::Store;
 
+/// The packs a write uploaded, with the chunks each holds.
+type UploadedPacks = Vec<(Id, Vec<PackEntry>)>;
+
 /// Chunks waiting for a compressor: a few per core keeps both busy without hoarding.
 const CHUNK_QUEUE: usize = 8;
 /// Encoded chunks waiting for the packer.
@@ -112,7 +115,7 @@ pub struct BackupWriter {
     repo: Repository,
     sink: Option<ChunkSink>,
     compressors: Vec<JoinHandle<()>>,
-    packer: tokio::task::JoinHandle<Result<Vec<(Id, Vec<PackEntry>)>, RepoError>>,
+    packer: tokio::task::JoinHandle<Result<UploadedPacks, RepoError>>,
     uploaded: Arc<Mutex<Vec<Id>>>,
     lock: Option<WriterLock>,
     drained: bool,

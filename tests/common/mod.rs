@@ -22,14 +22,22 @@ pub const HOST: &str = "test-host";
 /// Small chunks, so that modest test files span many chunks and packs.
 pub fn small_options() -> InitOptions {
     InitOptions {
-        chunker: ChunkerParams { min_size: 4096, avg_size: 16384, max_size: 65536 },
+        chunker: ChunkerParams {
+            min_size: 4096,
+            avg_size: 16384,
+            max_size: 65536,
+        },
         pack_size: 1 << 20,
         compression: 3,
     }
 }
 
 pub fn keys(encrypted: bool) -> Keys {
-    if encrypted { Keys::from_secret(b"0123456789abcdef0123456789abcdef-test") } else { Keys::none() }
+    if encrypted {
+        Keys::from_secret(b"0123456789abcdef0123456789abcdef-test")
+    } else {
+        Keys::none()
+    }
 }
 
 /// Where a test repository lives.
@@ -52,17 +60,35 @@ impl TestRepo {
         let dir = tempfile::tempdir().unwrap();
         let root = match kind {
             StoreKind::Memory => Store::memory(),
-            StoreKind::LocalDir => Store::from_url(&format!("file://{}/store", dir.path().display())).unwrap(),
+            StoreKind::LocalDir => {
+                Store::from_url(&format!("file://{}/store", dir.path().display())).unwrap()
+            }
         };
         let keys = keys(encrypted);
-        Repository::init(&root, HOST, &keys, small_options()).await.unwrap();
-        let repo = Repository::open(&root, HOST, keys.clone(), Catalog::in_memory().unwrap()).await.unwrap();
-        TestRepo { repo, root, keys, dir }
+        Repository::init(&root, HOST, &keys, small_options())
+            .await
+            .unwrap();
+        let repo = Repository::open(&root, HOST, keys.clone(), Catalog::in_memory().unwrap())
+            .await
+            .unwrap();
+        TestRepo {
+            repo,
+            root,
+            keys,
+            dir,
+        }
     }
 
     /// The same repository opened afresh, with a new (empty, then rebuilt) catalog.
     pub async fn reopen(&self) -> Repository {
-        let repo = Repository::open(&self.root, HOST, self.keys.clone(), Catalog::in_memory().unwrap()).await.unwrap();
+        let repo = Repository::open(
+            &self.root,
+            HOST,
+            self.keys.clone(),
+            Catalog::in_memory().unwrap(),
+        )
+        .await
+        .unwrap();
         repo.rebuild_index().await.unwrap();
         repo
     }
@@ -86,10 +112,19 @@ pub fn meta(env: &str, name: &str) -> BackupMeta {
 }
 
 /// Backs up `dir` as part `files:data` (with `parent`'s part as parent).
-pub async fn backup_dir(repo: &Repository, env: &str, name: &str, dir: &Path, parent: Option<&Manifest>) -> Manifest {
+pub async fn backup_dir(
+    repo: &Repository,
+    env: &str,
+    name: &str,
+    dir: &Path,
+    parent: Option<&Manifest>,
+) -> Manifest {
     let mut writer = repo.start_backup(CancellationToken::new()).await.unwrap();
     let parent = parent.and_then(|m| m.part("files:data")).cloned();
-    writer.add_tree("files:data", dir.to_path_buf(), TreeOptions { parent }).await.unwrap();
+    writer
+        .add_tree("files:data", dir.to_path_buf(), TreeOptions { parent })
+        .await
+        .unwrap();
     writer.commit(meta(env, name)).await.unwrap()
 }
 
@@ -123,7 +158,11 @@ pub fn observe(root: &Path) -> BTreeMap<PathBuf, Observed> {
             }
             ("dir", Vec::new(), None)
         } else if ft.is_symlink() {
-            ("symlink", Vec::new(), Some(std::fs::read_link(&full).unwrap()))
+            (
+                "symlink",
+                Vec::new(),
+                Some(std::fs::read_link(&full).unwrap()),
+            )
         } else if ft.is_file() {
             by_inode.entry(meta.ino()).or_default().push(rel.clone());
             ("file", std::fs::read(&full).unwrap(), None)
@@ -146,7 +185,11 @@ pub fn observe(root: &Path) -> BTreeMap<PathBuf, Observed> {
                 uid: meta.uid(),
                 gid: meta.gid(),
                 // Symlink mtimes are not portable across all tools; compare the rest.
-                mtime_ns: if kind == "symlink" { 0 } else { meta.mtime() * 1_000_000_000 + meta.mtime_nsec() },
+                mtime_ns: if kind == "symlink" {
+                    0
+                } else {
+                    meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+                },
                 content,
                 link,
                 xattrs,

@@ -1,0 +1,408 @@
+//! Jobs and the activity log in the catalog.
+//!
+//! Jobs move `queued → running → succeeded | failed | cancelled`; each move is one
+//! transaction together with whatever it changes (a backup row, an environment's
+//! status, an activity entry). At start-up, [`Catalog::recover_interrupted`] fails the
+//! jobs a crash left running and drops their half backups.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use super::backups::{
+    CompletedBackup, NewBackup, complete_backup, insert_creating_backup, remove_backup,
+    set_env_status,
+};
+use super::records::{ActivityEntry, JobRecord, parse_time, time_text};
+use super::{Catalog, CatalogError};
+
+const JOB_COLUMNS: &str = "id, kind, env, state, user, backup, error, created, started, finished";
+
+/// A job row as stored: times still text.
+struct JobRow {
+    record: JobRecord,
+    created: String,
+    started: Option<String>,
+    finished: Option<String>,
+}
+
+fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        record: JobRecord {
+            id: row.get(0)?,
+            kind: row.get(1)?,
+            env: row.get(2)?,
+            state: row.get(3)?,
+            user: row.get(4)?,
+            backup: row.get(5)?,
+            error: row.get(6)?,
+            created: DateTime::<Utc>::UNIX_EPOCH,
+            started: None,
+            finished: None,
+        },
+        created: row.get(7)?,
+        started: row.get(8)?,
+        finished: row.get(9)?,
+    })
+}
+
+fn into_job(row: JobRow) -> Result<JobRecord, CatalogError> {
+    Ok(JobRecord {
+        created: parse_time(&row.created)?,
+        started: row.started.as_deref().map(parse_time).transpose()?,
+        finished: row.finished.as_deref().map(parse_time).transpose()?,
+        ..row.record
+    })
+}
+
+/// Why a backup could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("a backup named {name:?} already exists in environment {env}")]
+    Duplicate { env: String, name: String },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl From<rusqlite::Error> for QueueError {
+    fn from(e: rusqlite::Error) -> Self {
+        QueueError::Catalog(e.into())
+    }
+}
+
+impl Catalog {
+    /// Queues a backup job and reserves its backup name, in one transaction.
+    pub fn queue_backup(
+        &self,
+        env: &str,
+        name: &str,
+        host: &str,
+        trigger: &str,
+        user: &str,
+    ) -> Result<JobRecord, QueueError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let taken = tx
+            .prepare_cached("SELECT 1 FROM backups WHERE env = ?1 AND name = ?2")?
+            .exists(params![env, name])?;
+        if taken {
+            return Err(QueueError::Duplicate {
+                env: env.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        let now = Utc::now();
+        tx.execute(
+            "INSERT INTO jobs (kind, env, state, user, backup, created) VALUES ('backup', ?1, 'queued', ?2, ?3, ?4)",
+            params![env, user, name, time_text(now)],
+        )?;
+        let job = tx.last_insert_rowid();
+        insert_creating_backup(
+            &tx,
+            &NewBackup {
+                env,
+                name,
+                host,
+                trigger,
+                user,
+                job,
+            },
+            now,
+        )?;
+        tx.commit()?;
+        drop(conn);
+        Ok(self.get_job(job)?.expect("just inserted"))
+    }
+
+    /// Queues a job that makes no backup (prune, verify, delete, ...).
+    pub fn queue_job(
+        &self,
+        kind: &str,
+        env: Option<&str>,
+        user: &str,
+        backup: Option<&str>,
+    ) -> Result<JobRecord, CatalogError> {
+        let id = {
+            let conn = self.lock();
+            conn.execute(
+                "INSERT INTO jobs (kind, env, state, user, backup, created) VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
+                params![kind, env, user, backup, time_text(Utc::now())],
+            )?;
+            conn.last_insert_rowid()
+        };
+        Ok(self.get_job(id)?.expect("just inserted"))
+    }
+
+    pub fn get_job(&self, id: i64) -> Result<Option<JobRecord>, CatalogError> {
+        let conn = self.lock();
+        let found = conn
+            .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+            .query_row([id], read_job)
+            .optional()?;
+        found.map(into_job).transpose()
+    }
+
+    /// The newest jobs first.
+    pub fn list_jobs(&self, limit: u32) -> Result<Vec<JobRecord>, CatalogError> {
+        let conn = self.lock();
+        let rows = conn
+            .prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?1"
+            ))?
+            .query_map([limit], read_job)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(into_job).collect()
+    }
+
+    /// Queued jobs that may start now: oldest first, at most one per environment
+    /// (counting running ones), and no more than `slots`.
+    pub fn runnable_jobs(&self, slots: usize) -> Result<Vec<JobRecord>, CatalogError> {
+        let conn = self.lock();
+        let rows = conn
+            .prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'queued'
+                 AND (env IS NULL OR env NOT IN (SELECT env FROM jobs WHERE state = 'running' AND env IS NOT NULL))
+                 ORDER BY id"
+            ))?
+            .query_map([], read_job)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut envs = std::collections::HashSet::new();
+        let mut chosen = Vec::new();
+        for row in rows {
+            let job = into_job(row)?;
+            // Jobs without an environment (prune) run alone, one at a time.
+            let key = job.env.clone().unwrap_or_default();
+            if chosen.len() < slots && envs.insert(key) {
+                chosen.push(job);
+            }
+        }
+        Ok(chosen)
+    }
+
+    pub fn running_jobs(&self) -> Result<usize, CatalogError> {
+        let conn = self.lock();
+        Ok(conn.query_row(
+            "SELECT count(*) FROM jobs WHERE state = 'running'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as usize)
+    }
+
+    /// Marks a job running and, for a backup, its environment `backing-up`.
+    pub fn start_job(&self, id: i64) -> Result<(), CatalogError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let (kind, env): (String, Option<String>) = tx.query_row(
+            "UPDATE jobs SET state = 'running', started = ?2 WHERE id = ?1 RETURNING kind, env",
+            params![id, time_text(Utc::now())],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if let (Some(env), "backup") = (env.as_deref(), kind.as_str()) {
+            let last_error: Option<String> = tx
+                .query_row(
+                    "SELECT last_error FROM environments WHERE name = ?1",
+                    [env],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            let status: Option<String> = tx
+                .query_row(
+                    "SELECT status FROM environments WHERE name = ?1",
+                    [env],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            // A backup of an environment whose restore failed keeps that status visible.
+            if status.as_deref() != Some("update-failed") {
+                set_env_status(&tx, env, "backing-up", last_error.as_deref())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Ends a job that made no backup; records the activity entry with it.
+    pub fn finish_job(
+        &self,
+        id: i64,
+        state: &str,
+        error: Option<&str>,
+        activity: Option<&ActivityEntry>,
+    ) -> Result<(), CatalogError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        end_job(&tx, id, state, error)?;
+        if let Some(entry) = activity {
+            insert_activity(&tx, entry)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A backup job succeeded: the backup is completed and listed, all at once.
+    pub fn finish_backup(
+        &self,
+        job: i64,
+        done: &CompletedBackup<'_>,
+        activity: &ActivityEntry,
+    ) -> Result<(), CatalogError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        complete_backup(&tx, done)?;
+        end_job(&tx, job, "succeeded", None)?;
+        restore_env_after_backup(&tx, done.env)?;
+        insert_activity(&tx, activity)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A backup job failed or was cancelled: the backup disappears from the list.
+    pub fn fail_backup(
+        &self,
+        job: i64,
+        env: &str,
+        name: &str,
+        state: &str,
+        error: &str,
+        activity: &ActivityEntry,
+    ) -> Result<(), CatalogError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        remove_backup(&tx, env, name)?;
+        end_job(&tx, job, state, Some(error))?;
+        restore_env_after_backup(&tx, env)?;
+        insert_activity(&tx, activity)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// After a crash or restart: jobs left running failed, their half backups gone,
+    /// environments left `backing-up` back to `ready`. Returns the jobs failed.
+    pub fn recover_interrupted(&self) -> Result<Vec<JobRecord>, CatalogError> {
+        let interrupted: Vec<JobRecord> = {
+            let conn = self.lock();
+            let rows = conn
+                .prepare(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running'"
+                ))?
+                .query_map([], read_job)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(into_job).collect::<Result<_, _>>()?
+        };
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let reason = "interrupted: the daemon stopped while the job ran";
+        for job in &interrupted {
+            end_job(&tx, job.id, "failed", Some(reason))?;
+            if let (Some(env), Some(backup), "backup") =
+                (job.env.as_deref(), job.backup.as_deref(), job.kind.as_str())
+            {
+                let half: Option<String> = tx
+                    .query_row(
+                        "SELECT status FROM backups WHERE env = ?1 AND name = ?2",
+                        params![env, backup],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if half.as_deref() == Some("creating") {
+                    remove_backup(&tx, env, backup)?;
+                }
+                insert_activity(
+                    &tx,
+                    &ActivityEntry {
+                        time: Utc::now(),
+                        user: job.user.clone(),
+                        env: Some(env.to_owned()),
+                        action: "backup".into(),
+                        backup: Some(backup.to_owned()),
+                        outcome: "failed".into(),
+                        detail: Some(reason.into()),
+                    },
+                )?;
+            }
+        }
+        tx.execute(
+            "UPDATE environments SET status = 'ready' WHERE status = 'backing-up'",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(interrupted)
+    }
+
+    pub fn add_activity(&self, entry: &ActivityEntry) -> Result<(), CatalogError> {
+        let conn = self.lock();
+        insert_activity(&conn, entry)
+    }
+
+    /// Activity entries, oldest first, optionally for one environment and since a time.
+    pub fn list_activity(
+        &self,
+        env: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<ActivityEntry>, CatalogError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT time, user, env, action, backup, outcome, detail FROM (
+                 SELECT * FROM activity WHERE (?1 IS NULL OR env = ?1) AND (?2 IS NULL OR time >= ?2)
+                 ORDER BY id DESC LIMIT ?3)
+             ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map(params![env, since.map(time_text), limit], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(time, user, env, action, backup, outcome, detail)| {
+                Ok(ActivityEntry {
+                    time: parse_time(&time)?,
+                    user,
+                    env,
+                    action,
+                    backup,
+                    outcome,
+                    detail,
+                })
+            })
+            .collect()
+    }
+}
+
+fn end_job(
+    tx: &rusqlite::Connection,
+    id: i64,
+    state: &str,
+    error: Option<&str>,
+) -> Result<(), CatalogError> {
+    tx.execute(
+        "UPDATE jobs SET state = ?2, error = ?3, finished = ?4 WHERE id = ?1",
+        params![id, state, error, time_text(Utc::now())],
+    )?;
+    Ok(())
+}
+
+/// A backup leaves the environment as it found it (`ready`, or `update-failed`).
+fn restore_env_after_backup(tx: &rusqlite::Connection, env: &str) -> Result<(), CatalogError> {
+    tx.execute(
+        "UPDATE environments SET status = 'ready' WHERE name = ?1 AND status = 'backing-up'",
+        [env],
+    )?;
+    Ok(())
+}
+
+fn insert_activity(conn: &rusqlite::Connection, entry: &ActivityEntry) -> Result<(), CatalogError> {
+    conn.execute(
+        "INSERT INTO activity (time, user, env, action, backup, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![time_text(entry.time), entry.user, entry.env, entry.action, entry.backup, entry.outcome, entry.detail],
+    )?;
+    Ok(())
+}
