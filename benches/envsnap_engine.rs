@@ -100,7 +100,16 @@ async fn main() -> Result<()> {
             for (name, dir) in trees {
                 let part = format!("tree:{name}");
                 let parent = parent.as_ref().and_then(|m| m.part(&part)).cloned();
-                writer.add_tree(&part, dir, TreeOptions { parent }).await?;
+                writer
+                    .add_tree(
+                        &part,
+                        dir,
+                        TreeOptions {
+                            parent,
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
             }
             for (name, file) in streams {
                 let reader = tokio::fs::File::open(&file)

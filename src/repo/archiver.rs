@@ -38,6 +38,21 @@ const MAX_WARNINGS: usize = 100;
 pub struct TreeOptions {
     /// The same part of the previous backup: unchanged files reuse its chunks.
     pub parent: Option<PartRecord>,
+    /// Glob patterns of paths (relative to the root) to leave out, e.g. `cache/**`.
+    /// A directory that matches is left out with everything below it.
+    pub exclude: Vec<String>,
+}
+
+fn exclusions(patterns: &[String]) -> Result<globset::GlobSet, RepoError> {
+    let mut set = globset::GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| RepoError::BadConfig(format!("exclude pattern {pattern:?}: {e}")))?;
+        set.add(glob);
+    }
+    set.build().map_err(|e| RepoError::BadConfig(e.to_string()))
 }
 
 pub(crate) struct ArchivedTree {
@@ -54,6 +69,7 @@ struct Archiver<'a> {
     tree_buffer: Vec<u8>,
     tree_chunks: Vec<Id>,
     stored: &'a Arc<AtomicU64>,
+    exclude: globset::GlobSet,
     parent: Option<ParentCursor>,
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
     names: OwnerNames,
@@ -90,6 +106,7 @@ pub(crate) fn archive(
         tree_buffer: Vec::new(),
         tree_chunks: Vec::new(),
         stored,
+        exclude: exclusions(&options.exclude)?,
         parent,
         hardlinks: HashMap::new(),
         names: OwnerNames::default(),
@@ -133,6 +150,13 @@ impl Archiver<'_> {
             };
             let full = frame.full.join(&name);
             let rel = join(&frame.rel, name.as_bytes());
+            if !self.exclude.is_empty()
+                && self
+                    .exclude
+                    .is_match(Path::new(std::ffi::OsStr::from_bytes(&rel)))
+            {
+                continue;
+            }
             let meta = match std::fs::symlink_metadata(&full) {
                 Ok(meta) => meta,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -248,6 +272,7 @@ impl Archiver<'_> {
             if unchanged {
                 entry.chunks = previous.chunks;
                 self.size += entry.data_len();
+                self.sink.skipped(entry.data_len());
                 return Ok(());
             }
         }

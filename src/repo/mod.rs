@@ -306,6 +306,12 @@ impl Repository {
         &self.inner.writers
     }
 
+    /// Whether the store answers (reads the repository config's size).
+    pub async fn check_store(&self) -> Result<(), RepoError> {
+        self.store().size(CONFIG_KEY).await?;
+        Ok(())
+    }
+
     /// Every manifest of this host (all environments, or one), oldest first.
     pub async fn list_manifests(&self, env: Option<&str>) -> Result<Vec<Manifest>, RepoError> {
         let dir = match env {

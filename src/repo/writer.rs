@@ -75,6 +75,8 @@ pub struct ChunkSink {
     seen: Arc<Mutex<HashSet<Id>>>,
     queue: crossbeam_channel::Sender<PendingChunk>,
     cancel: CancellationToken,
+    /// Bytes of content processed so far (new or not), for progress reports.
+    progress: Arc<AtomicU64>,
 }
 
 impl ChunkSink {
@@ -90,6 +92,10 @@ impl ChunkSink {
             return Err(RepoError::Cancelled);
         }
         let id = self.keys.chunk_id(data);
+        if kind == ChunkKind::Data {
+            self.progress
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
         if !self.seen.lock().expect("dedup set lock").insert(id) || self.catalog.has_chunk(&id)? {
             return Ok(id);
         }
@@ -107,6 +113,11 @@ impl ChunkSink {
 
     pub fn cancel_token(&self) -> &CancellationToken {
         &self.cancel
+    }
+
+    /// Counts content that needed no reading (files reused from the parent).
+    pub fn skipped(&self, bytes: u64) {
+        self.progress.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
@@ -160,6 +171,7 @@ impl Repository {
             seen: Arc::new(Mutex::new(HashSet::new())),
             queue: chunk_tx,
             cancel,
+            progress: Arc::new(AtomicU64::new(0)),
         };
         Ok(BackupWriter {
             repo: self.clone(),
@@ -181,6 +193,13 @@ impl BackupWriter {
         self.sink
             .clone()
             .ok_or_else(|| RepoError::Pipeline("this backup's pipeline has already stopped".into()))
+    }
+
+    /// A counter of the content bytes processed so far, for progress reports.
+    pub fn progress(&self) -> Arc<AtomicU64> {
+        self.sink
+            .as_ref()
+            .map_or_else(|| Arc::new(AtomicU64::new(0)), |s| s.progress.clone())
     }
 
     fn check_new_part(&self, part: &str) -> Result<(), RepoError> {
@@ -335,6 +354,9 @@ impl BackupWriter {
                 .blocking(move |c| c.add_packs(index.packs.iter().map(|(id, e)| (id, &e[..]))))
                 .await?;
         }
+        // From here the packs are indexed, and later writes may rely on them: a failure
+        // must leave them for prune (which knows what is referenced), not delete them.
+        self.uploaded.lock().expect("upload list lock").clear();
         let manifest = Manifest {
             format: MANIFEST_FORMAT,
             id: new_backup_id(self.created),
@@ -349,7 +371,6 @@ impl BackupWriter {
             .store()
             .put(&manifest.key(), Bytes::from(sealed))
             .await?;
-        self.uploaded.lock().expect("upload list lock").clear();
         Ok(manifest)
     }
 

@@ -122,7 +122,14 @@ pub async fn backup_dir(
     let mut writer = repo.start_backup(CancellationToken::new()).await.unwrap();
     let parent = parent.and_then(|m| m.part("files:data")).cloned();
     writer
-        .add_tree("files:data", dir.to_path_buf(), TreeOptions { parent })
+        .add_tree(
+            "files:data",
+            dir.to_path_buf(),
+            TreeOptions {
+                parent,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     writer.commit(meta(env, name)).await.unwrap()
