@@ -6,14 +6,31 @@
 //!   one host's prefix.
 //! - [`repo`]: the storage engine: chunking, packs, index, manifests, tree and stream
 //!   parts, restore, tar export, verify, prune, rebuild. Its module doc is the design.
-//! - [`catalog`]: the SQLite catalog: the chunk index (and, as the daemon grows,
-//!   environments, backups, jobs and the activity log).
+//! - [`catalog`]: the SQLite catalog: the chunk index, environments, backups, jobs
+//!   and the activity log.
+//! - [`config`]: the config file: schema, defaults, validation with exact errors.
+//! - [`daemon`]: wiring and lifecycle of `envsnapd` (signals, systemd, reload).
+//! - [`control`]: the socket protocol, the server (peer credentials, access), the client.
+//! - [`api`]: what each control request does.
+//! - [`jobs`]: the persisted job queue and runner; one file per job kind.
+//! - [`sources`]: how each kind of part is read (database dumps).
+//! - [`commands`]: running operators' commands (hooks, app stop/start).
+//! - [`cli`]: `envsnapctl`'s presentation: tables, progress, prompts.
 //!
 //! Backup flow: `Repository::start_backup` → `add_tree` / `add_stream` per part →
 //! `commit` (packs, then index object, then manifest). Restore flow:
 //! `Repository::restore_tree` (plan, then execute through a staging directory) or
 //! `Repository::read_stream`.
 
+pub mod api;
 pub mod catalog;
+pub mod cli;
+
+pub mod commands;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod jobs;
 pub mod repo;
+pub mod sources;
 pub mod store;

@@ -12,7 +12,7 @@ use super::backups::{
     CompletedBackup, NewBackup, complete_backup, insert_creating_backup, remove_backup,
     set_env_status,
 };
-use super::records::{ActivityEntry, JobRecord, parse_time, time_text};
+use super::records::{ActivityEntry, JobCounts, JobRecord, parse_time, time_text};
 use super::{Catalog, CatalogError};
 
 const JOB_COLUMNS: &str = "id, kind, env, state, user, backup, error, created, started, finished";
@@ -327,6 +327,20 @@ impl Catalog {
         )?;
         tx.commit()?;
         Ok(interrupted)
+    }
+
+    pub fn job_counts(&self) -> Result<JobCounts, CatalogError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT coalesce(sum(state = 'queued'), 0), coalesce(sum(state = 'running'), 0) FROM jobs
+             WHERE state IN ('queued', 'running')",
+        )?;
+        Ok(stmt.query_row([], |r| {
+            Ok(JobCounts {
+                queued: r.get::<_, i64>(0)? as u64,
+                running: r.get::<_, i64>(1)? as u64,
+            })
+        })?)
     }
 
     pub fn add_activity(&self, entry: &ActivityEntry) -> Result<(), CatalogError> {

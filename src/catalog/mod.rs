@@ -23,7 +23,7 @@ use rusqlite::Connection;
 pub use backups::{CompletedBackup, NewBackup};
 pub use chunks::ChunkLocation;
 pub use jobs::QueueError;
-pub use records::{ActivityEntry, BackupRecord, EnvState, JobRecord, PartSize};
+pub use records::{ActivityEntry, BackupRecord, EnvState, JobCounts, JobRecord, PartSize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

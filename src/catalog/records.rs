@@ -65,6 +65,41 @@ pub struct ActivityEntry {
     pub detail: Option<String>,
 }
 
+impl BackupRecord {
+    /// The catalog's view of a backup found in the store (catalog rebuild).
+    pub fn from_manifest(manifest: &crate::repo::manifest::Manifest) -> Self {
+        BackupRecord {
+            name: manifest.meta.name.clone(),
+            env: manifest.meta.env.clone(),
+            host: manifest.host.clone(),
+            status: "completed".into(),
+            version: manifest.meta.version.clone(),
+            trigger: manifest.meta.trigger.clone(),
+            created: manifest.created,
+            completed: Some(manifest.completed),
+            expires: manifest.meta.expires,
+            user: manifest.meta.user.clone(),
+            parts: manifest
+                .parts
+                .iter()
+                .map(|p| PartSize {
+                    part: p.part.clone(),
+                    size: p.size,
+                    stored: p.stored,
+                })
+                .collect(),
+            manifest: Some(manifest.id.clone()),
+        }
+    }
+}
+
+/// How many jobs wait and run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct JobCounts {
+    pub queued: u64,
+    pub running: u64,
+}
+
 /// What the catalog knows of an environment (the rest comes from the config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvState {

@@ -1,0 +1,482 @@
+//! What each control request does: one function per command.
+//!
+//! Handlers check their arguments before anything changes (unknown environment,
+//! invalid or duplicate name, ...) and answer with a stable error code and a one-line
+//! message. Long requests (`--wait`, `job watch`) send progress through `replies`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::catalog::{ActivityEntry, CatalogError, JobRecord, QueueError};
+use crate::control::protocol::{ErrorCode, Progress, Reply, Request};
+use crate::daemon::Daemon;
+use crate::repo::RepoError;
+use crate::repo::manifest::is_safe_name;
+
+/// How long `env list` waits for one environment's version command.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_LIMIT: u32 = 1000;
+
+/// Who is asking (from the socket's peer credentials).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub uid: u32,
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        ApiError::new(ErrorCode::Internal, e.to_string())
+    }
+}
+
+impl From<RepoError> for ApiError {
+    fn from(e: RepoError) -> Self {
+        let code = match &e {
+            RepoError::NoSuchBackup(_) | RepoError::NoSuchPart(_) => ErrorCode::NotFound,
+            RepoError::BadName(_) => ErrorCode::Invalid,
+            _ => ErrorCode::Internal,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+type Outcome = Result<Value, ApiError>;
+
+fn to_value(value: impl Serialize) -> Outcome {
+    serde_json::to_value(value).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}
+
+pub async fn handle(
+    daemon: &Arc<Daemon>,
+    request: Request,
+    caller: &Caller,
+    replies: &mpsc::Sender<Reply>,
+) -> Outcome {
+    if let Some(env) = request.env()
+        && !matches!(request, Request::Log { .. })
+    {
+        known_env(daemon, env)?;
+    }
+    match request {
+        Request::Status => status(daemon).await,
+        Request::Reload => {
+            let config = daemon
+                .reload()
+                .map_err(|e| ApiError::new(ErrorCode::Invalid, e.to_string()))?;
+            Ok(json!({ "reloaded": true, "environments": config.environments.len() }))
+        }
+        Request::EnvList => {
+            let names: Vec<String> = daemon.config().environments.keys().cloned().collect();
+            let mut views = Vec::new();
+            for name in names {
+                views.push(env_view(daemon, &name).await?);
+            }
+            to_value(views)
+        }
+        Request::EnvShow { env } => to_value(env_view(daemon, &env).await?),
+        Request::BackupCreate { env, name, wait } => {
+            backup_create(daemon, caller, env, name, wait, replies).await
+        }
+        Request::BackupList { env } => to_value(
+            daemon
+                .catalog
+                .blocking(move |c| c.list_backups(&env))
+                .await?,
+        ),
+        Request::BackupShow { env, backup } => to_value(find_backup(daemon, &env, &backup).await?),
+        Request::BackupDelete { env, backup } => backup_delete(daemon, caller, env, backup).await,
+        Request::JobList => to_value(
+            daemon
+                .catalog
+                .blocking(|c| c.list_jobs(DEFAULT_LIMIT))
+                .await?,
+        ),
+        Request::JobShow { id } => to_value(find_job(daemon, id).await?),
+        Request::JobWatch { id } => {
+            find_job(daemon, id).await?;
+            to_value(follow(daemon, id, replies).await?)
+        }
+        Request::JobCancel { id } => job_cancel(daemon, caller, id).await,
+        Request::Log { env, since, limit } => {
+            let limit = limit.unwrap_or(DEFAULT_LIMIT);
+            to_value(
+                daemon
+                    .catalog
+                    .blocking(move |c| c.list_activity(env.as_deref(), since, limit))
+                    .await?,
+            )
+        }
+        Request::Verify {
+            env,
+            backup,
+            read_data,
+        } => verify(daemon, env, backup, read_data).await,
+        Request::Prune { dry_run } => {
+            if dry_run {
+                return Err(ApiError::new(
+                    ErrorCode::Invalid,
+                    "prune --dry-run is not available yet: retention planning comes with schedules",
+                ));
+            }
+            to_value(daemon.repo.prune(&[]).await?)
+        }
+        Request::CatalogRebuild => catalog_rebuild(daemon).await,
+    }
+}
+
+fn known_env(daemon: &Daemon, env: &str) -> Result<(), ApiError> {
+    if daemon.config().env(env).is_none() {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("unknown environment {env:?}"),
+        ));
+    }
+    Ok(())
+}
+
+async fn status(daemon: &Arc<Daemon>) -> Outcome {
+    let config = daemon.config();
+    let store = daemon.repo.check_store().await;
+    let jobs = daemon.catalog.blocking(|c| c.job_counts()).await?;
+    Ok(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "host": config.daemon.host,
+        "uptime_seconds": daemon.uptime().as_secs(),
+        "store": { "url": redact_url(&config.store.url), "reachable": store.is_ok(), "error": store.err().map(|e| e.to_string()) },
+        "jobs": { "queued": jobs.queued, "running": jobs.running },
+        "environments": config.environments.len(),
+    }))
+}
+
+/// URLs may carry credentials (`s3://key:secret@...`): never show them.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() || !parsed.username().is_empty() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[derive(Serialize)]
+struct EnvView {
+    name: String,
+    status: String,
+    version: Option<String>,
+    last_error: Option<String>,
+    last_backup: Option<String>,
+    last_backup_at: Option<DateTime<Utc>>,
+    next_run: Option<DateTime<Utc>>,
+    parts: Vec<String>,
+}
+
+async fn env_view(daemon: &Arc<Daemon>, name: &str) -> Result<EnvView, ApiError> {
+    let config = daemon.config();
+    let env = config.env(name).ok_or_else(|| {
+        ApiError::new(ErrorCode::NotFound, format!("unknown environment {name:?}"))
+    })?;
+    let owned = name.to_owned();
+    let (state, last) = daemon
+        .catalog
+        .blocking(move |c| Ok((c.env_state(&owned)?, c.last_backup(&owned)?)))
+        .await?;
+    Ok(EnvView {
+        name: name.to_owned(),
+        status: state.status,
+        version: env.version.read(VERSION_TIMEOUT).await.ok(),
+        last_error: state.last_error,
+        last_backup: last.as_ref().map(|b| b.name.clone()),
+        last_backup_at: last.and_then(|b| b.completed),
+        next_run: None,
+        parts: env.parts().into_iter().map(|p| p.name).collect(),
+    })
+}
+
+/// A readable, sortable, unique name: `20261124-030000-manual`.
+fn generated_name(trigger: &str) -> String {
+    format!("{}-{trigger}", Utc::now().format("%Y%m%d-%H%M%S"))
+}
+
+async fn backup_create(
+    daemon: &Arc<Daemon>,
+    caller: &Caller,
+    env: String,
+    name: Option<String>,
+    wait: bool,
+    replies: &mpsc::Sender<Reply>,
+) -> Outcome {
+    if daemon.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "envsnapd is shutting down and takes no new jobs",
+        ));
+    }
+    let explicit = name.is_some();
+    let base = name.unwrap_or_else(|| generated_name("manual"));
+    if !is_safe_name(&base) {
+        return Err(ApiError::new(
+            ErrorCode::Invalid,
+            format!(
+                "invalid backup name {base:?}: use 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit"
+            ),
+        ));
+    }
+    let host = daemon.config().daemon.host.clone();
+    let user = caller.user.clone();
+    let (env_c, base_c) = (env.clone(), base.clone());
+    let job = daemon
+        .catalog
+        .blocking(move |c| {
+            // A generated name that is taken (two backups in one second) gets a suffix.
+            let mut attempt = 1;
+            loop {
+                let name = if attempt == 1 {
+                    base_c.clone()
+                } else {
+                    format!("{base_c}-{attempt}")
+                };
+                match c.queue_backup(&env_c, &name, &host, "manual", &user) {
+                    Err(QueueError::Duplicate { .. }) if !explicit && attempt < 100 => attempt += 1,
+                    Err(QueueError::Catalog(e)) => return Err(e),
+                    other => return Ok(other),
+                }
+            }
+        })
+        .await?
+        .map_err(|e| ApiError::new(ErrorCode::Conflict, e.to_string()))?;
+    tracing::info!(job = job.id, env = %env, backup = job.backup.as_deref().unwrap_or(""), user = %caller.user, "backup queued");
+    daemon.runner.wake();
+    if !wait {
+        return to_value(job);
+    }
+    let finished = follow(daemon, job.id, replies).await?;
+    let name = finished.backup.clone().unwrap_or_default();
+    if finished.state != "succeeded" {
+        return Err(ApiError::new(
+            ErrorCode::Failed,
+            format!(
+                "backup {name} of {env} {}: {}",
+                finished.state,
+                finished.error.as_deref().unwrap_or("no reason recorded")
+            ),
+        ));
+    }
+    let backup = find_backup(daemon, &env, &name).await?;
+    Ok(json!({ "job": finished, "backup": backup }))
+}
+
+/// Sends progress while the job runs; returns its final record.
+async fn follow(
+    daemon: &Arc<Daemon>,
+    id: i64,
+    replies: &mpsc::Sender<Reply>,
+) -> Result<JobRecord, ApiError> {
+    let mut finished = daemon.runner.subscribe();
+    let mut last_sent: Option<Progress> = None;
+    loop {
+        let job = find_job(daemon, id).await?;
+        if job.is_finished() {
+            return Ok(job);
+        }
+        let progress = daemon.runner.progress(id).unwrap_or(Progress {
+            job: id,
+            state: job.state.clone(),
+            ..Default::default()
+        });
+        if last_sent.as_ref() != Some(&progress) {
+            if replies
+                .send(Reply::Progress(progress.clone()))
+                .await
+                .is_err()
+            {
+                return Ok(job); // the client left; the job goes on
+            }
+            last_sent = Some(progress);
+        }
+        tokio::select! {
+            _ = finished.recv() => {}
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+async fn find_job(daemon: &Arc<Daemon>, id: i64) -> Result<JobRecord, ApiError> {
+    daemon
+        .catalog
+        .blocking(move |c| c.get_job(id))
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no job {id}")))
+}
+
+async fn find_backup(
+    daemon: &Arc<Daemon>,
+    env: &str,
+    name: &str,
+) -> Result<crate::catalog::BackupRecord, ApiError> {
+    let (env_c, name_c) = (env.to_owned(), name.to_owned());
+    daemon
+        .catalog
+        .blocking(move |c| c.get_backup(&env_c, &name_c))
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("environment {env} has no backup {name:?}"),
+            )
+        })
+}
+
+async fn job_cancel(daemon: &Arc<Daemon>, caller: &Caller, id: i64) -> Outcome {
+    let job = find_job(daemon, id).await?;
+    if job.is_finished() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("job {id} already {}", job.state),
+        ));
+    }
+    if !daemon.runner.cancel(id) {
+        // Still queued: it never started, so cancelling is just a state change.
+        let activity = ActivityEntry {
+            time: Utc::now(),
+            user: caller.user.clone(),
+            env: job.env.clone(),
+            action: job.kind.clone(),
+            backup: job.backup.clone(),
+            outcome: "cancelled".into(),
+            detail: Some("cancelled while queued".into()),
+        };
+        let queued = job.clone();
+        daemon
+            .catalog
+            .blocking(move |c| {
+                match (
+                    queued.kind.as_str(),
+                    queued.env.as_deref(),
+                    queued.backup.as_deref(),
+                ) {
+                    ("backup", Some(env), Some(backup)) => {
+                        c.fail_backup(queued.id, env, backup, "cancelled", "cancelled", &activity)
+                    }
+                    _ => c.finish_job(queued.id, "cancelled", Some("cancelled"), Some(&activity)),
+                }
+            })
+            .await?;
+    }
+    to_value(follow(daemon, id, &mpsc::channel(1).0).await?)
+}
+
+async fn backup_delete(
+    daemon: &Arc<Daemon>,
+    caller: &Caller,
+    env: String,
+    name: String,
+) -> Outcome {
+    let backup = find_backup(daemon, &env, &name).await?;
+    if backup.status != "completed" {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("backup {name} of {env} is still being created"),
+        ));
+    }
+    let manifest = match backup.manifest.as_deref() {
+        Some(id) => Some(daemon.repo.load_manifest(&env, id).await?),
+        None => None,
+    };
+    // The catalog first: a crash before the store is cleaned leaves a backup that a
+    // catalog rebuild brings back, never a listed backup without data.
+    let (env_c, name_c) = (env.clone(), name.clone());
+    daemon
+        .catalog
+        .blocking(move |c| c.remove_backup(&env_c, &name_c))
+        .await?;
+    let report = daemon.repo.prune(manifest.as_slice()).await?;
+    let activity = ActivityEntry {
+        time: Utc::now(),
+        user: caller.user.clone(),
+        env: Some(env.clone()),
+        action: "delete".into(),
+        backup: Some(name.clone()),
+        outcome: "succeeded".into(),
+        detail: None,
+    };
+    daemon
+        .catalog
+        .blocking(move |c| c.add_activity(&activity))
+        .await?;
+    tracing::info!(env = %env, backup = %name, user = %caller.user, "backup deleted");
+    Ok(json!({ "deleted": name, "prune": report }))
+}
+
+async fn verify(
+    daemon: &Arc<Daemon>,
+    env: String,
+    backup: Option<String>,
+    read_data: bool,
+) -> Outcome {
+    let mut manifests = Vec::new();
+    let env_c = env.clone();
+    let backups = daemon
+        .catalog
+        .blocking(move |c| c.list_backups(&env_c))
+        .await?;
+    for record in backups
+        .iter()
+        .filter(|b| backup.as_deref().is_none_or(|n| n == b.name))
+    {
+        if let Some(id) = record.manifest.as_deref() {
+            manifests.push(daemon.repo.load_manifest(&env, id).await?);
+        }
+    }
+    if let Some(name) = &backup
+        && manifests.is_empty()
+    {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("environment {env} has no completed backup {name:?}"),
+        ));
+    }
+    to_value(daemon.repo.verify(&manifests, read_data).await?)
+}
+
+async fn catalog_rebuild(daemon: &Arc<Daemon>) -> Outcome {
+    let report = daemon.repo.rebuild_index().await?;
+    let manifests = daemon.repo.list_manifests(None).await?;
+    let records: Vec<_> = manifests
+        .iter()
+        .map(crate::catalog::BackupRecord::from_manifest)
+        .collect();
+    daemon
+        .catalog
+        .blocking(move |c| {
+            for record in &records {
+                c.upsert_completed_backup(record)?;
+            }
+            Ok(())
+        })
+        .await?;
+    to_value(report)
+}

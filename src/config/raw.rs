@@ -1,0 +1,122 @@
+//! The config file's shape, as serde sees it: every key optional where it has a
+//! default, unknown keys refused (`deny_unknown_fields`). Values that need their own
+//! parsing (durations, cron, principals, time zones, URLs) stay strings here and are
+//! checked in `validate`, which knows how to name the key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::DatabaseKind;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub daemon: RawDaemon,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub access: RawAccess,
+    #[serde(default)]
+    pub environments: BTreeMap<String, RawEnv>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    pub host: Option<String>,
+    pub socket: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub timezone: Option<String>,
+    pub max_jobs: Option<i64>,
+    pub catch_up: Option<bool>,
+    #[serde(default)]
+    pub on_failure: Vec<String>,
+    #[serde(default)]
+    pub on_success: Vec<String>,
+    pub command_timeout: Option<String>,
+    pub metrics_listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub url: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub compression: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccess {
+    #[serde(default)]
+    pub read: Vec<String>,
+    #[serde(default)]
+    pub backup: Vec<String>,
+    #[serde(default)]
+    pub download: Vec<String>,
+    #[serde(default)]
+    pub restore: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEnv {
+    /// A string or a `{ file }` / `{ command }` table, checked in `validate`.
+    pub version: Option<toml::Value>,
+    #[serde(default)]
+    pub schedule: Vec<String>,
+    pub retention: Option<String>,
+    pub code: Option<PathBuf>,
+    #[serde(default)]
+    pub mounts: BTreeMap<String, RawMount>,
+    #[serde(default)]
+    pub databases: BTreeMap<String, RawDatabase>,
+    #[serde(default)]
+    pub app: RawApp,
+    pub access: Option<RawAccess>,
+    #[serde(default)]
+    pub on_failure: Vec<String>,
+    #[serde(default)]
+    pub on_success: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMount {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDatabase {
+    pub kind: DatabaseKind,
+    pub path: Option<PathBuf>,
+    pub database: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub rdb_path: Option<PathBuf>,
+    #[serde(default)]
+    pub stop: Vec<String>,
+    #[serde(default)]
+    pub start: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApp {
+    #[serde(default)]
+    pub stop: Vec<String>,
+    #[serde(default)]
+    pub start: Vec<String>,
+    #[serde(default)]
+    pub check: Vec<String>,
+}

@@ -1,0 +1,576 @@
+//! From text to a valid [`Config`]: parse, merge overrides, deserialize strictly,
+//! then check every value and fill in defaults. The first problem found is
+//! returned; checks run in file order (daemon, store, access, environments by name)
+//! so the same file always gives the same error.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::overrides::{Override, config_to_toml};
+use super::raw::{RawAccess, RawConfig, RawDaemon, RawEnv, RawStore};
+use super::values::{NAME_RULE, check_command, is_valid_name, normalize_cron, parse_duration};
+use super::{
+    AccessRules, Config, ConfigError, ConfigOrigin, DaemonConfig, EnvConfig, MountConfig,
+    Principal, StoreConfig, VersionSource,
+};
+
+pub(super) const DEFAULT_STATE_DIR: &str = "/var/lib/envsnap";
+pub(super) const DEFAULT_SOCKET: &str = "/run/envsnap/envsnapd.sock";
+pub(super) const DEFAULT_MAX_JOBS: usize = 2;
+pub(super) const DEFAULT_COMPRESSION: i32 = 3;
+pub(super) const DEFAULT_RETENTION: Duration = Duration::from_secs(14 * 86_400);
+pub(super) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+/// The schemes `store::Store::from_url` understands (object_store's `parse_url`).
+const STORE_SCHEMES: [&str; 12] = [
+    "file", "memory", "s3", "s3a", "gs", "az", "azure", "adl", "abfs", "abfss", "http", "https",
+];
+
+pub(super) fn parse(
+    text: &str,
+    file: &Path,
+    overrides: &[Override],
+) -> Result<Config, ConfigError> {
+    // Parsed once here for the syntax error's line number, and kept to tell whether
+    // a bad key came from the file or from a variable.
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: file.to_path_buf(),
+        line: e.span().map_or(1, |span| line_of(text, span.start)),
+        message: one_line(e.message()),
+    })?;
+    let ctx = Ctx {
+        file,
+        overrides,
+        table,
+    };
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml));
+    for o in overrides {
+        builder = builder
+            .set_override(o.key.as_str(), o.value.clone())
+            .map_err(|e| ConfigError::Variable {
+                variable: o.variable.clone(),
+                problem: one_line(&e.to_string()),
+            })?;
+    }
+    let merged = builder.build().map_err(|e| ctx.error("", e.to_string()))?;
+    let tree = config_to_toml(merged.cache).unwrap_or_else(|| toml::Table::new().into());
+    let raw: RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| ctx.serde_error(e))?;
+    build(raw, &ctx, file)
+}
+
+/// Knows where each key came from, to name it in errors.
+pub(super) struct Ctx<'a> {
+    file: &'a Path,
+    overrides: &'a [Override],
+    table: toml::Table,
+}
+
+impl Ctx<'_> {
+    pub(super) fn error(&self, key: &str, problem: impl AsRef<str>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin_of(key),
+            key: if key.is_empty() {
+                "(top level)".to_owned()
+            } else {
+                key.to_owned()
+            },
+            problem: one_line(problem.as_ref()),
+        }
+    }
+
+    /// A variable set this key or one inside it (`environments.live.schedule[0]`
+    /// comes from ENVSNAP_ENVIRONMENTS__LIVE__SCHEDULE), or the key's nearest
+    /// ancestor missing from the file exists because a variable set something in it
+    /// (`environments.staging.version` is missing because of
+    /// ENVSNAP_ENVIRONMENTS__STAGING__RETENTION).
+    fn origin_of(&self, key: &str) -> ConfigOrigin {
+        let set_by = |o: &&Override| {
+            key == o.key
+                || key
+                    .strip_prefix(o.key.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        };
+        let variable = self.overrides.iter().find(set_by).or_else(|| {
+            let plain = key.split('[').next().unwrap_or(key);
+            let segments: Vec<&str> = plain.split('.').filter(|s| !s.is_empty()).collect();
+            let missing = (1..=segments.len())
+                .map(|n| segments[..n].join("."))
+                .find(|ancestor| !self.file_has(ancestor))?;
+            self.overrides.iter().find(|o| {
+                o.key == missing
+                    || o.key
+                        .strip_prefix(missing.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+        });
+        match variable {
+            Some(o) => ConfigOrigin::Variable(o.variable.clone()),
+            None => ConfigOrigin::File(self.file.to_path_buf()),
+        }
+    }
+
+    fn file_has(&self, key: &str) -> bool {
+        let mut table = &self.table;
+        let mut segments = key.split('.').peekable();
+        while let Some(segment) = segments.next() {
+            match (table.get(segment), segments.peek()) {
+                (Some(_), None) => return true,
+                (Some(toml::Value::Table(inner)), Some(_)) => table = inner,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    fn serde_error(&self, error: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+        let path = error.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let message = one_line(error.inner().message());
+        // serde_path_to_error has usually recorded the offending key already.
+        let join = |field: &str| {
+            if path.is_empty() {
+                field.to_owned()
+            } else if path.rsplit('.').next() == Some(field) {
+                path.clone()
+            } else {
+                format!("{path}.{field}")
+            }
+        };
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+            let expected = expected.trim_start_matches(", ");
+            return self.error(&join(field), format!("unknown key ({expected})"));
+        }
+        if let Some(rest) = message.strip_prefix("missing field `") {
+            let field = rest.split('`').next().unwrap_or(rest);
+            return self.error(&join(field), "missing required key");
+        }
+        let problem = message
+            .replace("invalid type:", "wrong type:")
+            .replace("unknown variant", "unknown value")
+            .replace("expected i64", "expected an integer")
+            .replace("expected u16", "expected a port number 0-65535")
+            .replace("expected a sequence", "expected a list")
+            .replace("expected path string", "expected a path string");
+        self.error(&path, problem)
+    }
+}
+
+fn build(raw: RawConfig, ctx: &Ctx, file: &Path) -> Result<Config, ConfigError> {
+    let daemon = daemon(raw.daemon, ctx)?;
+    let store = store(raw.store, &daemon.state_dir, ctx)?;
+    let access = access(raw.access, "access", ctx)?;
+    let mut environments = BTreeMap::new();
+    for (name, env) in raw.environments {
+        let built = environment(&name, env, ctx)?;
+        environments.insert(name, built);
+    }
+    Ok(Config {
+        path: file.to_path_buf(),
+        daemon,
+        store,
+        access,
+        environments,
+    })
+}
+
+fn daemon(raw: RawDaemon, ctx: &Ctx) -> Result<DaemonConfig, ConfigError> {
+    let host = match raw.host {
+        Some(host) if is_valid_name(&host) => host,
+        Some(host) => {
+            return Err(ctx.error(
+                "daemon.host",
+                format!("`{host}` is not a valid host id: {NAME_RULE}"),
+            ));
+        }
+        None => {
+            let host = hostname();
+            if !is_valid_name(&host) {
+                return Err(ctx.error(
+                    "daemon.host",
+                    format!("the hostname `{host}` is not a valid host id ({NAME_RULE}): set daemon.host"),
+                ));
+            }
+            host
+        }
+    };
+    let socket = absolute(
+        raw.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
+        "daemon.socket",
+        ctx,
+    )?;
+    let state_dir = absolute(
+        raw.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+        "daemon.state_dir",
+        ctx,
+    )?;
+    if let Some(group) = &raw.socket_group
+        && (group.is_empty() || group.contains(char::is_whitespace))
+    {
+        return Err(ctx.error(
+            "daemon.socket_group",
+            format!("`{group}` is not a group name"),
+        ));
+    }
+    let timezone = match raw.timezone {
+        None => chrono_tz::Tz::UTC,
+        Some(name) => name.parse().map_err(|_| {
+            ctx.error(
+                "daemon.timezone",
+                format!("unknown time zone `{name}`: expected an IANA name such as `UTC` or `Europe/Berlin`"),
+            )
+        })?,
+    };
+    let max_jobs = match raw.max_jobs {
+        None => DEFAULT_MAX_JOBS,
+        Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(n) => return Err(ctx.error("daemon.max_jobs", format!("must be at least 1, got {n}"))),
+    };
+    commands(&raw.on_failure, "daemon.on_failure", ctx)?;
+    commands(&raw.on_success, "daemon.on_success", ctx)?;
+    let command_timeout = match raw.command_timeout {
+        None => DEFAULT_COMMAND_TIMEOUT,
+        Some(text) => positive_duration(&text, "daemon.command_timeout", ctx)?,
+    };
+    let metrics_listen = match raw.metrics_listen {
+        None => None,
+        Some(text) => {
+            Some(metrics_address(&text).map_err(|p| ctx.error("daemon.metrics_listen", p))?)
+        }
+    };
+    Ok(DaemonConfig {
+        host,
+        socket,
+        socket_group: raw.socket_group,
+        state_dir,
+        timezone,
+        max_jobs,
+        catch_up: raw.catch_up.unwrap_or(true),
+        on_failure: raw.on_failure,
+        on_success: raw.on_success,
+        command_timeout,
+        metrics_listen,
+    })
+}
+
+fn metrics_address(text: &str) -> Result<SocketAddr, String> {
+    let address: SocketAddr = text.parse().map_err(|_| {
+        format!("`{text}` is not an address: expected IP:PORT such as `127.0.0.1:9477`")
+    })?;
+    if !address.ip().is_loopback() {
+        return Err(format!(
+            "`{text}` is not a loopback address: metrics are served on 127.0.0.1 or [::1] only"
+        ));
+    }
+    Ok(address)
+}
+
+fn store(raw: RawStore, state_dir: &Path, ctx: &Ctx) -> Result<StoreConfig, ConfigError> {
+    let url = match raw.url {
+        None => default_store_url(state_dir),
+        Some(url) => {
+            check_store_url(&url).map_err(|p| ctx.error("store.url", p))?;
+            url
+        }
+    };
+    let key_file = match raw.key_file {
+        None => None,
+        Some(path) => Some(absolute(path, "store.key_file", ctx)?),
+    };
+    let compression = match raw.compression {
+        None => DEFAULT_COMPRESSION,
+        Some(level @ 1..=19) => level as i32,
+        Some(level) => {
+            return Err(ctx.error(
+                "store.compression",
+                format!("must be a zstd level from 1 to 19, got {level}"),
+            ));
+        }
+    };
+    Ok(StoreConfig {
+        url,
+        key_file,
+        compression,
+    })
+}
+
+pub(super) fn default_store_url(state_dir: &Path) -> String {
+    url::Url::from_file_path(state_dir.join("store"))
+        .map(String::from)
+        .unwrap_or_else(|()| format!("file://{}/store", state_dir.display()))
+}
+
+fn check_store_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    let scheme = url.scheme();
+    if !STORE_SCHEMES.contains(&scheme) {
+        return Err(format!(
+            "unsupported store scheme `{scheme}`: expected file, s3, gs, az (azure, abfs), memory or http(s)"
+        ));
+    }
+    match scheme {
+        "file" if url.to_file_path().is_err() => Err(format!(
+            "`{text}` does not name an absolute local directory (file:///PATH)"
+        )),
+        "file" | "memory" => Ok(()),
+        _ if url.host_str().is_none_or(str::is_empty) => Err(format!(
+            "`{text}` names no bucket or container ({scheme}://BUCKET/PREFIX)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn access(raw: RawAccess, key: &str, ctx: &Ctx) -> Result<AccessRules, ConfigError> {
+    let list = |items: Vec<String>, action: &str| {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                Principal::parse(item).map_err(|p| ctx.error(&format!("{key}.{action}[{i}]"), p))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(AccessRules {
+        read: list(raw.read, "read")?,
+        backup: list(raw.backup, "backup")?,
+        download: list(raw.download, "download")?,
+        restore: list(raw.restore, "restore")?,
+    })
+}
+
+fn environment(name: &str, raw: RawEnv, ctx: &Ctx) -> Result<EnvConfig, ConfigError> {
+    let key = format!("environments.{name}");
+    if !is_valid_name(name) {
+        return Err(ctx.error(
+            &key,
+            format!("`{name}` is not a valid environment name: {NAME_RULE}"),
+        ));
+    }
+    let version = version(raw.version, &format!("{key}.version"), ctx)?;
+    let schedule = raw
+        .schedule
+        .iter()
+        .enumerate()
+        .map(|(i, expr)| {
+            normalize_cron(expr).map_err(|p| ctx.error(&format!("{key}.schedule[{i}]"), p))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let retention = match raw.retention {
+        None => DEFAULT_RETENTION,
+        Some(text) => positive_duration(&text, &format!("{key}.retention"), ctx)?,
+    };
+    let code = match raw.code {
+        None => None,
+        Some(path) => Some(absolute(path, &format!("{key}.code"), ctx)?),
+    };
+    // Directories already claimed by a part, to refuse two parts backing up one.
+    let mut directories: Vec<(PathBuf, String)> = Vec::new();
+    if let Some(code) = &code {
+        directories.push((normalized(code), "code".to_owned()));
+    }
+    let mut mounts = BTreeMap::new();
+    for (mount_name, mount) in raw.mounts {
+        let mount_key = format!("{key}.mounts.{mount_name}");
+        part_name(&mount_name, &mount_key, ctx)?;
+        let path = absolute(mount.path, &format!("{mount_key}.path"), ctx)?;
+        let part = format!("files:{mount_name}");
+        if let Some((_, other)) = directories
+            .iter()
+            .find(|(dir, _)| *dir == normalized(&path))
+        {
+            return Err(ctx.error(
+                &format!("{mount_key}.path"),
+                format!(
+                    "two parts back up the same directory: {other} and {part} both back up {}",
+                    path.display()
+                ),
+            ));
+        }
+        directories.push((normalized(&path), part));
+        for (i, pattern) in mount.exclude.iter().enumerate() {
+            check_exclude(pattern)
+                .map_err(|p| ctx.error(&format!("{mount_key}.exclude[{i}]"), p))?;
+        }
+        mounts.insert(
+            mount_name,
+            MountConfig {
+                path,
+                exclude: mount.exclude,
+            },
+        );
+    }
+    let mut databases = BTreeMap::new();
+    for (db_name, db) in raw.databases {
+        let db_key = format!("{key}.databases.{db_name}");
+        part_name(&db_name, &db_key, ctx)?;
+        let built = super::validate_db::database(db, &db_key, ctx)?;
+        databases.insert(db_name, built);
+    }
+    super::validate_db::distinct_files(&databases, &key, ctx)?;
+    for (list, what) in [
+        (&raw.app.stop, "app.stop"),
+        (&raw.app.start, "app.start"),
+        (&raw.app.check, "app.check"),
+    ] {
+        commands(list, &format!("{key}.{what}"), ctx)?;
+    }
+    commands(&raw.on_failure, &format!("{key}.on_failure"), ctx)?;
+    commands(&raw.on_success, &format!("{key}.on_success"), ctx)?;
+    let access = match raw.access {
+        None => None,
+        Some(rules) => Some(access(rules, &format!("{key}.access"), ctx)?),
+    };
+    Ok(EnvConfig {
+        name: name.to_owned(),
+        version,
+        schedule,
+        retention,
+        code,
+        mounts,
+        databases,
+        app: super::AppConfig {
+            stop: raw.app.stop,
+            start: raw.app.start,
+            check: raw.app.check,
+        },
+        access,
+        on_failure: raw.on_failure,
+        on_success: raw.on_success,
+    })
+}
+
+/// `version = "1.4.2"`, `{ file = "/srv/live/VERSION" }` or `{ command = "..." }`.
+fn version(raw: Option<toml::Value>, key: &str, ctx: &Ctx) -> Result<VersionSource, ConfigError> {
+    const SHAPE: &str = "a version string, `{ file = \"PATH\" }` or `{ command = \"COMMAND\" }`";
+    let mut table = match raw {
+        None => return Err(ctx.error(key, "missing required key")),
+        Some(toml::Value::String(text)) if text.trim().is_empty() => {
+            return Err(ctx.error(key, "the version is empty"));
+        }
+        Some(toml::Value::String(text)) => return Ok(VersionSource::Literal(text)),
+        Some(toml::Value::Table(table)) => table,
+        Some(other) => {
+            return Err(ctx.error(
+                key,
+                format!(
+                    "wrong type: expected {SHAPE}, found {} `{other}`",
+                    other.type_str()
+                ),
+            ));
+        }
+    };
+    if let Some(unknown) = table.keys().find(|k| *k != "file" && *k != "command") {
+        return Err(ctx.error(
+            &format!("{key}.{unknown}"),
+            "unknown key (expected `file` or `command`)",
+        ));
+    }
+    let mut text = |field: &str| match table.remove(field) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ctx.error(
+            &format!("{key}.{field}"),
+            format!(
+                "wrong type: expected a string, found {} `{other}`",
+                other.type_str()
+            ),
+        )),
+    };
+    match (text("file")?, text("command")?) {
+        (Some(file), None) => Ok(VersionSource::File(absolute(
+            file.into(),
+            &format!("{key}.file"),
+            ctx,
+        )?)),
+        (None, Some(command)) => {
+            check_command(&command).map_err(|p| ctx.error(&format!("{key}.command"), p))?;
+            Ok(VersionSource::Command(command))
+        }
+        (Some(_), Some(_)) => Err(ctx.error(key, "give either `file` or `command`, not both")),
+        (None, None) => Err(ctx.error(key, format!("expected {SHAPE}"))),
+    }
+}
+
+fn part_name(name: &str, key: &str, ctx: &Ctx) -> Result<(), ConfigError> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(ctx.error(
+            key,
+            format!("`{name}` is not a valid part name: {NAME_RULE}"),
+        ))
+    }
+}
+
+fn check_exclude(pattern: &str) -> Result<(), String> {
+    if pattern.starts_with('/') {
+        return Err(format!(
+            "`{pattern}`: exclude patterns are relative to the mount's path"
+        ));
+    }
+    // The same settings as the tree archiver's matcher (`repo::archiver`).
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(drop)
+        .map_err(|e| format!("bad exclude pattern `{pattern}`: {}", e.kind()))
+}
+
+/// The path with `.` components and trailing slashes gone, for comparing.
+fn normalized(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| *c != Component::CurDir)
+        .collect()
+}
+
+pub(super) fn absolute(path: PathBuf, key: &str, ctx: &Ctx) -> Result<PathBuf, ConfigError> {
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(ctx.error(key, format!("`{}` is not an absolute path", path.display())))
+    }
+}
+
+pub(super) fn commands(list: &[String], key: &str, ctx: &Ctx) -> Result<(), ConfigError> {
+    for (i, command) in list.iter().enumerate() {
+        check_command(command).map_err(|p| ctx.error(&format!("{key}[{i}]"), p))?;
+    }
+    Ok(())
+}
+
+fn positive_duration(text: &str, key: &str, ctx: &Ctx) -> Result<Duration, ConfigError> {
+    match parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(ctx.error(
+            key,
+            format!("`{text}` is zero: the duration must be positive"),
+        )),
+        Ok(d) => Ok(d),
+        Err(problem) => Err(ctx.error(key, problem)),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The machine's host name, the default `daemon.host`.
+pub(super) fn hostname() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the pointer and length describe `buffer`, which outlives the call.
+    let status = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if status != 0 {
+        return "localhost".to_owned();
+    }
+    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..end]).into_owned()
+}

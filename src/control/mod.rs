@@ -1,0 +1,6 @@
+//! The control plane: the wire protocol, the daemon's socket server, and the client
+//! `envsnapctl` uses.
+
+pub mod client;
+pub mod protocol;
+pub mod server;

@@ -1,0 +1,241 @@
+//! The control protocol: versioned JSON messages over a Unix stream socket.
+//!
+//! Framing: one JSON document per line (`\n`-terminated), at most [`MAX_MESSAGE`]
+//! bytes. The client sends one [`Request`]; the daemon answers with zero or more
+//! [`Reply::Progress`] lines and exactly one final [`Reply::Result`] or
+//! [`Reply::Error`], then closes the connection. `docs/protocol.md` describes the
+//! messages for people writing other clients.
+//!
+//! Error codes ([`ErrorCode`]) are stable: scripts match on them, not on messages.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The largest message either side accepts, newline included.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// What the client asks for, with the protocol version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u32,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "command",
+    content = "args",
+    rename_all = "kebab-case",
+    deny_unknown_fields
+)]
+pub enum Request {
+    Status,
+    Reload,
+    EnvList,
+    EnvShow {
+        env: String,
+    },
+    BackupCreate {
+        env: String,
+        #[serde(default)]
+        name: Option<String>,
+        /// Follow the job: progress events, then the finished backup.
+        #[serde(default)]
+        wait: bool,
+    },
+    BackupList {
+        env: String,
+    },
+    BackupShow {
+        env: String,
+        backup: String,
+    },
+    BackupDelete {
+        env: String,
+        backup: String,
+    },
+    JobList,
+    JobShow {
+        id: i64,
+    },
+    JobWatch {
+        id: i64,
+    },
+    JobCancel {
+        id: i64,
+    },
+    Log {
+        #[serde(default)]
+        env: Option<String>,
+        #[serde(default)]
+        since: Option<DateTime<Utc>>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    Verify {
+        env: String,
+        #[serde(default)]
+        backup: Option<String>,
+        #[serde(default)]
+        read_data: bool,
+    },
+    Prune {
+        #[serde(default)]
+        dry_run: bool,
+    },
+    CatalogRebuild,
+}
+
+impl Request {
+    /// The access right a request needs (see `[access]` in the config).
+    pub fn action(&self) -> Action {
+        match self {
+            Request::BackupCreate { .. } | Request::JobCancel { .. } | Request::Verify { .. } => {
+                Action::Backup
+            }
+            Request::BackupDelete { .. }
+            | Request::Prune { .. }
+            | Request::CatalogRebuild
+            | Request::Reload => Action::Restore,
+            _ => Action::Read,
+        }
+    }
+
+    /// The environment a request concerns, when it concerns one.
+    pub fn env(&self) -> Option<&str> {
+        match self {
+            Request::EnvShow { env }
+            | Request::BackupCreate { env, .. }
+            | Request::BackupList { env }
+            | Request::BackupShow { env, .. }
+            | Request::BackupDelete { env, .. }
+            | Request::Verify { env, .. } => Some(env),
+            Request::Log { env, .. } => env.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Access rights, as in the config's `[access]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Read,
+    Backup,
+    Download,
+    /// Restore, import, delete, prune and reload.
+    Restore,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Read => "read",
+            Action::Backup => "backup",
+            Action::Download => "download",
+            Action::Restore => "restore",
+        })
+    }
+}
+
+/// One line from the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Reply {
+    Progress(Progress),
+    Result { data: serde_json::Value },
+    Error(ErrorReply),
+}
+
+/// A running job's progress.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub job: i64,
+    pub state: String,
+    pub bytes_done: u64,
+    pub parts_done: u32,
+    pub parts_total: u32,
+    /// The part being worked on.
+    #[serde(default)]
+    pub part: String,
+    /// Bytes per second since the job started.
+    pub rate: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The message is not valid JSON or not a known request.
+    BadRequest,
+    /// The client speaks another protocol version.
+    UnsupportedVersion,
+    /// The message exceeds [`MAX_MESSAGE`].
+    TooLarge,
+    /// The user may not perform this action.
+    Forbidden,
+    /// No such environment, backup or job.
+    NotFound,
+    /// A name is invalid.
+    Invalid,
+    /// Conflicts with existing state: a duplicate name, a busy environment.
+    Conflict,
+    /// The job ran and failed.
+    Failed,
+    /// The daemon is shutting down.
+    ShuttingDown,
+    /// Anything else; the message says what.
+    Internal,
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_form() {
+        let envelope = Envelope {
+            v: PROTOCOL_VERSION,
+            request: Request::BackupCreate {
+                env: "live".into(),
+                name: Some("before-upgrade".into()),
+                wait: true,
+            },
+        };
+        let json = serde_json::to_string(&envelope).unwrap();
+        assert_eq!(
+            json,
+            r#"{"v":1,"command":"backup-create","args":{"env":"live","name":"before-upgrade","wait":true}}"#
+        );
+        assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), envelope);
+        let status: Envelope = serde_json::from_str(r#"{"v":1,"command":"status"}"#).unwrap();
+        assert_eq!(status.request, Request::Status);
+        assert!(serde_json::from_str::<Envelope>(r#"{"v":1,"command":"rm-rf"}"#).is_err());
+        let error = Reply::Error(ErrorReply {
+            code: ErrorCode::NotFound,
+            message: "no environment x".into(),
+        });
+        assert_eq!(
+            serde_json::to_string(&error).unwrap(),
+            r#"{"type":"error","code":"not_found","message":"no environment x"}"#
+        );
+    }
+}

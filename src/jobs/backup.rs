@@ -1,0 +1,286 @@
+//! The backup job: every part of an environment into one backup, or nothing.
+//!
+//! The backup row was inserted `creating` when the job was queued. The job reads the
+//! environment's version, writes each part (trees with the previous backup as parent,
+//! databases through their native dump), commits (the manifest is the commit point),
+//! then marks the backup `completed` and the job succeeded in one catalog transaction.
+//! Any failure, or a cancel, aborts the write (deleting what it uploaded), removes the
+//! backup from the list, records the error, and runs the failure hook.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{ActivityEntry, CompletedBackup, JobRecord, PartSize};
+use crate::config::{EnvConfig, PartSource};
+use crate::control::protocol::Progress;
+use crate::daemon::Daemon;
+use crate::repo::RepoError;
+use crate::repo::archiver::TreeOptions;
+use crate::repo::manifest::{BackupMeta, Manifest};
+use crate::repo::writer::BackupWriter;
+use crate::sources;
+
+/// How often a running backup publishes its progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToken) {
+    let env = job.env.clone().unwrap_or_default();
+    let name = job.backup.clone().unwrap_or_default();
+    let outcome = make_backup(daemon, job, &env, &name, &cancel).await;
+    let (state, error) = match &outcome {
+        Ok(_) => ("succeeded", None),
+        Err(RepoError::Cancelled) => ("cancelled", Some("cancelled".to_owned())),
+        Err(e) => ("failed", Some(e.to_string())),
+    };
+    let activity = ActivityEntry {
+        time: Utc::now(),
+        user: job.user.clone(),
+        env: Some(env.clone()),
+        action: "backup".into(),
+        backup: Some(name.clone()),
+        outcome: state.to_owned(),
+        detail: error.clone(),
+    };
+    let (job_id, env_c, name_c) = (job.id, env.clone(), name.clone());
+    let recorded = match outcome {
+        Ok(manifest) => {
+            let parts: Vec<PartSize> = manifest
+                .parts
+                .iter()
+                .map(|p| PartSize {
+                    part: p.part.clone(),
+                    size: p.size,
+                    stored: p.stored,
+                })
+                .collect();
+            daemon
+                .catalog
+                .blocking(move |c| {
+                    c.finish_backup(
+                        job_id,
+                        &CompletedBackup {
+                            env: &env_c,
+                            name: &name_c,
+                            manifest: &manifest.id,
+                            version: &manifest.meta.version,
+                            created: manifest.created,
+                            completed: manifest.completed,
+                            expires: manifest.meta.expires,
+                            parts: &parts,
+                        },
+                        &activity,
+                    )
+                })
+                .await
+        }
+        Err(_) => {
+            let error = error.clone().unwrap_or_default();
+            daemon
+                .catalog
+                .blocking(move |c| c.fail_backup(job_id, &env_c, &name_c, state, &error, &activity))
+                .await
+        }
+    };
+    if let Err(e) = recorded {
+        tracing::error!(job = job.id, env = %env, backup = %name, error = %e, "cannot record the backup's outcome");
+    }
+    match &error {
+        None => tracing::info!(job = job.id, env = %env, backup = %name, "backup completed"),
+        Some(e) => {
+            tracing::warn!(job = job.id, env = %env, backup = %name, error = %e, "backup {state}")
+        }
+    }
+    run_hook(daemon, job, &env, &name, error.as_deref()).await;
+}
+
+async fn make_backup(
+    daemon: &Arc<Daemon>,
+    job: &JobRecord,
+    env: &str,
+    name: &str,
+    cancel: &CancellationToken,
+) -> Result<Manifest, RepoError> {
+    let config = daemon.config();
+    let env_config = config
+        .env(env)
+        .ok_or_else(|| {
+            RepoError::Pipeline(format!("environment {env} is no longer in the config"))
+        })?
+        .clone();
+    let version = env_config
+        .version
+        .read(config.daemon.command_timeout)
+        .await
+        .map_err(|e| RepoError::Pipeline(format!("reading the version of {env}: {e}")))?;
+    let parent = previous_manifest(daemon, env).await;
+    let mut writer = daemon.repo.start_backup(cancel.clone()).await?;
+    let written = write_parts(
+        daemon,
+        job.id,
+        &env_config,
+        parent.as_ref(),
+        &mut writer,
+        cancel,
+    )
+    .await;
+    if let Err(e) = written {
+        writer.abort().await;
+        return Err(if cancel.is_cancelled() {
+            RepoError::Cancelled
+        } else {
+            e
+        });
+    }
+    let backup = daemon.catalog.blocking({
+        let (env, name) = (env.to_owned(), name.to_owned());
+        move |c| c.get_backup(&env, &name)
+    });
+    let trigger = backup
+        .await?
+        .map_or_else(|| "manual".to_owned(), |b| b.trigger);
+    let created = Utc::now();
+    let expires = chrono::Duration::from_std(env_config.retention)
+        .ok()
+        .map(|r| created + r);
+    writer
+        .commit(BackupMeta {
+            env: env.to_owned(),
+            name: name.to_owned(),
+            version,
+            trigger,
+            user: job.user.clone(),
+            expires,
+        })
+        .await
+}
+
+/// The manifest of the environment's newest completed backup, if it can be read.
+async fn previous_manifest(daemon: &Arc<Daemon>, env: &str) -> Option<Manifest> {
+    let owned = env.to_owned();
+    let last = daemon
+        .catalog
+        .blocking(move |c| c.last_backup(&owned))
+        .await
+        .ok()??;
+    daemon
+        .repo
+        .load_manifest(env, last.manifest.as_deref()?)
+        .await
+        .ok()
+}
+
+async fn write_parts(
+    daemon: &Arc<Daemon>,
+    job: i64,
+    env: &EnvConfig,
+    parent: Option<&Manifest>,
+    writer: &mut BackupWriter,
+    cancel: &CancellationToken,
+) -> Result<(), RepoError> {
+    let parts = env.parts();
+    let counter = writer.progress();
+    let started = std::time::Instant::now();
+    let total = parts.len() as u32;
+    let publish = |part: &str, done: u32| {
+        let bytes = counter.load(Ordering::Relaxed);
+        let rate = (bytes as f64 / started.elapsed().as_secs_f64().max(0.001)) as u64;
+        daemon.runner.set_progress(Progress {
+            job,
+            state: "running".into(),
+            bytes_done: bytes,
+            parts_done: done,
+            parts_total: total,
+            part: part.to_owned(),
+            rate,
+        });
+    };
+    for (done, part) in parts.iter().enumerate() {
+        publish(&part.name, done as u32);
+        let ticker = async {
+            loop {
+                tokio::time::sleep(PROGRESS_EVERY).await;
+                publish(&part.name, done as u32);
+            }
+        };
+        let work = async {
+            match &part.source {
+                PartSource::Tree { path, exclude } => {
+                    let parent = parent.and_then(|m| m.part(&part.name)).cloned();
+                    writer
+                        .add_tree(
+                            &part.name,
+                            path.clone(),
+                            TreeOptions {
+                                parent,
+                                exclude: exclude.clone(),
+                            },
+                        )
+                        .await
+                        .map(|_| ())
+                }
+                PartSource::Database(db) => {
+                    let scratch = daemon.config().daemon.state_dir.join("tmp");
+                    sources::backup_database(writer, &part.name, db, &scratch, cancel)
+                        .await
+                        .map_err(|e| match e {
+                            sources::SourceError::Repo(e) => e,
+                            other => RepoError::Pipeline(other.to_string()).in_part(&part.name),
+                        })
+                }
+            }
+        };
+        tokio::select! {
+            result = work => result?,
+            () = ticker => unreachable!("the ticker never ends"),
+        }
+    }
+    publish("", total);
+    Ok(())
+}
+
+/// Runs `on_success` / `on_failure` (the environment's, else the daemon's).
+async fn run_hook(
+    daemon: &Arc<Daemon>,
+    job: &JobRecord,
+    env: &str,
+    backup: &str,
+    error: Option<&str>,
+) {
+    let config = daemon.config();
+    let env_config = config.env(env);
+    let pick = |own: Option<&Vec<String>>, global: &Vec<String>| -> Vec<String> {
+        own.filter(|c| !c.is_empty()).unwrap_or(global).clone()
+    };
+    let commands = match error {
+        None => pick(env_config.map(|e| &e.on_success), &config.daemon.on_success),
+        Some(_) => pick(env_config.map(|e| &e.on_failure), &config.daemon.on_failure),
+    };
+    let mut vars = BTreeMap::new();
+    vars.insert("ENVSNAP_ENV".to_owned(), env.to_owned());
+    vars.insert("ENVSNAP_JOB".to_owned(), job.id.to_string());
+    vars.insert("ENVSNAP_KIND".to_owned(), job.kind.clone());
+    vars.insert("ENVSNAP_BACKUP".to_owned(), backup.to_owned());
+    vars.insert(
+        "ENVSNAP_OUTCOME".to_owned(),
+        if error.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        }
+        .to_owned(),
+    );
+    vars.insert(
+        "ENVSNAP_ERROR".to_owned(),
+        error.unwrap_or_default().to_owned(),
+    );
+    for command in &commands {
+        if let Err(e) = crate::commands::run(command, &vars, config.daemon.command_timeout).await {
+            tracing::warn!(job = job.id, env, error = %e, "hook failed");
+        }
+    }
+}
