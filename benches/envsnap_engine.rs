@@ -19,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 const HOST: &str = "bench";
 
+// The same allocator as the daemon: it reuses freed chunk buffers instead of growing.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]

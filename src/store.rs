@@ -77,6 +77,8 @@ pub struct ObjectInfo {
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
+    /// For a local directory store: its root on disk (for cleaning partial uploads).
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -91,6 +93,7 @@ impl Store {
         Store {
             inner,
             prefix: ObjectPath::from(prefix),
+            local_root: None,
         }
     }
 
@@ -114,7 +117,10 @@ impl Store {
                 .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
             let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                 .map_err(|e| bad(e.to_string()))?;
-            return Ok(Store::new(Arc::new(local), ""));
+            return Ok(Store {
+                local_root: Some(dir),
+                ..Store::new(Arc::new(local), "")
+            });
         }
         if parsed.scheme() == "memory" {
             return Ok(Store::memory());
@@ -127,6 +133,7 @@ impl Store {
         Ok(Store {
             inner: Arc::from(inner),
             prefix,
+            local_root: None,
         })
     }
 
@@ -135,6 +142,7 @@ impl Store {
         Store {
             inner: self.inner.clone(),
             prefix: self.path(sub),
+            local_root: self.local_root.clone(),
         }
     }
 
@@ -210,6 +218,53 @@ impl Store {
                 last_modified: meta.last_modified,
             })
             .collect())
+    }
+}
+
+impl Store {
+    /// Removes what interrupted uploads left under `dir`, modified before `before`.
+    ///
+    /// A local directory store writes each object to `<name>#<digits>` and renames it
+    /// into place; a process killed mid-write leaves that file behind, invisible to
+    /// listings. (Object stores discard unfinished uploads themselves.) Returns the
+    /// number of bytes removed.
+    pub fn remove_partial_uploads(&self, dir: &str, before: chrono::DateTime<chrono::Utc>) -> u64 {
+        let Some(root) = &self.local_root else {
+            return 0;
+        };
+        let mut base = root.clone();
+        for part in self.path(dir).parts() {
+            base.push(part.as_ref());
+        }
+        let mut freed = 0;
+        let mut pending = vec![base];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    pending.push(entry.path());
+                    continue;
+                }
+                let name = entry.file_name();
+                let partial =
+                    name.to_str()
+                        .and_then(|n| n.rsplit_once('#'))
+                        .is_some_and(|(_, suffix)| {
+                            !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit())
+                        });
+                let modified = meta.modified().map(chrono::DateTime::<chrono::Utc>::from);
+                if partial
+                    && modified.is_ok_and(|m| m < before)
+                    && std::fs::remove_file(entry.path()).is_ok()
+                {
+                    freed += meta.len();
+                }
+            }
+        }
+        freed
     }
 }
 

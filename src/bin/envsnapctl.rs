@@ -1,1 +1,282 @@
-fn main() {}
+//! `envsnapctl`: the control client of envsnapd. Parses arguments into a protocol
+//! request and hands it to `envsnap::cli`, which talks to the daemon and prints.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use envsnap::cli::{self, CliError};
+use envsnap::control::client::Client;
+use envsnap::control::protocol::Request;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "envsnapctl",
+    version,
+    about = "Control envsnapd, the envsnap backup daemon"
+)]
+struct Arguments {
+    /// The daemon's control socket [default: $ENVSNAP_SOCKET, else daemon.socket in
+    /// /etc/envsnap/envsnap.toml, else /run/envsnap/envsnapd.sock, else the socket of a
+    /// daemon started without a config]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Print the result as one JSON document (times in RFC 3339, UTC)
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Daemon health: version, uptime, store reachability, job queue
+    Status,
+    /// Re-read the daemon's config (like SIGHUP)
+    Reload,
+    /// Environments
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Backups of an environment
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// The daemon's job queue
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// The activity log: who did what, when
+    Log {
+        /// Only entries about this environment
+        env: Option<String>,
+        /// Only entries since TIME: RFC 3339, a local date (2026-11-24) or a duration ago (2h, 3d)
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<DateTime<Utc>>,
+        /// At most this many entries
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Check that the objects a backup needs exist (and, with --read-data, decode)
+    Verify {
+        env: String,
+        /// One backup (default: all of the environment)
+        backup: Option<String>,
+        /// Read every byte and check it against its hash
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Delete expired backups and reclaim unreferenced data
+    Prune {
+        /// Report what would be deleted without deleting
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The daemon's catalog
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EnvCommand {
+    /// All environments
+    List,
+    /// One environment
+    Show { env: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Back up an environment now
+    Create {
+        env: String,
+        /// The backup's name (default: generated from the time)
+        #[arg(long)]
+        name: Option<String>,
+        /// Follow the job; exit non-zero if it fails
+        #[arg(long)]
+        wait: bool,
+    },
+    /// An environment's backups
+    List { env: String },
+    /// One backup with its parts
+    Show { env: String, backup: String },
+    /// Delete a backup (asks to type its name unless --yes)
+    Delete {
+        env: String,
+        backup: String,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobCommand {
+    /// Jobs, newest first
+    List,
+    /// One job
+    Show { id: i64 },
+    /// Follow a job until it ends; exit non-zero if it fails or is cancelled
+    Watch { id: i64 },
+    /// Cancel a queued or running job
+    Cancel { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogCommand {
+    /// Recreate the catalog from the store
+    Rebuild,
+}
+
+impl Command {
+    fn request(self) -> Request {
+        match self {
+            Command::Status => Request::Status,
+            Command::Reload => Request::Reload,
+            Command::Env(EnvCommand::List) => Request::EnvList,
+            Command::Env(EnvCommand::Show { env }) => Request::EnvShow { env },
+            Command::Backup(BackupCommand::Create { env, name, wait }) => {
+                Request::BackupCreate { env, name, wait }
+            }
+            Command::Backup(BackupCommand::List { env }) => Request::BackupList { env },
+            Command::Backup(BackupCommand::Show { env, backup }) => {
+                Request::BackupShow { env, backup }
+            }
+            Command::Backup(BackupCommand::Delete { env, backup, .. }) => {
+                Request::BackupDelete { env, backup }
+            }
+            Command::Job(JobCommand::List) => Request::JobList,
+            Command::Job(JobCommand::Show { id }) => Request::JobShow { id },
+            Command::Job(JobCommand::Watch { id }) => Request::JobWatch { id },
+            Command::Job(JobCommand::Cancel { id }) => Request::JobCancel { id },
+            Command::Log { env, since, limit } => Request::Log { env, since, limit },
+            Command::Verify {
+                env,
+                backup,
+                read_data,
+            } => Request::Verify {
+                env,
+                backup,
+                read_data,
+            },
+            Command::Prune { dry_run } => Request::Prune { dry_run },
+            Command::Catalog(CatalogCommand::Rebuild) => Request::CatalogRebuild,
+        }
+    }
+}
+
+fn parse_since(text: &str) -> Result<DateTime<Utc>, cli::time::TimeError> {
+    cli::time::parse_since(text, Utc::now(), &chrono::Local)
+}
+
+fn main() -> ExitCode {
+    let arguments = Arguments::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("envsnapctl: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(arguments)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`envsnapctl ... | head`): nobody is left to tell.
+        Err(CliError::Io(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("envsnapctl: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(arguments: Arguments) -> Result<(), CliError> {
+    let client = Client::new(cli::resolve_socket(arguments.socket));
+    if let Command::Backup(BackupCommand::Delete {
+        env,
+        backup,
+        yes: false,
+    }) = &arguments.command
+    {
+        cli::confirm::require_typed_name(backup, &format!("delete backup {backup} of {env}"))?;
+    }
+    cli::run(&client, arguments.command.request(), arguments.json).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn request(line: &str) -> Request {
+        Arguments::try_parse_from(line.split_whitespace())
+            .unwrap()
+            .command
+            .request()
+    }
+
+    #[test]
+    fn arguments_are_consistent() {
+        Arguments::command().debug_assert();
+    }
+
+    #[test]
+    fn commands_map_to_requests() {
+        assert_eq!(request("envsnapctl --json status"), Request::Status);
+        assert_eq!(
+            request("envsnapctl backup create live --name b1 --wait --socket /s"),
+            Request::BackupCreate {
+                env: "live".into(),
+                name: Some("b1".into()),
+                wait: true
+            }
+        );
+        assert_eq!(
+            request("envsnapctl backup delete live b1 --yes"),
+            Request::BackupDelete {
+                env: "live".into(),
+                backup: "b1".into()
+            }
+        );
+        assert_eq!(
+            request("envsnapctl verify live --read-data"),
+            Request::Verify {
+                env: "live".into(),
+                backup: None,
+                read_data: true
+            }
+        );
+        assert_eq!(
+            request("envsnapctl prune --dry-run"),
+            Request::Prune { dry_run: true }
+        );
+        assert_eq!(
+            request("envsnapctl job watch 7"),
+            Request::JobWatch { id: 7 }
+        );
+        assert_eq!(
+            request("envsnapctl catalog rebuild"),
+            Request::CatalogRebuild
+        );
+        let Request::Log {
+            env,
+            since: Some(since),
+            limit: None,
+        } = request("envsnapctl log live --since 2h")
+        else {
+            panic!("not a log request with a time");
+        };
+        assert_eq!(env.as_deref(), Some("live"));
+        assert!(Utc::now() - since >= chrono::Duration::hours(2));
+    }
+
+    #[test]
+    fn bad_since_is_a_usage_error() {
+        let error =
+            Arguments::try_parse_from(["envsnapctl", "log", "--since", "soon"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+}

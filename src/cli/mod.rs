@@ -1,0 +1,244 @@
+//! `envsnapctl`'s side of things: which socket to use, and how results look to people.
+//!
+//! The binary (`src/bin/envsnapctl.rs`) parses arguments into a protocol [`Request`]
+//! and calls [`run`], which sends it with [`Client`], follows progress with a bar on a
+//! terminal ([`progress`]), and prints the result: with `--json` the result's `data`
+//! unchanged as one JSON document, else tables ([`tables`]) for lists and `key: value`
+//! blocks ([`blocks`]) for single objects, times in local time.
+//!
+//! Exit status: every failure is one [`CliError`], printed by the binary as one line.
+//! Besides transport and daemon errors, a result can itself be a failure: `verify`
+//! that found problems, `job watch` of a job that failed or was cancelled. Those print
+//! the result first, then fail, so scripts get both the data and the status.
+
+pub mod blocks;
+pub mod confirm;
+pub mod progress;
+pub mod socket;
+pub mod tables;
+pub mod text;
+pub mod time;
+pub mod views;
+
+use std::io::Write;
+
+use serde::de::DeserializeOwned;
+
+use crate::control::client::{Client, ClientError};
+use crate::control::protocol::Request;
+use progress::ProgressDisplay;
+pub use socket::{Surroundings, default_socket_candidates, default_state_dir, resolve_socket};
+use time::Zone;
+use views::{
+    CreatedBackup, DeletedBackup, EnvView, JobRecord, Reloaded, StatusView, VerifyProblems,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("envsnapd sent a result this client does not understand: {0}")]
+    UnexpectedResult(#[from] serde_json::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A destructive command was not confirmed.
+    #[error("{0}")]
+    NotConfirmed(String),
+    #[error("verify found {0} problem{s}", s = if *.0 == 1 { "" } else { "s" })]
+    VerifyProblems(usize),
+    #[error("job {id} {state}{}", error.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    JobUnsuccessful {
+        id: i64,
+        state: String,
+        error: Option<String>,
+    },
+}
+
+/// Sends `request`, prints its result on stdout, and fails when the result says so.
+pub async fn run(client: &Client, request: Request, json: bool) -> Result<(), CliError> {
+    let follows = matches!(
+        request,
+        Request::BackupCreate { wait: true, .. } | Request::JobWatch { .. }
+    );
+    let display = if follows && !json {
+        ProgressDisplay::on_terminal()
+    } else {
+        None
+    };
+    let result = client
+        .call(request.clone(), |progress| {
+            if let Some(display) = &display {
+                display.update(progress);
+            }
+        })
+        .await;
+    if let Some(display) = display {
+        display.finish();
+    }
+    let data = result?;
+
+    let text = if json {
+        let mut text = serde_json::to_string_pretty(&data).expect("a JSON value always serializes");
+        text.push('\n');
+        text
+    } else {
+        render(&request, &data, &chrono::Local)?
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    result_status(&request, &data)
+}
+
+/// The human form of a result, chosen by the request that asked for it.
+pub fn render(
+    request: &Request,
+    data: &serde_json::Value,
+    zone: &impl Zone,
+) -> Result<String, serde_json::Error> {
+    Ok(match request {
+        Request::Status => blocks::status(&decode::<StatusView>(data)?),
+        Request::Reload => {
+            let count = decode::<Reloaded>(data)?.environments;
+            let plural = if count == 1 { "" } else { "s" };
+            format!("configuration reloaded: {count} environment{plural}\n")
+        }
+        Request::EnvList => tables::environments(&decode::<Vec<EnvView>>(data)?, zone),
+        Request::EnvShow { .. } => blocks::environment(&decode(data)?, zone),
+        Request::BackupCreate { wait: false, .. } => {
+            let job: JobRecord = decode(data)?;
+            format!(
+                "queued job {id}; follow it with: envsnapctl job watch {id}\n",
+                id = job.id
+            )
+        }
+        Request::BackupCreate { wait: true, .. } => {
+            blocks::backup(&decode::<CreatedBackup>(data)?.backup, zone)
+        }
+        Request::BackupList { .. } => tables::backups(&decode::<Vec<_>>(data)?, zone),
+        Request::BackupShow { .. } => blocks::backup(&decode(data)?, zone),
+        Request::BackupDelete { .. } => {
+            let deleted: DeletedBackup = decode(data)?;
+            format!(
+                "deleted backup {}\n{}",
+                deleted.deleted,
+                blocks::counters(&deleted.prune)
+            )
+        }
+        Request::JobList => tables::jobs(&decode::<Vec<_>>(data)?),
+        Request::JobShow { .. } | Request::JobWatch { .. } | Request::JobCancel { .. } => {
+            blocks::job(&decode(data)?, zone)
+        }
+        Request::Log { .. } => tables::activity(&decode::<Vec<_>>(data)?, zone),
+        Request::Verify { .. } => {
+            let mut text = blocks::counters(data);
+            for problem in decode::<VerifyProblems>(data)?.problems {
+                text.push_str(&format!("problem: {problem}\n"));
+            }
+            text
+        }
+        Request::Prune { dry_run } => {
+            let note = if *dry_run {
+                "dry run: nothing was deleted\n"
+            } else {
+                ""
+            };
+            format!("{note}{}", blocks::counters(data))
+        }
+        Request::CatalogRebuild => blocks::counters(data),
+    })
+}
+
+/// Whether a result that arrived is a success for the exit status.
+fn result_status(request: &Request, data: &serde_json::Value) -> Result<(), CliError> {
+    match request {
+        Request::Verify { .. } => match decode::<VerifyProblems>(data)?.problems.len() {
+            0 => Ok(()),
+            count => Err(CliError::VerifyProblems(count)),
+        },
+        Request::JobWatch { .. } => {
+            let job: JobRecord = decode(data)?;
+            match job.state.as_str() {
+                "failed" | "cancelled" => Err(CliError::JobUnsuccessful {
+                    id: job.id,
+                    state: job.state,
+                    error: job.error,
+                }),
+                _ => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn decode<T: DeserializeOwned>(data: &serde_json::Value) -> Result<T, serde_json::Error> {
+    T::deserialize(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::json;
+
+    fn job(state: &str, error: Option<&str>) -> serde_json::Value {
+        json!({ "id": 12, "kind": "backup", "env": "live", "state": state, "user": "ann", "backup": null,
+                "error": error, "created": "2026-11-24T03:00:00Z", "started": null, "finished": null })
+    }
+
+    #[test]
+    fn verify_problems_fail_after_printing() {
+        let request = Request::Verify {
+            env: "live".into(),
+            backup: None,
+            read_data: true,
+        };
+        let data = json!({ "backups": 1, "chunks_referenced": 5, "packs_read": 1, "bytes_read": 10,
+                           "problems": ["pack 1f missing", "chunk 2a bad"] });
+        let text = render(&request, &data, &Utc).unwrap();
+        assert!(
+            text.ends_with("problem: pack 1f missing\nproblem: chunk 2a bad\n"),
+            "{text}"
+        );
+        assert_eq!(
+            result_status(&request, &data).unwrap_err().to_string(),
+            "verify found 2 problems"
+        );
+        let clean = json!({ "backups": 1, "chunks_referenced": 5, "packs_read": 1, "bytes_read": 10, "problems": [] });
+        assert!(result_status(&request, &clean).is_ok());
+    }
+
+    #[test]
+    fn watched_job_failure_is_an_error() {
+        let request = Request::JobWatch { id: 12 };
+        assert!(result_status(&request, &job("succeeded", None)).is_ok());
+        let error = result_status(&request, &job("failed", Some("disk full"))).unwrap_err();
+        assert_eq!(error.to_string(), "job 12 failed: disk full");
+        // Showing a failed job is not itself a failure.
+        assert!(result_status(&Request::JobShow { id: 12 }, &job("failed", Some("x"))).is_ok());
+    }
+
+    #[test]
+    fn queued_backup_tells_how_to_follow() {
+        let request = Request::BackupCreate {
+            env: "live".into(),
+            name: None,
+            wait: false,
+        };
+        let text = render(&request, &job("queued", None), &Utc).unwrap();
+        assert_eq!(
+            text,
+            "queued job 12; follow it with: envsnapctl job watch 12\n"
+        );
+    }
+
+    #[test]
+    fn a_result_of_the_wrong_shape_is_reported() {
+        let error = render(&Request::Status, &json!({ "version": 1 }), &Utc).unwrap_err();
+        assert!(
+            CliError::from(error)
+                .to_string()
+                .starts_with("envsnapd sent a result this client does not understand")
+        );
+    }
+}

@@ -1,0 +1,520 @@
+//! End to end: the real envsnapd and envsnapctl over a real socket in a temp directory.
+
+#[path = "support/daemon.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::TestDaemon;
+
+#[test]
+fn backup_create_list_show_and_log() {
+    let daemon = TestDaemon::start("");
+    let created = daemon.json(&[
+        "backup",
+        "create",
+        "live",
+        "--name",
+        "before-upgrade",
+        "--wait",
+    ]);
+    let backup = &created["backup"];
+    assert_eq!(backup["name"], "before-upgrade");
+    assert_eq!(backup["status"], "completed");
+    assert_eq!(
+        backup["version"], "2.4.1",
+        "the version comes from the VERSION file"
+    );
+    assert_eq!(backup["trigger"], "manual");
+    assert_eq!(backup["user"], "root");
+    let parts: Vec<&str> = backup["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["part"].as_str().unwrap())
+        .collect();
+    assert_eq!(parts, ["code", "database:main", "files:uploads"]);
+    let uploads = backup["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["part"] == "files:uploads")
+        .unwrap();
+    assert_eq!(uploads["size"], 50_000, "cache/** is excluded");
+
+    let listed = daemon.json(&["backup", "list", "live"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let shown = daemon.json(&["backup", "show", "live", "before-upgrade"]);
+    assert_eq!(shown["name"], "before-upgrade");
+    let env = daemon.json(&["env", "show", "live"]);
+    assert_eq!(env["status"], "ready");
+    assert_eq!(env["last_backup"], "before-upgrade");
+    assert_eq!(env["version"], "2.4.1");
+    let log = daemon.json(&["log", "live"]);
+    let entry = log.as_array().unwrap().last().unwrap();
+    assert_eq!(
+        (entry["action"].as_str(), entry["outcome"].as_str()),
+        (Some("backup"), Some("succeeded"))
+    );
+    assert_eq!(entry["user"], "root");
+    assert_eq!(entry["backup"], "before-upgrade");
+
+    // A generated name, without --wait: the job is queued and finishes.
+    let job = daemon.json(&["backup", "create", "live"]);
+    assert_eq!(job["kind"], "backup");
+    let name = job["backup"].as_str().unwrap().to_owned();
+    assert!(
+        name.ends_with("-manual") && name.len() == "20261124-030000-manual".len(),
+        "{name}"
+    );
+    let done = daemon.wait_for_job(job["id"].as_i64().unwrap(), &["succeeded", "failed"]);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let second = daemon.json(&["backup", "show", "live", &name]);
+    let stored: u64 = second["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["stored"].as_u64().unwrap())
+        .sum();
+    assert!(
+        stored < 2000,
+        "an unchanged environment stores almost nothing: {stored}"
+    );
+
+    // Human output: a table naming the backups.
+    let table = daemon.ctl(&["backup", "list", "live"]).ok();
+    assert!(
+        table.stdout.contains("before-upgrade") && table.stdout.contains(&name),
+        "{}",
+        table.stdout
+    );
+
+    let verify = daemon.json(&["verify", "live", "--read-data"]);
+    assert_eq!(verify["problems"].as_array().unwrap().len(), 0, "{verify}");
+}
+
+#[test]
+fn bad_names_and_unknown_environments_are_refused_at_once() {
+    let daemon = TestDaemon::start("");
+    daemon.json(&["backup", "create", "live", "--name", "nightly", "--wait"]);
+    let jobs_before = daemon.json(&["job", "list"]).as_array().unwrap().len();
+
+    let duplicate = daemon.ctl(&["backup", "create", "live", "--name", "nightly"]);
+    assert_ne!(duplicate.status, 0);
+    assert_eq!(
+        duplicate.stderr.trim(),
+        "envsnapctl: a backup named \"nightly\" already exists in environment live"
+    );
+    let invalid = daemon.ctl(&["backup", "create", "live", "--name", "../etc"]);
+    assert_ne!(invalid.status, 0);
+    assert!(
+        invalid.stderr.contains("invalid backup name \"../etc\""),
+        "{}",
+        invalid.stderr
+    );
+    assert_eq!(invalid.stderr.trim().lines().count(), 1);
+    let unknown = daemon.ctl(&["backup", "create", "nope"]);
+    assert_ne!(unknown.status, 0);
+    assert!(
+        unknown.stderr.contains("unknown environment \"nope\""),
+        "{}",
+        unknown.stderr
+    );
+    let missing = daemon.ctl(&["backup", "show", "live", "never-made"]);
+    assert!(
+        missing.stderr.contains("has no backup \"never-made\""),
+        "{}",
+        missing.stderr
+    );
+
+    let jobs_after = daemon.json(&["job", "list"]).as_array().unwrap().len();
+    assert_eq!(jobs_before, jobs_after, "nothing was queued");
+}
+
+#[test]
+fn a_failing_part_fails_the_whole_backup_and_lists_nothing() {
+    let daemon = TestDaemon::start("");
+    std::fs::remove_file(daemon.path("live/data/main.db")).unwrap();
+    let failed = daemon.ctl(&["backup", "create", "live", "--name", "doomed", "--wait"]);
+    assert_ne!(failed.status, 0);
+    assert!(
+        failed.stderr.contains("doomed") && failed.stderr.contains("main.db"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(
+        daemon
+            .json(&["backup", "list", "live"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let log = daemon.json(&["log", "live"]);
+    assert_eq!(log.as_array().unwrap().last().unwrap()["outcome"], "failed");
+    assert_eq!(daemon.json(&["env", "show", "live"])["status"], "ready");
+    // The name is free again for a later, successful attempt.
+    let job = daemon.json(&["job", "list"]).as_array().unwrap()[0].clone();
+    assert_eq!(job["state"], "failed");
+    assert!(job["error"].as_str().unwrap().contains("main.db"), "{job}");
+}
+
+#[test]
+fn delete_removes_a_backup_and_its_data() {
+    let daemon = TestDaemon::start("");
+    std::fs::write(
+        daemon.path("live/uploads/big.bin"),
+        (0..3_000_000u64)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    daemon.json(&["backup", "create", "live", "--name", "one", "--wait"]);
+    std::fs::remove_file(daemon.path("live/uploads/big.bin")).unwrap();
+    daemon.json(&["backup", "create", "live", "--name", "two", "--wait"]);
+    let refused = daemon.ctl(&["backup", "delete", "live", "one"]);
+    assert_ne!(refused.status, 0, "not on a terminal and without --yes");
+    let deleted = daemon.json(&["backup", "delete", "live", "one", "--yes"]);
+    assert_eq!(deleted["deleted"], "one");
+    assert!(
+        deleted["prune"]["bytes_freed"].as_u64().unwrap() > 0,
+        "{deleted}"
+    );
+    let names: Vec<String> = daemon
+        .json(&["backup", "list", "live"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["two"]);
+    let verify = daemon.json(&["verify", "live", "--read-data"]);
+    assert_eq!(verify["problems"].as_array().unwrap().len(), 0, "{verify}");
+    let log = daemon.json(&["log", "live"]);
+    assert_eq!(log.as_array().unwrap().last().unwrap()["action"], "delete");
+}
+
+fn raw_exchange(daemon: &TestDaemon, bytes: &[u8]) -> String {
+    let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn hostile_bytes_on_the_socket_get_errors_and_the_daemon_keeps_serving() {
+    let daemon = TestDaemon::start("");
+    // A client that connects and says nothing must not block the others.
+    let silent = UnixStream::connect(&daemon.socket).unwrap();
+    assert!(
+        raw_exchange(&daemon, b"\x00\x01\x02garbage\xff\n").contains("\"code\":\"bad_request\"")
+    );
+    assert!(
+        raw_exchange(&daemon, b"{\"v\":1,\"command\":\"status\"").contains("truncated request")
+    );
+    assert!(
+        raw_exchange(&daemon, b"{\"v\":7,\"command\":\"status\"}\n")
+            .contains("\"code\":\"unsupported_version\"")
+    );
+    assert!(
+        raw_exchange(&daemon, b"{\"v\":1,\"command\":\"drop-tables\"}\n")
+            .contains("\"code\":\"bad_request\"")
+    );
+    let huge = vec![b'x'; 3 << 20];
+    assert!(raw_exchange(&daemon, &huge).contains("\"code\":\"too_large\""));
+    let answer = raw_exchange(&daemon, b"{\"v\":1,\"command\":\"status\"}\n");
+    assert!(answer.contains("\"type\":\"result\""), "{answer}");
+    drop(silent);
+    assert_eq!(daemon.json(&["status"])["host"], "test-host");
+}
+
+#[test]
+fn reload_refuses_a_broken_config_and_keeps_the_old_one() {
+    let daemon = TestDaemon::start("");
+    let good = std::fs::read_to_string(&daemon.config).unwrap();
+    std::fs::write(
+        &daemon.config,
+        format!("{good}\n[environments.live.bogus]\nkey = 1\n"),
+    )
+    .unwrap();
+    let refused = daemon.ctl(&["reload"]);
+    assert_ne!(refused.status, 0);
+    assert!(
+        refused.stderr.contains("envsnap.toml") && refused.stderr.contains("bogus"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        daemon.json(&["env", "list"]).as_array().unwrap().len(),
+        2,
+        "old config still serves"
+    );
+    // SIGHUP with the broken file: logged, ignored.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.pid()), Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(daemon.log().contains("NOT reloaded"), "{}", daemon.log());
+    // A good change is picked up.
+    std::fs::write(
+        &daemon.config,
+        good.replace("[environments.test]", "[environments.staging]"),
+    )
+    .unwrap();
+    assert_eq!(daemon.json(&["reload"])["reloaded"], true);
+    let names: Vec<String> = daemon
+        .json(&["env", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["live", "staging"]);
+}
+
+#[test]
+fn config_errors_name_file_key_and_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, "[daemon]\nmax_jobs = \"many\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_envsnapd"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("broken.toml") && stderr.contains("daemon.max_jobs"),
+        "{stderr}"
+    );
+    let daemon = TestDaemon::start("");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_envsnapd"))
+        .arg("--config")
+        .arg(&daemon.config)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A backup that takes a few seconds, so that it can be interrupted.
+fn make_slow(daemon: &TestDaemon) {
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 400000000 /dev/urandom > {}",
+            daemon.path("live/uploads/large.bin").display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Starts a slow backup and returns once it has uploaded at least one pack.
+fn start_and_wait_running(daemon: &TestDaemon, name: &str) -> i64 {
+    let packs_before = count_files(&daemon.path("store/test-host/packs"));
+    let job = daemon.json(&["backup", "create", "live", "--name", name]);
+    let id = job["id"].as_i64().unwrap();
+    daemon.wait_for_job(id, &["running"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count_files(&daemon.path("store/test-host/packs")) <= packs_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never uploaded a pack"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    id
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                count_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn sigterm_during_a_backup_stops_cleanly() {
+    let mut daemon = TestDaemon::start("");
+    make_slow(&daemon);
+    let id = start_and_wait_running(&daemon, "interrupted");
+    assert_eq!(
+        daemon.signal_and_wait(Signal::SIGTERM),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    daemon.spawn();
+    let job = daemon.json(&["job", "show", &id.to_string()]);
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert_eq!(
+        daemon
+            .json(&["backup", "list", "live"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(daemon.json(&["env", "show", "live"])["status"], "ready");
+}
+
+#[test]
+fn kill_9_during_a_backup_leaves_no_half_backup() {
+    let mut daemon = TestDaemon::start("");
+    daemon.json(&["backup", "create", "live", "--name", "good", "--wait"]);
+    make_slow(&daemon);
+    let id = start_and_wait_running(&daemon, "half");
+    assert_eq!(daemon.signal_and_wait(Signal::SIGKILL), None);
+    daemon.spawn();
+    let job = daemon.json(&["job", "show", &id.to_string()]);
+    assert_eq!(job["state"], "failed");
+    assert!(
+        job["error"].as_str().unwrap().contains("interrupted"),
+        "{job}"
+    );
+    let names: Vec<String> = daemon
+        .json(&["backup", "list", "live"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["good"], "no half backup listed");
+    let pruned = daemon.json(&["prune"]);
+    assert!(
+        pruned["bytes_freed"].as_u64().unwrap() > 0,
+        "orphaned data reclaimed: {pruned}"
+    );
+    let leftovers = walk_names(&daemon.path("store/test-host/packs"));
+    assert!(
+        leftovers.iter().all(|n| n.len() == 64 && !n.contains('#')),
+        "only whole packs remain: {leftovers:?}"
+    );
+    let verify = daemon.json(&["verify", "live", "--read-data"]);
+    assert_eq!(verify["problems"].as_array().unwrap().len(), 0, "{verify}");
+    // The name of the half backup is free again.
+    daemon.json(&["backup", "create", "live", "--name", "half", "--wait"]);
+}
+
+#[test]
+fn job_cancel_stops_a_running_backup() {
+    let daemon = TestDaemon::start("");
+    make_slow(&daemon);
+    let id = start_and_wait_running(&daemon, "cancel-me");
+    let cancelled = daemon.json(&["job", "cancel", &id.to_string()]);
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert_eq!(
+        daemon
+            .json(&["backup", "list", "live"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let store_packs = walk_size(&daemon.path("store/test-host/packs"));
+    assert!(
+        store_packs < 50_000_000,
+        "a cancelled backup reclaims what it wrote: {store_packs} bytes left"
+    );
+}
+
+fn walk_names(dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flat_map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk_names(&e.path())
+            } else {
+                vec![e.file_name().to_string_lossy().into_owned()]
+            }
+        })
+        .collect()
+}
+
+fn walk_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk_size(&e.path())
+            } else {
+                e.metadata().unwrap().len()
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn access_rules_apply_to_other_users() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run envsnapctl as another user");
+        return;
+    }
+    let user = "envsnap-e2e";
+    let _ = std::process::Command::new("useradd")
+        .args(["--system", "--no-create-home", "--user-group", user])
+        .status();
+    let uid = nix::unistd::User::from_name(user)
+        .unwrap()
+        .expect("test user exists")
+        .uid
+        .as_raw();
+    let daemon = TestDaemon::start(&format!("[access]\nread = [\"user:{user}\"]\n"));
+    // The socket and its directory must let the user in (as socket_group would).
+    std::process::Command::new("chmod")
+        .args(["0777"])
+        .arg(daemon.path("run"))
+        .arg(&daemon.socket)
+        .status()
+        .unwrap();
+    std::process::Command::new("chmod")
+        .args(["0755"])
+        .arg(daemon.dir.path())
+        .status()
+        .unwrap();
+    let listed = daemon.ctl_as(Some(uid), &["--json", "env", "list"]);
+    assert_eq!(listed.status, 0, "read is allowed: {}", listed.stderr);
+    let denied = daemon.ctl_as(Some(uid), &["backup", "create", "live"]);
+    assert_ne!(denied.status, 0);
+    assert_eq!(
+        denied.stderr.trim(),
+        format!("envsnapctl: user {user} may not backup on environment live")
+    );
+    let denied = daemon.ctl_as(Some(uid), &["prune"]);
+    assert!(
+        denied
+            .stderr
+            .contains(&format!("user {user} may not restore")),
+        "{}",
+        denied.stderr
+    );
+}
