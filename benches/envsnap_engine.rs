@@ -19,10 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 const HOST: &str = "bench";
 
-// The same allocator as the daemon: it reuses freed chunk buffers instead of growing.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -87,6 +83,7 @@ async fn open(repo: &std::path::Path, state: &std::path::Path) -> Result<Reposit
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    envsnap::memory::tune_allocator();
     match Cli::parse().command {
         Command::Init { repo } => {
             Repository::init(&store(&repo)?, HOST, &Keys::none(), InitOptions::default()).await?

@@ -31,6 +31,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod jobs;
+pub mod memory;
 pub mod repo;
 pub mod sources;
 pub mod store;

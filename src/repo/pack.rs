@@ -123,6 +123,14 @@ pub struct FinishedPack {
 }
 
 impl PackBuilder {
+    /// Room for a full pack and its trailer, so the buffer never grows by copying.
+    pub fn with_capacity(pack_size: usize) -> Self {
+        PackBuilder {
+            bytes: Vec::with_capacity(pack_size + (1 << 20)),
+            entries: Vec::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.bytes.len()
     }

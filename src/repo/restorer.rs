@@ -39,7 +39,7 @@ use super::tree::{Entry, EntryKind, Xattr};
 use super::{RepoError, Repository, pack_key};
 
 /// Packs fetched at once during a restore.
-const PACKS_IN_FLIGHT: usize = 3;
+const PACKS_IN_FLIGHT: usize = 2;
 
 /// What a restore will do (or did).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

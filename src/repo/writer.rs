@@ -47,9 +47,9 @@ use crate::store::Store;
 type UploadedPacks = Vec<(Id, Vec<PackEntry>)>;
 
 /// Chunks waiting for a compressor: a few per core keeps both busy without hoarding.
-const CHUNK_QUEUE: usize = 8;
+const CHUNK_QUEUE: usize = 4;
 /// Encoded chunks waiting for the packer.
-const BLOB_QUEUE: usize = 8;
+const BLOB_QUEUE: usize = 4;
 /// Packs uploading at once: overlaps network latency, bounds memory to ~3 packs.
 const UPLOADS_IN_FLIGHT: usize = 2;
 
@@ -455,7 +455,7 @@ async fn pack_loop(
 ) -> Result<Vec<(Id, Vec<PackEntry>)>, RepoError> {
     let slots = Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT));
     let mut uploads = JoinSet::new();
-    let mut builder = PackBuilder::default();
+    let mut builder = PackBuilder::with_capacity(pack_size);
     let mut done = Vec::new();
     loop {
         let next = rx.recv().await;
@@ -468,7 +468,8 @@ async fn pack_loop(
             builder.len() >= pack_size
         };
         if flush {
-            let pack = std::mem::take(&mut builder).finish(&keys);
+            let pack = std::mem::replace(&mut builder, PackBuilder::with_capacity(pack_size))
+                .finish(&keys);
             let permit = slots
                 .clone()
                 .acquire_owned()
