@@ -518,3 +518,70 @@ fn access_rules_apply_to_other_users() {
         denied.stderr
     );
 }
+
+#[test]
+fn job_watch_follows_a_backup_to_its_end() {
+    let daemon = TestDaemon::start("");
+    make_slow(&daemon);
+    let job = daemon.json(&["backup", "create", "live", "--name", "watched"]);
+    let id = job["id"].as_i64().unwrap().to_string();
+    let watched = daemon.json(&["job", "watch", &id]);
+    assert_eq!(watched["state"], "succeeded", "{watched}");
+    assert_eq!(
+        daemon.json(&["backup", "show", "live", "watched"])["status"],
+        "completed"
+    );
+}
+
+#[test]
+fn catalog_rebuild_recovers_the_backup_list_from_the_store() {
+    let mut daemon = TestDaemon::start("");
+    daemon.json(&["backup", "create", "live", "--name", "first", "--wait"]);
+    daemon.json(&["backup", "create", "test", "--name", "other-env", "--wait"]);
+    assert_eq!(daemon.signal_and_wait(Signal::SIGTERM), Some(0));
+    for file in ["catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"] {
+        let _ = std::fs::remove_file(daemon.path("state").join(file));
+    }
+    daemon.spawn();
+    assert_eq!(
+        daemon
+            .json(&["backup", "list", "live"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "a new, empty catalog"
+    );
+    let report = daemon.json(&["catalog", "rebuild"]);
+    assert_eq!(report["backups"], 2, "{report}");
+    let live = daemon.json(&["backup", "list", "live"]);
+    assert_eq!(live.as_array().unwrap()[0]["name"], "first");
+    assert_eq!(live.as_array().unwrap()[0]["version"], "2.4.1");
+    assert_eq!(
+        daemon.json(&["backup", "list", "test"]).as_array().unwrap()[0]["name"],
+        "other-env"
+    );
+    let verify = daemon.json(&["verify", "live", "--read-data"]);
+    assert_eq!(verify["problems"].as_array().unwrap().len(), 0, "{verify}");
+}
+
+#[test]
+fn many_clients_are_served_at_once() {
+    let daemon = TestDaemon::start("");
+    let socket = daemon.socket.clone();
+    let clients: Vec<_> = (0..24)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_envsnapctl"))
+                    .arg("--socket")
+                    .arg(&socket)
+                    .args(["--json", "env", "list"])
+                    .output()
+                    .unwrap();
+                out.status.success()
+            })
+        })
+        .collect();
+    assert!(clients.into_iter().all(|c| c.join().unwrap()));
+}
