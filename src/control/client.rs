@@ -3,7 +3,7 @@
 //! [`Client::call`] connects to the daemon's socket, writes one [`Envelope`] line, then
 //! reads reply lines: [`Reply::Progress`] lines go to the caller's callback, and the
 //! first [`Reply::Result`] or [`Reply::Error`] ends the call. Every reply line is
-//! bounded by [`MAX_MESSAGE`], so a misbehaving peer cannot make the client buffer
+//! bounded by [`MAX_REPLY`], so a misbehaving peer cannot make the client buffer
 //! without limit.
 //!
 //! Failure: each way a call can fail is its own [`ClientError`] variant, worded for the
@@ -17,9 +17,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::protocol::{
-    Envelope, ErrorCode, MAX_MESSAGE, PROTOCOL_VERSION, Progress, Reply, Request,
-};
+use super::protocol::{Envelope, ErrorCode, MAX_REPLY, PROTOCOL_VERSION, Progress, Reply, Request};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -29,7 +27,7 @@ pub enum ClientError {
     Io(#[source] io::Error),
     #[error("envsnapd closed the connection before its final reply")]
     Closed,
-    #[error("envsnapd sent a reply line longer than {MAX_MESSAGE} bytes")]
+    #[error("envsnapd sent a reply line longer than {MAX_REPLY} bytes")]
     TooLarge,
     #[error("envsnapd sent a reply this client does not understand: {0}")]
     BadReply(#[source] serde_json::Error),
@@ -83,7 +81,7 @@ impl Client {
         let mut reader = BufReader::new(read_half);
         let mut buffer = Vec::new();
         loop {
-            if !read_bounded_line(&mut reader, &mut buffer, MAX_MESSAGE).await? {
+            if !read_bounded_line(&mut reader, &mut buffer, MAX_REPLY).await? {
                 return Err(ClientError::Closed);
             }
             match serde_json::from_slice::<Reply>(&buffer).map_err(ClientError::BadReply)? {
@@ -253,7 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn over_long_line_is_refused() {
-        let mut reply = vec![b' '; MAX_MESSAGE];
+        let mut reply = vec![b' '; MAX_REPLY];
         reply.push(b'\n');
         let (_dir, socket, _server) = fake_daemon(reply).await;
         let error = Client::new(&socket)

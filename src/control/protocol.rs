@@ -1,7 +1,7 @@
 //! The control protocol: versioned JSON messages over a Unix stream socket.
 //!
-//! Framing: one JSON document per line (`\n`-terminated), at most [`MAX_MESSAGE`]
-//! bytes. The client sends one [`Request`]; the daemon answers with zero or more
+//! Framing: one JSON document per line (`\n`-terminated): a request at most
+//! [`MAX_MESSAGE`] bytes, a reply line at most [`MAX_REPLY`]. The client sends one [`Request`]; the daemon answers with zero or more
 //! [`Reply::Progress`] lines and exactly one final [`Reply::Result`] or
 //! [`Reply::Error`], then closes the connection. `docs/protocol.md` describes the
 //! messages for people writing other clients.
@@ -13,8 +13,11 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
-/// The largest message either side accepts, newline included.
+/// The largest request the daemon accepts, newline included.
 pub const MAX_MESSAGE: usize = 1 << 20;
+/// The largest reply line a client accepts: a listing of tens of thousands of
+/// backups is a few MiB; anything far beyond that is a broken peer.
+pub const MAX_REPLY: usize = 64 << 20;
 
 /// What the client asks for, with the protocol version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

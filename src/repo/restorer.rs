@@ -17,6 +17,7 @@
 //! does), and only when running as root. A staging directory left by a crash is
 //! removed by the next restore.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -510,29 +511,46 @@ fn ignore_exists(e: std::io::Error) -> std::io::Result<()> {
 /// Looks up owner names on this host; chown only works (and is only tried) as root.
 struct Owners {
     is_root: bool,
+    // Name lookups read /etc/passwd and /etc/group: once per name, not per entry.
+    users: RefCell<HashMap<String, Option<u32>>>,
+    groups: RefCell<HashMap<String, Option<u32>>>,
 }
 
 impl Owners {
     fn new() -> Self {
         Owners {
             is_root: nix::unistd::geteuid().is_root(),
+            users: RefCell::default(),
+            groups: RefCell::default(),
         }
     }
 
     fn uid(&self, entry: &Entry) -> u32 {
-        entry
-            .user
-            .as_deref()
-            .and_then(|name| nix::unistd::User::from_name(name).ok().flatten())
-            .map_or(entry.uid, |u| u.uid.as_raw())
+        let Some(name) = entry.user.as_deref() else {
+            return entry.uid;
+        };
+        let mut users = self.users.borrow_mut();
+        let found = users.entry(name.to_owned()).or_insert_with(|| {
+            nix::unistd::User::from_name(name)
+                .ok()
+                .flatten()
+                .map(|u| u.uid.as_raw())
+        });
+        found.unwrap_or(entry.uid)
     }
 
     fn gid(&self, entry: &Entry) -> u32 {
-        entry
-            .group
-            .as_deref()
-            .and_then(|name| nix::unistd::Group::from_name(name).ok().flatten())
-            .map_or(entry.gid, |g| g.gid.as_raw())
+        let Some(name) = entry.group.as_deref() else {
+            return entry.gid;
+        };
+        let mut groups = self.groups.borrow_mut();
+        let found = groups.entry(name.to_owned()).or_insert_with(|| {
+            nix::unistd::Group::from_name(name)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+        });
+        found.unwrap_or(entry.gid)
     }
 }
 
@@ -552,7 +570,10 @@ fn set_metadata(path: &Path, entry: &Entry, owners: &Owners, fresh: bool) -> Res
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(entry.mode)).map_err(io)?;
     }
-    sync_xattrs(path, &entry.xattrs)?;
+    // A file made by this restore has no xattrs yet: nothing to list or remove.
+    if !(fresh && entry.xattrs.is_empty() && entry.kind != EntryKind::Dir) {
+        sync_xattrs(path, &entry.xattrs)?;
+    }
     let mtime = meta
         .mtime()
         .saturating_mul(1_000_000_000)
