@@ -107,6 +107,24 @@ pub async fn handle(
         ),
         Request::BackupShow { env, backup } => to_value(find_backup(daemon, &env, &backup).await?),
         Request::BackupDelete { env, backup } => backup_delete(daemon, caller, env, backup).await,
+        Request::Restore {
+            env,
+            backup,
+            from,
+            map,
+            wait,
+            no_safety_backup,
+            dry_run,
+        } => {
+            let ask = RestoreAsk {
+                env,
+                backup,
+                from,
+                map,
+                safety_backup: !no_safety_backup,
+            };
+            restore(daemon, caller, ask, wait, dry_run, replies).await
+        }
         Request::JobList => to_value(
             daemon
                 .catalog
@@ -192,6 +210,7 @@ struct EnvView {
     last_backup_at: Option<DateTime<Utc>>,
     next_run: Option<DateTime<Utc>>,
     parts: Vec<String>,
+    safety_backup: Option<String>,
 }
 
 async fn env_view(daemon: &Arc<Daemon>, name: &str) -> Result<EnvView, ApiError> {
@@ -213,6 +232,7 @@ async fn env_view(daemon: &Arc<Daemon>, name: &str) -> Result<EnvView, ApiError>
         last_backup_at: last.and_then(|b| b.completed),
         next_run: None,
         parts: env.parts().into_iter().map(|p| p.name).collect(),
+        safety_backup: state.safety_backup,
     })
 }
 
@@ -387,6 +407,297 @@ async fn job_cancel(daemon: &Arc<Daemon>, caller: &Caller, id: i64) -> Outcome {
             .await?;
     }
     to_value(follow(daemon, id, &mpsc::channel(1).0).await?)
+}
+
+/// A restore as asked for, before its checks.
+struct RestoreAsk {
+    env: String,
+    backup: String,
+    from: Option<String>,
+    map: std::collections::BTreeMap<String, String>,
+    safety_backup: bool,
+}
+
+async fn restore(
+    daemon: &Arc<Daemon>,
+    caller: &Caller,
+    ask: RestoreAsk,
+    wait: bool,
+    dry_run: bool,
+    replies: &mpsc::Sender<Reply>,
+) -> Outcome {
+    if daemon.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "envsnapd is shutting down and takes no new jobs",
+        ));
+    }
+    let (source_host, source_env) = match ask.from.as_deref() {
+        None => (None, ask.env.clone()),
+        Some(from) => match from.split_once('/') {
+            Some((host, env)) => (Some(host.to_owned()), env.to_owned()),
+            None => (None, from.to_owned()),
+        },
+    };
+    for name in source_host.iter().chain([&source_env]) {
+        if !is_safe_name(name) {
+            return Err(ApiError::new(
+                ErrorCode::Invalid,
+                format!("invalid source {name:?} in --from"),
+            ));
+        }
+    }
+    let source = daemon
+        .source_repo(source_host.as_deref())
+        .await
+        .map_err(|e| match e {
+            RepoError::NoRepository { .. } => ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "host {} has no backups in this store",
+                    source_host.as_deref().unwrap_or_default()
+                ),
+            ),
+            other => other.into(),
+        })?;
+    let manifest = find_restorable(
+        daemon,
+        &source,
+        source_host.as_deref(),
+        &source_env,
+        &ask.backup,
+    )
+    .await?;
+    let config = daemon.config();
+    let env_config = config.env(&ask.env).expect("checked by handle");
+    let current = env_config
+        .version
+        .read(config.daemon.command_timeout)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::Failed,
+                format!("cannot read the version of environment {}: {e}", ask.env),
+            )
+        })?;
+    if current != manifest.meta.version {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "backup {} has version {} but environment {} is at version {current}: update the environment to version {} first, then restore",
+                ask.backup, manifest.meta.version, ask.env, manifest.meta.version
+            ),
+        ));
+    }
+    let parts = map_parts(&manifest, env_config, &ask.map)?;
+    if dry_run {
+        return restore_plan(&source, &manifest, env_config, &parts).await;
+    }
+    let args = crate::jobs::restore::RestoreArgs {
+        source_host,
+        source_env: source_env.clone(),
+        backup: ask.backup.clone(),
+        manifest: manifest.id.clone(),
+        parts,
+        safety_backup: ask.safety_backup,
+    };
+    let args_json = serde_json::to_string(&args)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let (env, user, backup) = (ask.env.clone(), caller.user.clone(), ask.backup.clone());
+    let job = daemon
+        .catalog
+        .blocking(move |c| Ok(c.queue_restore("restore", &env, &user, &backup, &args_json)))
+        .await?
+        .map_err(|e| match e {
+            QueueError::Catalog(e) => e.into(),
+            other => ApiError::new(ErrorCode::Conflict, other.to_string()),
+        })?;
+    let requested = ActivityEntry {
+        time: Utc::now(),
+        user: caller.user.clone(),
+        env: Some(ask.env.clone()),
+        action: "restore".into(),
+        backup: Some(ask.backup.clone()),
+        outcome: "requested".into(),
+        detail: Some(match &ask.from {
+            Some(from) => format!("from {from}, job {}", job.id),
+            None => format!("job {}", job.id),
+        }),
+    };
+    daemon
+        .catalog
+        .blocking(move |c| c.add_activity(&requested))
+        .await?;
+    tracing::info!(job = job.id, env = %ask.env, backup = %ask.backup, user = %caller.user, "restore queued");
+    daemon.runner.wake();
+    if !wait {
+        return to_value(job);
+    }
+    let finished = follow(daemon, job.id, replies).await?;
+    if finished.state != "succeeded" {
+        return Err(ApiError::new(
+            ErrorCode::Failed,
+            format!(
+                "restore of {} {}: {}",
+                ask.env,
+                finished.state,
+                finished.error.as_deref().unwrap_or("no reason recorded")
+            ),
+        ));
+    }
+    to_value(finished)
+}
+
+/// The backup's manifest, if it may be restored: it exists, is complete, has not expired.
+async fn find_restorable(
+    daemon: &Arc<Daemon>,
+    source: &crate::repo::Repository,
+    host: Option<&str>,
+    env: &str,
+    name: &str,
+) -> Result<crate::repo::manifest::Manifest, ApiError> {
+    let own = host.is_none_or(|h| h == daemon.repo.host());
+    let missing = || {
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!("environment {env} has no backup {name:?}"),
+        )
+    };
+    let manifest = if own {
+        let (env_c, name_c) = (env.to_owned(), name.to_owned());
+        let record = daemon
+            .catalog
+            .blocking(move |c| c.get_backup(&env_c, &name_c))
+            .await?
+            .ok_or_else(missing)?;
+        if record.status != "completed" {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("backup {name} of {env} is {}, not completed", record.status),
+            ));
+        }
+        source
+            .load_manifest(env, record.manifest.as_deref().unwrap_or_default())
+            .await?
+    } else {
+        let manifests = source.list_manifests(Some(env)).await?;
+        manifests
+            .into_iter()
+            .rev()
+            .find(|m| m.meta.name == name)
+            .ok_or_else(missing)?
+    };
+    if let Some(expires) = manifest.meta.expires
+        && expires <= Utc::now()
+    {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "backup {name} of {env} expired at {} and can no longer be restored",
+                expires.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(manifest)
+}
+
+/// Which backup part goes to which part of the target: same name unless mapped.
+fn map_parts(
+    manifest: &crate::repo::manifest::Manifest,
+    env: &crate::config::EnvConfig,
+    map: &std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    let invalid = |message: String| ApiError::new(ErrorCode::Invalid, message);
+    for from in map.keys() {
+        if manifest.part(from).is_none() {
+            return Err(invalid(format!(
+                "--map names part {from}, which backup {} does not have",
+                manifest.meta.name
+            )));
+        }
+    }
+    let targets = env.parts();
+    let kind = |part: &str| part.split(':').next().unwrap_or_default().to_owned();
+    let mut mapping = std::collections::BTreeMap::new();
+    for part in &manifest.parts {
+        let to = map
+            .get(&part.part)
+            .cloned()
+            .unwrap_or_else(|| part.part.clone());
+        if to == "-" {
+            continue; // mapped away: this part of the backup is not restored
+        }
+        let Some(target) = targets.iter().find(|t| t.name == to) else {
+            return Err(invalid(format!(
+                "backup part {} has no counterpart in environment {}; map it with --map {}=PART, or skip it with --map {}=-",
+                part.part, env.name, part.part, part.part
+            )));
+        };
+        let same_kind = kind(&part.part) == kind(&target.name);
+        if !same_kind {
+            return Err(invalid(format!(
+                "backup part {} cannot be restored into {}: different kinds",
+                part.part, target.name
+            )));
+        }
+        if let crate::config::PartSource::Database(db) = &target.source
+            && part.format != crate::sources::kind_name(db.kind)
+        {
+            return Err(invalid(format!(
+                "backup part {} is a {} dump; {} is a {} database",
+                part.part,
+                part.format,
+                target.name,
+                crate::sources::kind_name(db.kind)
+            )));
+        }
+        mapping.insert(part.part.clone(), to);
+    }
+    Ok(mapping)
+}
+
+/// What a restore would do, part by part (`restore --dry-run`).
+async fn restore_plan(
+    source: &crate::repo::Repository,
+    manifest: &crate::repo::manifest::Manifest,
+    env: &crate::config::EnvConfig,
+    parts: &std::collections::BTreeMap<String, String>,
+) -> Outcome {
+    let targets = env.parts();
+    let mut planned = Vec::new();
+    for (from, to) in parts {
+        let target = targets
+            .iter()
+            .find(|t| &t.name == to)
+            .expect("mapped above");
+        let record = manifest.part(from).expect("mapped above");
+        let entry = match &target.source {
+            crate::config::PartSource::Tree { path, exclude } => {
+                let plan = source
+                    .plan_tree_restore_excluding(manifest, from, path, exclude)
+                    .await?;
+                json!({ "part": from, "target": to, "path": path, "plan": plan })
+            }
+            crate::config::PartSource::Database(_) => {
+                json!({ "part": from, "target": to, "replace_database": true, "bytes_to_write": record.size, "bytes_to_fetch": record.size })
+            }
+        };
+        planned.push(entry);
+    }
+    let untouched: Vec<&str> = targets
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|t| !parts.values().any(|v| v == t))
+        .collect();
+    Ok(json!({
+        "dry_run": true,
+        "env": env.name,
+        "backup": manifest.meta.name,
+        "from": manifest.meta.env,
+        "version": manifest.meta.version,
+        "parts": planned,
+        "untouched": untouched,
+    }))
 }
 
 async fn backup_delete(

@@ -50,6 +50,9 @@ pub struct Daemon {
     config: RwLock<Arc<Config>>,
     pub catalog: Catalog,
     pub repo: Repository,
+    /// The whole store (every host's prefix), for reading other hosts' backups.
+    store_root: Store,
+    keys: Keys,
     pub runner: Runner,
     /// Fired on SIGTERM: stop taking jobs, cancel running ones.
     pub shutdown: CancellationToken,
@@ -76,10 +79,15 @@ impl Daemon {
             compression: config.store.compression,
             ..InitOptions::default()
         };
-        let repo =
-            Repository::open_or_init(&root, &config.daemon.host, keys, catalog.clone(), options)
-                .await
-                .map_err(repo_error)?;
+        let repo = Repository::open_or_init(
+            &root,
+            &config.daemon.host,
+            keys.clone(),
+            catalog.clone(),
+            options,
+        )
+        .await
+        .map_err(repo_error)?;
         if catalog.chunk_count()? == 0 {
             // A new catalog beside an existing store: index what is already there.
             repo.rebuild_index().await.map_err(repo_error)?;
@@ -91,6 +99,8 @@ impl Daemon {
             config: RwLock::new(Arc::new(config)),
             catalog,
             repo,
+            store_root: root,
+            keys,
             runner: Runner::default(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
@@ -102,6 +112,22 @@ impl Daemon {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The repository holding `host`'s backups: ours, or another host's in the same
+    /// store, opened read-only with a private index built from its objects.
+    pub async fn source_repo(&self, host: Option<&str>) -> Result<Repository, RepoError> {
+        match host {
+            None => Ok(self.repo.clone()),
+            Some(host) if host == self.repo.host() => Ok(self.repo.clone()),
+            Some(host) => {
+                let catalog = Catalog::in_memory()?;
+                let repo =
+                    Repository::open(&self.store_root, host, self.keys.clone(), catalog).await?;
+                repo.rebuild_index().await?;
+                Ok(repo)
+            }
+        }
     }
 
     pub fn uptime(&self) -> std::time::Duration {

@@ -44,6 +44,29 @@ enum Command {
     /// The daemon's job queue
     #[command(subcommand)]
     Job(JobCommand),
+    /// Replace an environment's code, files and databases with a backup's
+    Restore {
+        env: String,
+        backup: String,
+        /// Restore a backup of another environment (ENV) or host (HOST/ENV)
+        #[arg(long, value_name = "ENV|HOST/ENV")]
+        from: Option<String>,
+        /// Restore backup part SRC into this environment's part DST (DST `-`: skip SRC)
+        #[arg(long = "map", value_name = "SRC=DST", value_parser = parse_mapping)]
+        map: Vec<(String, String)>,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+        /// Follow the restore until it ends; exit non-zero if it fails
+        #[arg(long)]
+        wait: bool,
+        /// Skip the pre-restore safety backup (no rollback possible)
+        #[arg(long)]
+        no_safety_backup: bool,
+        /// Show what would be replaced, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The activity log: who did what, when
     Log {
         /// Only entries about this environment
@@ -149,6 +172,24 @@ impl Command {
             Command::Job(JobCommand::Watch { id }) => Request::JobWatch { id },
             Command::Job(JobCommand::Cancel { id }) => Request::JobCancel { id },
             Command::Log { env, since, limit } => Request::Log { env, since, limit },
+            Command::Restore {
+                env,
+                backup,
+                from,
+                map,
+                wait,
+                no_safety_backup,
+                dry_run,
+                ..
+            } => Request::Restore {
+                env,
+                backup,
+                from,
+                map: map.into_iter().collect(),
+                wait,
+                no_safety_backup,
+                dry_run,
+            },
             Command::Verify {
                 env,
                 backup,
@@ -161,6 +202,17 @@ impl Command {
             Command::Prune { dry_run } => Request::Prune { dry_run },
             Command::Catalog(CatalogCommand::Rebuild) => Request::CatalogRebuild,
         }
+    }
+}
+
+fn parse_mapping(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((from, to)) if !from.is_empty() && !to.is_empty() => {
+            Ok((from.to_owned(), to.to_owned()))
+        }
+        _ => Err(format!(
+            "expected SRC=DST (e.g. files:media=files:uploads), got {text:?}"
+        )),
     }
 }
 
@@ -201,9 +253,38 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
         yes: false,
     }) = &arguments.command
     {
-        cli::confirm::require_typed_name(backup, &format!("delete backup {backup} of {env}"))?;
+        cli::confirm::require_typed_name(
+            backup,
+            "backup name",
+            &format!("delete backup {backup} of {env}"),
+        )?;
     }
-    cli::run(&client, arguments.command.request(), arguments.json).await
+    let confirmed = confirmed_restore(&arguments.command);
+    let request = arguments.command.request();
+    if let Request::Restore {
+        env,
+        backup,
+        dry_run: false,
+        ..
+    } = &request
+        && !confirmed
+    {
+        // Show what will be replaced before asking.
+        let mut plan = request.clone();
+        if let Request::Restore { dry_run, wait, .. } = &mut plan {
+            (*dry_run, *wait) = (true, false);
+        }
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            cli::run(&client, plan, false).await?;
+        }
+        let what = format!("replace environment {env} with backup {backup}");
+        cli::confirm::require_typed_name(env, "environment name", &what)?;
+    }
+    cli::run(&client, request, arguments.json).await
+}
+
+fn confirmed_restore(command: &Command) -> bool {
+    matches!(command, Command::Restore { yes: true, .. })
 }
 
 #[cfg(test)]

@@ -178,13 +178,14 @@ impl Catalog {
         let conn = self.lock();
         let found = conn
             .query_row(
-                "SELECT status, last_error FROM environments WHERE name = ?1",
+                "SELECT status, last_error, safety_backup FROM environments WHERE name = ?1",
                 [name],
                 |r| {
                     Ok(EnvState {
                         name: name.to_owned(),
                         status: r.get(0)?,
                         last_error: r.get(1)?,
+                        safety_backup: r.get(2)?,
                     })
                 },
             )
@@ -193,7 +194,18 @@ impl Catalog {
             name: name.to_owned(),
             status: "ready".into(),
             last_error: None,
+            safety_backup: None,
         }))
+    }
+
+    pub fn set_safety_backup(&self, name: &str, backup: &str) -> Result<(), CatalogError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO environments (name, safety_backup) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET safety_backup = excluded.safety_backup",
+            params![name, backup],
+        )?;
+        Ok(())
     }
 
     pub fn set_env_status(

@@ -59,6 +59,13 @@ fn into_job(row: JobRow) -> Result<JobRecord, CatalogError> {
 pub enum QueueError {
     #[error("a backup named {name:?} already exists in environment {env}")]
     Duplicate { env: String, name: String },
+    #[error("environment {env} already has a {kind} job {job} {state}; wait for it or cancel it")]
+    Busy {
+        env: String,
+        kind: String,
+        job: i64,
+        state: String,
+    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -111,6 +118,53 @@ impl Catalog {
         tx.commit()?;
         drop(conn);
         Ok(self.get_job(job)?.expect("just inserted"))
+    }
+
+    /// Queues a restore (or import) unless one of the same environment is queued or
+    /// running; `args` is the job's JSON arguments.
+    pub fn queue_restore(
+        &self,
+        kind: &str,
+        env: &str,
+        user: &str,
+        backup: &str,
+        args: &str,
+    ) -> Result<JobRecord, QueueError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let busy: Option<(i64, String, String)> = tx
+            .query_row(
+                "SELECT id, kind, state FROM jobs WHERE env = ?1 AND kind IN ('restore', 'import')
+                 AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
+                [env],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        if let Some((job, kind, state)) = busy {
+            return Err(QueueError::Busy {
+                env: env.to_owned(),
+                kind,
+                job,
+                state,
+            });
+        }
+        tx.execute(
+            "INSERT INTO jobs (kind, env, state, user, backup, args, created) VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6)",
+            params![kind, env, user, backup, args, time_text(Utc::now())],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        drop(conn);
+        Ok(self.get_job(id)?.expect("just inserted"))
+    }
+
+    /// A job's JSON arguments, if it has any.
+    pub fn job_args(&self, id: i64) -> Result<Option<String>, CatalogError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row("SELECT args FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .flatten())
     }
 
     /// Queues a job that makes no backup (prune, verify, delete, ...).
@@ -196,6 +250,13 @@ impl Catalog {
             params![id, time_text(Utc::now())],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        if let (Some(env), "restore" | "import") = (env.as_deref(), kind.as_str()) {
+            tx.execute(
+                "INSERT INTO environments (name, status) VALUES (?1, 'updating')
+                 ON CONFLICT (name) DO UPDATE SET status = 'updating'",
+                [env],
+            )?;
+        }
         if let (Some(env), "backup") = (env.as_deref(), kind.as_str()) {
             let last_error: Option<String> = tx
                 .query_row(
@@ -323,6 +384,15 @@ impl Catalog {
         }
         tx.execute(
             "UPDATE environments SET status = 'ready' WHERE status = 'backing-up'",
+            [],
+        )?;
+        // A restore cut short left its environment half replaced: say so, and how to
+        // get the state before it back.
+        tx.execute(
+            "UPDATE environments SET status = 'update-failed', last_error = 'restore interrupted by a daemon restart; '
+                 || CASE WHEN safety_backup IS NULL THEN 'no safety backup was made'
+                    ELSE 'roll back with: envsnapctl restore ' || name || ' ' || safety_backup END
+             WHERE status = 'updating'",
             [],
         )?;
         tx.commit()?;

@@ -74,6 +74,10 @@ const STEPS: &[&str] = &[
          detail TEXT
      );
      CREATE INDEX activity_by_env ON activity(env, id);",
+    // 3: restores: a job's arguments, and the safety backup an environment can be
+    // rolled back to.
+    "ALTER TABLE jobs ADD COLUMN args TEXT;
+     ALTER TABLE environments ADD COLUMN safety_backup TEXT;",
 ];
 
 pub fn migrate(conn: &mut Connection, name: &str) -> Result<(), CatalogError> {

@@ -107,6 +107,8 @@ pub struct EnvState {
     /// `ready`, `backing-up`, `updating` or `update-failed`.
     pub status: String,
     pub last_error: Option<String>,
+    /// The `pre-restore` backup of the last restore, to roll back to.
+    pub safety_backup: Option<String>,
 }
 
 pub(crate) fn time_text(time: DateTime<Utc>) -> String {

@@ -83,7 +83,50 @@ pub fn environment(env: &EnvView, zone: &impl Zone) -> String {
                 .unwrap_or_else(|| "-".into()),
         )
         .row("parts", env.parts.join(", "))
+        .optional("safety backup", env.safety_backup.as_deref())
         .render()
+}
+
+/// What `restore --dry-run` found, part by part.
+pub fn restore_plan(plan: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let number = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let mut out = format!(
+        "restore of {} from backup {} of {} (version {}) would:\n",
+        text(&plan["env"]),
+        text(&plan["backup"]),
+        text(&plan["from"]),
+        text(&plan["version"])
+    );
+    for part in plan["parts"].as_array().into_iter().flatten() {
+        let (from, to) = (text(&part["part"]), text(&part["target"]));
+        let p = &part["plan"];
+        if p.is_object() {
+            out.push_str(&format!(
+                "  {from} -> {to}: write {} files ({}), keep {}, remove {} paths; fetch {}\n",
+                number(&p["files_to_write"]),
+                human_size(number(&p["bytes_to_write"])),
+                number(&p["files_to_keep"]),
+                number(&p["paths_to_remove"]),
+                human_size(number(&p["bytes_to_fetch"]))
+            ));
+        } else {
+            out.push_str(&format!(
+                "  {from} -> {to}: replace the database ({})\n",
+                human_size(number(&part["bytes_to_write"]))
+            ));
+        }
+    }
+    let untouched: Vec<String> = plan["untouched"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    if !untouched.is_empty() {
+        out.push_str(&format!("  left as they are: {}\n", untouched.join(", ")));
+    }
+    out
 }
 
 pub fn backup(backup: &BackupRecord, zone: &impl Zone) -> String {

@@ -7,26 +7,33 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use super::CliError;
 
-/// Asks on stderr for `expected` to be typed on stdin; refuses when stdin is not a
-/// terminal or the answer differs. `what` names the action in messages
-/// ("delete backup before-upgrade of live").
-pub fn require_typed_name(expected: &str, what: &str) -> Result<(), CliError> {
+/// Asks on stderr for `expected` (a `noun`: "backup name", "environment name") to be
+/// typed on stdin; refuses when stdin is not a terminal or the answer differs. `what`
+/// names the action in messages ("delete backup before-upgrade of live").
+pub fn require_typed_name(expected: &str, noun: &str, what: &str) -> Result<(), CliError> {
     if !std::io::stdin().is_terminal() {
         return Err(CliError::NotConfirmed(format!(
             "refusing to {what} without confirmation: pass --yes"
         )));
     }
     let stdin = std::io::stdin();
-    confirm(expected, what, &mut stdin.lock(), &mut std::io::stderr())
+    confirm(
+        expected,
+        noun,
+        what,
+        &mut stdin.lock(),
+        &mut std::io::stderr(),
+    )
 }
 
 fn confirm(
     expected: &str,
+    noun: &str,
     what: &str,
     input: &mut impl BufRead,
     output: &mut impl Write,
 ) -> Result<(), CliError> {
-    write!(output, "To {what}, type the backup name ({expected}): ")?;
+    write!(output, "To {what}, type the {noun} ({expected}): ")?;
     output.flush()?;
     let mut answer = String::new();
     input.read_line(&mut answer)?;
@@ -48,6 +55,7 @@ mod tests {
         let mut prompt = Vec::new();
         confirm(
             "b1",
+            "backup name",
             "delete backup b1 of live",
             &mut &b"b1\n"[..],
             &mut prompt,
@@ -60,6 +68,7 @@ mod tests {
         for answer in [&b"b2\n"[..], b"", b" b1\n", b"B1\n"] {
             let error = confirm(
                 "b1",
+                "backup name",
                 "delete backup b1 of live",
                 &mut &answer[..],
                 &mut Vec::new(),

@@ -125,6 +125,15 @@ pub fn render(
                 blocks::counters(&deleted.prune)
             )
         }
+        Request::Restore { dry_run: true, .. } => blocks::restore_plan(data),
+        Request::Restore { wait: false, .. } => {
+            let job: JobRecord = decode(data)?;
+            format!(
+                "queued restore job {id}; follow it with: envsnapctl job watch {id}\n",
+                id = job.id
+            )
+        }
+        Request::Restore { .. } => blocks::job(&decode(data)?, zone),
         Request::JobList => tables::jobs(&decode::<Vec<_>>(data)?),
         Request::JobShow { .. } | Request::JobWatch { .. } | Request::JobCancel { .. } => {
             blocks::job(&decode(data)?, zone)

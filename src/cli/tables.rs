@@ -230,6 +230,7 @@ b               completed  2026-11-24 04:00  1.4.2    manual   2 B      10 B    
             last_backup_at: None,
             next_run: Some(at("2026-11-25T03:00:00Z")),
             parts: vec![],
+            safety_backup: None,
         };
         let text = environments(&[env], &Utc);
         assert_eq!(

@@ -24,6 +24,9 @@ pub struct EnvView {
     pub next_run: Option<DateTime<Utc>>,
     #[serde(default)]
     pub parts: Vec<String>,
+    /// The `pre-restore` backup of the last restore, to roll back to.
+    #[serde(default)]
+    pub safety_backup: Option<String>,
 }
 
 /// `status`.

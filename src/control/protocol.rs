@@ -60,6 +60,25 @@ pub enum Request {
         env: String,
         backup: String,
     },
+    /// Replaces an environment's parts with a backup's (see `jobs/restore.rs`).
+    Restore {
+        env: String,
+        backup: String,
+        /// The backup's environment (`ENV`) or host and environment (`HOST/ENV`);
+        /// default: `env` itself.
+        #[serde(default)]
+        from: Option<String>,
+        /// Explicit part mapping, backup part → target part.
+        #[serde(default)]
+        map: std::collections::BTreeMap<String, String>,
+        #[serde(default)]
+        wait: bool,
+        #[serde(default)]
+        no_safety_backup: bool,
+        /// Only show what would be replaced.
+        #[serde(default)]
+        dry_run: bool,
+    },
     JobList,
     JobShow {
         id: i64,
@@ -100,6 +119,7 @@ impl Request {
                 Action::Backup
             }
             Request::BackupDelete { .. }
+            | Request::Restore { .. }
             | Request::Prune { .. }
             | Request::CatalogRebuild
             | Request::Reload => Action::Restore,
@@ -115,6 +135,7 @@ impl Request {
             | Request::BackupList { env }
             | Request::BackupShow { env, .. }
             | Request::BackupDelete { env, .. }
+            | Request::Restore { env, .. }
             | Request::Verify { env, .. } => Some(env),
             Request::Log { env, .. } => env.as_deref(),
             _ => None,

@@ -31,7 +31,25 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToken) {
     let env = job.env.clone().unwrap_or_default();
     let name = job.backup.clone().unwrap_or_default();
-    let outcome = make_backup(daemon, job, &env, &name, &cancel).await;
+    let trigger = {
+        let (env, name) = (env.clone(), name.clone());
+        daemon
+            .catalog
+            .blocking(move |c| c.get_backup(&env, &name))
+            .await
+    };
+    let trigger = trigger
+        .ok()
+        .flatten()
+        .map_or_else(|| "manual".to_owned(), |b| b.trigger);
+    let request = BackupRequest {
+        job: job.id,
+        env: &env,
+        name: &name,
+        trigger: &trigger,
+        user: &job.user,
+    };
+    let outcome = make_backup(daemon, &request, &cancel).await;
     let (state, error) = match &outcome {
         Ok(_) => ("succeeded", None),
         Err(RepoError::Cancelled) => ("cancelled", Some("cancelled".to_owned())),
@@ -98,13 +116,24 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
     run_hook(daemon, job, &env, &name, error.as_deref()).await;
 }
 
-async fn make_backup(
+/// What to back up, for whom: a backup job's own, or a restore's safety backup.
+pub struct BackupRequest<'a> {
+    /// The job whose progress this backup reports.
+    pub job: i64,
+    pub env: &'a str,
+    pub name: &'a str,
+    pub trigger: &'a str,
+    pub user: &'a str,
+}
+
+/// Writes every part of the environment and commits the backup; the catalog is the
+/// caller's business.
+pub async fn make_backup(
     daemon: &Arc<Daemon>,
-    job: &JobRecord,
-    env: &str,
-    name: &str,
+    request: &BackupRequest<'_>,
     cancel: &CancellationToken,
 ) -> Result<Manifest, RepoError> {
+    let (env, name) = (request.env, request.name);
     let config = daemon.config();
     let env_config = config
         .env(env)
@@ -121,7 +150,7 @@ async fn make_backup(
     let mut writer = daemon.repo.start_backup(cancel.clone()).await?;
     let written = write_parts(
         daemon,
-        job.id,
+        request.job,
         &env_config,
         parent.as_ref(),
         &mut writer,
@@ -136,13 +165,6 @@ async fn make_backup(
             e
         });
     }
-    let backup = daemon.catalog.blocking({
-        let (env, name) = (env.to_owned(), name.to_owned());
-        move |c| c.get_backup(&env, &name)
-    });
-    let trigger = backup
-        .await?
-        .map_or_else(|| "manual".to_owned(), |b| b.trigger);
     let created = Utc::now();
     let expires = chrono::Duration::from_std(env_config.retention)
         .ok()
@@ -152,8 +174,8 @@ async fn make_backup(
             env: env.to_owned(),
             name: name.to_owned(),
             version,
-            trigger,
-            user: job.user.clone(),
+            trigger: request.trigger.to_owned(),
+            user: request.user.to_owned(),
             expires,
         })
         .await
@@ -229,7 +251,7 @@ async fn write_parts(
                         .await
                         .map_err(|e| match e {
                             sources::SourceError::Repo(e) => e,
-                            other => RepoError::Pipeline(other.to_string()).in_part(&part.name),
+                            other => RepoError::Source(other.to_string()).in_part(&part.name),
                         })
                 }
             }

@@ -9,6 +9,7 @@
 //! at a safe point; their tasks are tracked so the daemon waits for them.
 
 pub mod backup;
+pub mod restore;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -153,6 +154,7 @@ async fn run_job(daemon: &Arc<Daemon>, job: JobRecord, cancel: CancellationToken
     tracing::info!(job = job.id, kind = %job.kind, env = job.env.as_deref().unwrap_or(""), "job started");
     match job.kind.as_str() {
         "backup" => backup::run(daemon, &job, cancel).await,
+        "restore" => restore::run(daemon, &job, cancel).await,
         other => {
             let error = format!("unknown job kind {other:?}");
             let _ = daemon

@@ -43,7 +43,7 @@ pub struct TreeOptions {
     pub exclude: Vec<String>,
 }
 
-fn exclusions(patterns: &[String]) -> Result<globset::GlobSet, RepoError> {
+pub(crate) fn exclusions(patterns: &[String]) -> Result<globset::GlobSet, RepoError> {
     let mut set = globset::GlobSetBuilder::new();
     for pattern in patterns {
         let glob = globset::GlobBuilder::new(pattern)

@@ -114,6 +114,9 @@ pub enum RepoError {
     Cancelled,
     #[error("the write pipeline stopped: {0}")]
     Pipeline(String),
+    /// A part's source (a database dump) failed; the message names it.
+    #[error("{0}")]
+    Source(String),
 }
 
 impl RepoError {

@@ -80,7 +80,19 @@ impl Repository {
         part: &str,
         target: &Path,
     ) -> Result<RestorePlan, RepoError> {
-        let (_, plan, _) = self.prepare(manifest, part, target).await?;
+        self.plan_tree_restore_excluding(manifest, part, target, &[])
+            .await
+    }
+
+    /// As [`Repository::plan_tree_restore`], leaving paths matching `exclude` alone.
+    pub async fn plan_tree_restore_excluding(
+        &self,
+        manifest: &Manifest,
+        part: &str,
+        target: &Path,
+        exclude: &[String],
+    ) -> Result<RestorePlan, RepoError> {
+        let (_, plan, _) = self.prepare(manifest, part, target, exclude).await?;
         Ok(plan)
     }
 
@@ -91,7 +103,20 @@ impl Repository {
         part: &str,
         target: &Path,
     ) -> Result<RestorePlan, RepoError> {
-        let (work, plan, chunks) = self.prepare(manifest, part, target).await?;
+        self.restore_tree_excluding(manifest, part, target, &[])
+            .await
+    }
+
+    /// As [`Repository::restore_tree`], but paths of the target matching `exclude`
+    /// (the part's exclude patterns: never backed up) are neither removed nor changed.
+    pub async fn restore_tree_excluding(
+        &self,
+        manifest: &Manifest,
+        part: &str,
+        target: &Path,
+        exclude: &[String],
+    ) -> Result<RestorePlan, RepoError> {
+        let (work, plan, chunks) = self.prepare(manifest, part, target, exclude).await?;
         let stage = create_stage(target)?;
         let fetched = self
             .fetch_into_stage(&work, chunks, &stage)
@@ -116,13 +141,16 @@ impl Repository {
         manifest: &Manifest,
         part: &str,
         target: &Path,
+        exclude: &[String],
     ) -> Result<(Work, RestorePlan, Vec<(Id, PackEntry)>), RepoError> {
         let record = part_of(manifest, part, PartLayout::Tree)?.clone();
         let repo = self.clone();
         let target = target.to_path_buf();
-        let work = tokio::task::spawn_blocking(move || plan_work(&repo, &record, &target))
-            .await
-            .map_err(|e| RepoError::Pipeline(e.to_string()))??;
+        let exclude = super::archiver::exclusions(exclude)?;
+        let work =
+            tokio::task::spawn_blocking(move || plan_work(&repo, &record, &target, &exclude))
+                .await
+                .map_err(|e| RepoError::Pipeline(e.to_string()))??;
         // Locate every distinct chunk needed, in one pass over the catalog.
         let mut needed: Vec<Id> = work
             .entries
@@ -275,6 +303,7 @@ fn plan_work(
     repo: &Repository,
     record: &super::manifest::PartRecord,
     target: &Path,
+    exclude: &globset::GlobSet,
 ) -> Result<Work, RepoError> {
     let entries = TreeEntries::open(repo, record)?.collect::<Result<Vec<_>, _>>()?;
     if entries
@@ -286,7 +315,7 @@ fn plan_work(
             reason: "does not start with its root".into(),
         });
     }
-    let existing = scan_target(target)?;
+    let existing = scan_target(target, exclude)?;
     let by_path: HashMap<&[u8], usize> = entries
         .iter()
         .enumerate()
@@ -340,7 +369,11 @@ fn plan_work(
 }
 
 /// Every path under `target` (relative, tree form), without following symlinks.
-fn scan_target(target: &Path) -> Result<HashMap<Vec<u8>, Existing>, RepoError> {
+/// Paths matching `exclude` (and everything below them) are left out: not ours.
+fn scan_target(
+    target: &Path,
+    exclude: &globset::GlobSet,
+) -> Result<HashMap<Vec<u8>, Existing>, RepoError> {
     let mut found = HashMap::new();
     match std::fs::symlink_metadata(target) {
         Ok(meta) if meta.is_dir() => {}
@@ -363,8 +396,11 @@ fn scan_target(target: &Path) -> Result<HashMap<Vec<u8>, Existing>, RepoError> {
                 continue;
             }
             let full = item.path();
-            let meta = std::fs::symlink_metadata(&full).map_err(|e| RepoError::io(&full, e))?;
             let path = super::tree::join(&rel, name.as_bytes());
+            if !exclude.is_empty() && exclude.is_match(Path::new(OsStr::from_bytes(&path))) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&full).map_err(|e| RepoError::io(&full, e))?;
             let file_type = meta.file_type();
             let kind = if file_type.is_dir() {
                 pending.push((path.clone(), full.clone()));

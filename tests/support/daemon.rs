@@ -118,6 +118,26 @@ impl TestDaemon {
         daemon
     }
 
+    /// Starts a daemon on `config` (a function of the directory) in `dir`.
+    pub fn start_in(dir: tempfile::TempDir, config: impl FnOnce(&Path) -> String) -> Self {
+        let config_path = dir.path().join("envsnap.toml");
+        std::fs::write(&config_path, config(dir.path())).unwrap();
+        let text = std::fs::read_to_string(&config_path).unwrap();
+        let socket = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("socket = "))
+            .map(|s| PathBuf::from(s.trim_matches('"')))
+            .expect("the config names its socket");
+        let mut daemon = TestDaemon {
+            dir,
+            config: config_path,
+            socket,
+            child: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }

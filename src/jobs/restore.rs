@@ -1,0 +1,335 @@
+//! The restore job: replace an environment's parts with a backup's, or roll back.
+//!
+//! The checks that can refuse a restore (access, backup state, version, a concurrent
+//! restore, part mapping) ran before the job was queued (`api.rs`); nothing has
+//! changed yet when this starts. Sequence: status `updating` (set when the job
+//! starts) → a `pre-restore` safety backup of the current state → `app.stop` →
+//! every mapped part restored → `app.start` → `app.check` → `ready`.
+//!
+//! Any failure after the app was stopped restores every part from the safety backup,
+//! starts the app again, and leaves the environment `update-failed` with the cause in
+//! `last_error`; the job's error says what failed and whether the rollback did. A
+//! failure before the stop (the safety backup itself) changes nothing. A daemon
+//! killed mid-restore comes back with the environment `update-failed` and the safety
+//! backup named in `env show` (see `Catalog::recover_interrupted`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::backup::{BackupRequest, make_backup};
+use crate::catalog::{ActivityEntry, BackupRecord, JobRecord};
+use crate::config::{EnvConfig, PartSource};
+use crate::daemon::Daemon;
+use crate::repo::Repository;
+use crate::repo::manifest::Manifest;
+use crate::sources;
+
+/// The job's arguments, stored with it in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreArgs {
+    /// The host whose store prefix holds the backup; `None` for this host.
+    pub source_host: Option<String>,
+    pub source_env: String,
+    pub backup: String,
+    /// The backup's manifest id.
+    pub manifest: String,
+    /// Backup part → target part.
+    pub parts: BTreeMap<String, String>,
+    pub safety_backup: bool,
+}
+
+/// How a restore ended badly.
+struct Failure {
+    cause: String,
+    /// Whether anything of the environment was touched (the app stopped).
+    touched: bool,
+    /// The rollback's outcome, when one ran.
+    rollback: Option<Result<String, String>>,
+}
+
+impl Failure {
+    fn before_changes(cause: String) -> Self {
+        Failure {
+            cause,
+            touched: false,
+            rollback: None,
+        }
+    }
+
+    fn message(&self) -> String {
+        match &self.rollback {
+            None if self.touched => format!("{}; no safety backup to roll back to", self.cause),
+            None => format!("{}; nothing was changed", self.cause),
+            Some(Ok(backup)) => format!("{}; rolled back to {backup}", self.cause),
+            Some(Err(e)) => format!("{}; ROLLBACK FAILED: {e}", self.cause),
+        }
+    }
+}
+
+pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToken) {
+    let env = job.env.clone().unwrap_or_default();
+    let args = {
+        let id = job.id;
+        daemon.catalog.blocking(move |c| c.job_args(id)).await
+    };
+    let args = args
+        .ok()
+        .flatten()
+        .and_then(|text| serde_json::from_str::<RestoreArgs>(&text).ok());
+    let outcome = match args {
+        Some(args) => restore(daemon, job, &env, &args, &cancel).await,
+        None => Err(Failure::before_changes(
+            "the job's arguments are missing or unreadable".into(),
+        )),
+    };
+    let backup = job.backup.clone();
+    let (state, error) = match &outcome {
+        Ok(()) => ("succeeded", None),
+        Err(failure) => ("failed", Some(failure.message())),
+    };
+    let mut entries = vec![activity(
+        job,
+        &env,
+        "restore",
+        backup.clone(),
+        state,
+        error.clone(),
+    )];
+    if let Err(Failure {
+        rollback: Some(rollback),
+        ..
+    }) = &outcome
+    {
+        let (outcome, detail) = match rollback {
+            Ok(safety) => ("succeeded", Some(format!("restored {safety}"))),
+            Err(e) => ("failed", Some(e.clone())),
+        };
+        entries.push(activity(
+            job,
+            &env,
+            "rollback",
+            backup.clone(),
+            outcome,
+            detail,
+        ));
+    }
+    let (status, last_error) = match &outcome {
+        Ok(()) => ("ready", None),
+        Err(f) if f.touched => ("update-failed", error.clone()),
+        // Nothing changed: back to how it was (a standing failure stays visible).
+        Err(_) => {
+            let state = daemon.catalog.env_state(&env).ok();
+            match state.and_then(|s| s.last_error) {
+                Some(previous) => ("update-failed", Some(previous)),
+                None => ("ready", None),
+            }
+        }
+    };
+    let (id, env_c) = (job.id, env.clone());
+    let recorded = daemon
+        .catalog
+        .blocking(move |c| {
+            c.set_env_status(&env_c, status, last_error.as_deref())?;
+            for entry in &entries {
+                c.add_activity(entry)?;
+            }
+            c.finish_job(id, state, error.as_deref(), None)
+        })
+        .await;
+    if let Err(e) = recorded {
+        tracing::error!(job = job.id, env = %env, error = %e, "cannot record the restore's outcome");
+    }
+    match &outcome {
+        Ok(()) => tracing::info!(job = job.id, env = %env, "restore succeeded"),
+        Err(f) => tracing::error!(job = job.id, env = %env, error = %f.message(), "restore failed"),
+    }
+}
+
+fn activity(
+    job: &JobRecord,
+    env: &str,
+    action: &str,
+    backup: Option<String>,
+    outcome: &str,
+    detail: Option<String>,
+) -> ActivityEntry {
+    ActivityEntry {
+        time: Utc::now(),
+        user: job.user.clone(),
+        env: Some(env.to_owned()),
+        action: action.into(),
+        backup,
+        outcome: outcome.into(),
+        detail,
+    }
+}
+
+async fn restore(
+    daemon: &Arc<Daemon>,
+    job: &JobRecord,
+    env: &str,
+    args: &RestoreArgs,
+    cancel: &CancellationToken,
+) -> Result<(), Failure> {
+    let config = daemon.config();
+    let env_config = config
+        .env(env)
+        .ok_or_else(|| {
+            Failure::before_changes(format!("environment {env} is no longer in the config"))
+        })?
+        .clone();
+    let source = daemon
+        .source_repo(args.source_host.as_deref())
+        .await
+        .map_err(|e| Failure::before_changes(format!("opening the backup's repository: {e}")))?;
+    let manifest = source
+        .load_manifest(&args.source_env, &args.manifest)
+        .await
+        .map_err(|e| Failure::before_changes(format!("reading backup {}: {e}", args.backup)))?;
+
+    let safety = match args.safety_backup {
+        true => Some(
+            safety_backup(daemon, job, env, cancel)
+                .await
+                .map_err(Failure::before_changes)?,
+        ),
+        false => None,
+    };
+    let hook_env = hook_vars(env, job, &args.backup);
+    let timeout = config.daemon.command_timeout;
+    if let Err(e) = crate::commands::run_all(&env_config.app.stop, &hook_env, timeout).await {
+        let cause = format!("app.stop failed: {e}");
+        return Err(roll_back(daemon, &env_config, safety.as_ref(), cause, &hook_env).await);
+    }
+    let restored = restore_parts(&source, &manifest, &args.parts, &env_config).await;
+    let started = match restored {
+        Ok(()) => crate::commands::run_all(&env_config.app.start, &hook_env, timeout)
+            .await
+            .map_err(|e| format!("app.start failed: {e}")),
+        Err(e) => Err(e),
+    };
+    let checked = match started {
+        Ok(()) => crate::commands::run_all(&env_config.app.check, &hook_env, timeout)
+            .await
+            .map_err(|e| format!("app.check failed: {e}")),
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(()) => Ok(()),
+        Err(cause) => Err(roll_back(daemon, &env_config, safety.as_ref(), cause, &hook_env).await),
+    }
+}
+
+/// Backs up the environment as it is now (trigger `pre-restore`) and records it.
+async fn safety_backup(
+    daemon: &Arc<Daemon>,
+    job: &JobRecord,
+    env: &str,
+    cancel: &CancellationToken,
+) -> Result<Manifest, String> {
+    let name = format!("{}-pre-restore", Utc::now().format("%Y%m%d-%H%M%S"));
+    let request = BackupRequest {
+        job: job.id,
+        env,
+        name: &name,
+        trigger: "pre-restore",
+        user: &job.user,
+    };
+    let manifest = make_backup(daemon, &request, cancel)
+        .await
+        .map_err(|e| format!("the safety backup failed: {e}"))?;
+    let record = BackupRecord::from_manifest(&manifest);
+    let env_owned = env.to_owned();
+    daemon
+        .catalog
+        .blocking(move |c| {
+            c.upsert_completed_backup(&record)?;
+            c.set_safety_backup(&env_owned, &record.name)
+        })
+        .await
+        .map_err(|e| format!("recording the safety backup: {e}"))?;
+    Ok(manifest)
+}
+
+/// Restores each mapped part from `manifest` into the environment's part.
+async fn restore_parts(
+    source: &Repository,
+    manifest: &Manifest,
+    parts: &BTreeMap<String, String>,
+    env: &EnvConfig,
+) -> Result<(), String> {
+    let targets = env.parts();
+    for (from, to) in parts {
+        let target = targets
+            .iter()
+            .find(|p| &p.name == to)
+            .ok_or_else(|| format!("environment {} has no part {to}", env.name))?;
+        match &target.source {
+            PartSource::Tree { path, exclude } => {
+                source
+                    .restore_tree_excluding(manifest, from, path, exclude)
+                    .await
+                    .map_err(|e| format!("restoring {to}: {e}"))?;
+            }
+            PartSource::Database(db) => {
+                sources::restore_database(source, manifest, from, to, db)
+                    .await
+                    .map_err(|e| format!("restoring {to}: {e}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After a failure with the app stopped: every part back from the safety backup, then
+/// the app started again.
+async fn roll_back(
+    daemon: &Arc<Daemon>,
+    env: &EnvConfig,
+    safety: Option<&Manifest>,
+    cause: String,
+    hook_env: &BTreeMap<String, String>,
+) -> Failure {
+    let timeout = daemon.config().daemon.command_timeout;
+    let Some(safety) = safety else {
+        let _ = crate::commands::run_all(&env.app.start, hook_env, timeout).await;
+        return Failure {
+            cause,
+            touched: true,
+            rollback: None,
+        };
+    };
+    let identity: BTreeMap<String, String> = safety
+        .parts
+        .iter()
+        .map(|p| (p.part.clone(), p.part.clone()))
+        .collect();
+    let restored = restore_parts(&daemon.repo, safety, &identity, env).await;
+    let started = crate::commands::run_all(&env.app.start, hook_env, timeout).await;
+    let rollback = match (restored, started) {
+        (Ok(()), Ok(())) => Ok(safety.meta.name.clone()),
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(format!(
+            "data restored from {}, but app.start failed: {e}",
+            safety.meta.name
+        )),
+    };
+    Failure {
+        cause,
+        touched: true,
+        rollback: Some(rollback),
+    }
+}
+
+fn hook_vars(env: &str, job: &JobRecord, backup: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("ENVSNAP_ENV".to_owned(), env.to_owned()),
+        ("ENVSNAP_JOB".to_owned(), job.id.to_string()),
+        ("ENVSNAP_KIND".to_owned(), "restore".to_owned()),
+        ("ENVSNAP_BACKUP".to_owned(), backup.to_owned()),
+    ])
+}

@@ -1,0 +1,398 @@
+//! End to end: restoring environments through the real envsnapd and envsnapctl.
+
+mod common;
+#[path = "support/daemon.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::TestDaemon;
+
+/// The `live` environment's app commands append their name to `hooks.log`.
+fn hooks(dir: &Path, stop: &str, start: &str, check: &str) -> String {
+    let log = dir.join("hooks.log");
+    let cmd = |what: &str, tail: &str| format!("sh -c 'echo {what} >> {}{tail}'", log.display());
+    format!(
+        "[environments.live.app]\nstop = [\"{}\"]\nstart = [\"{}\"]\ncheck = [\"{}\"]\n",
+        cmd("stop", stop),
+        cmd("start", start),
+        cmd("check", check)
+    )
+}
+
+fn start_live(stop: &str, start: &str, check: &str) -> TestDaemon {
+    let dir = tempfile::tempdir().unwrap();
+    support::make_environments(dir.path());
+    let extra = hooks(dir.path(), stop, start, check);
+    TestDaemon::start_in(dir, |d| support::standard_config(d, &extra))
+}
+
+fn hook_calls(daemon: &TestDaemon) -> Vec<String> {
+    std::fs::read_to_string(daemon.path("hooks.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn sqlite_rows(db: &Path) -> String {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg("SELECT id, v FROM t ORDER BY id")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn snapshot(daemon: &TestDaemon, name: &str) -> std::path::PathBuf {
+    let copy = daemon.path(name);
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(daemon.path("live"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    copy
+}
+
+/// Changes every part of `live`: code, uploads (one file changed, one added, one removed) and rows.
+fn drift(daemon: &TestDaemon) {
+    std::fs::write(daemon.path("live/app/index.php"), "<?php echo 'changed';\n").unwrap();
+    std::fs::write(daemon.path("live/app/new.php"), "new").unwrap();
+    std::fs::remove_file(daemon.path("live/app/src/lib.php")).unwrap();
+    std::fs::write(daemon.path("live/uploads/photo.jpg"), b"overwritten").unwrap();
+    let out = Command::new("sqlite3")
+        .arg(daemon.path("live/data/main.db"))
+        .arg("PRAGMA journal_mode=WAL; DELETE FROM t WHERE id = 1; INSERT INTO t(v) VALUES ('later');")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+fn assert_live_equals(daemon: &TestDaemon, copy: &Path) {
+    for part in ["app", "uploads"] {
+        common::assert_same_tree(&copy.join(part), &daemon.path("live").join(part));
+    }
+    assert_eq!(
+        sqlite_rows(&daemon.path("live/data/main.db")),
+        sqlite_rows(&copy.join("data/main.db"))
+    );
+}
+
+#[test]
+fn restore_replaces_every_part_in_order_with_a_safety_backup() {
+    let daemon = start_live("", "", "");
+    daemon.json(&["backup", "create", "live", "--name", "good", "--wait"]);
+    let good = snapshot(&daemon, "good-copy");
+    drift(&daemon);
+    let drifted = snapshot(&daemon, "drifted-copy");
+
+    let dry = daemon.json(&["restore", "live", "good", "--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    let code = dry["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["part"] == "code")
+        .unwrap();
+    assert_eq!(code["plan"]["files_to_write"], 2, "{dry}");
+    assert_eq!(code["plan"]["paths_to_remove"], 1, "{dry}");
+    assert_live_equals(&daemon, &drifted); // the dry run changed nothing
+    assert!(hook_calls(&daemon).is_empty());
+
+    let refused = daemon.ctl(&["restore", "live", "good"]);
+    assert_ne!(refused.status, 0, "without --yes and without a terminal");
+    assert!(refused.stderr.contains("pass --yes"), "{}", refused.stderr);
+
+    let job = daemon.json(&["restore", "live", "good", "--yes", "--wait"]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_live_equals(&daemon, &good);
+    assert_eq!(hook_calls(&daemon), ["stop", "start", "check"]);
+    let env = daemon.json(&["env", "show", "live"]);
+    assert_eq!(env["status"], "ready");
+    let safety = env["safety_backup"].as_str().unwrap().to_owned();
+    let safety_backup = daemon.json(&["backup", "show", "live", &safety]);
+    assert_eq!(safety_backup["trigger"], "pre-restore");
+
+    let log = daemon.json(&["log", "live"]);
+    let restores: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "restore")
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(restores, ["requested", "succeeded"]);
+
+    // The safety backup brings the drifted state back.
+    daemon.json(&["restore", "live", &safety, "--yes", "--wait"]);
+    assert_live_equals(&daemon, &drifted);
+}
+
+#[test]
+fn a_version_mismatch_is_refused_and_changes_nothing() {
+    let daemon = start_live("", "", "");
+    daemon.json(&["backup", "create", "live", "--name", "old", "--wait"]);
+    std::fs::write(daemon.path("live/VERSION"), "2.5.0\n").unwrap();
+    drift(&daemon);
+    let drifted = snapshot(&daemon, "drifted-copy");
+    let jobs = daemon.json(&["job", "list"]).as_array().unwrap().len();
+    let refused = daemon.ctl(&["restore", "live", "old", "--yes"]);
+    assert_ne!(refused.status, 0);
+    assert_eq!(
+        refused.stderr.trim(),
+        "envsnapctl: backup old has version 2.4.1 but environment live is at version 2.5.0: \
+         update the environment to version 2.4.1 first, then restore"
+    );
+    assert_live_equals(&daemon, &drifted);
+    assert_eq!(
+        daemon.json(&["job", "list"]).as_array().unwrap().len(),
+        jobs,
+        "nothing queued"
+    );
+    assert!(hook_calls(&daemon).is_empty());
+}
+
+#[test]
+fn a_second_restore_is_refused_while_one_runs() {
+    let daemon = start_live("; sleep 3", "", "");
+    daemon.json(&["backup", "create", "live", "--name", "b", "--wait"]);
+    let first = daemon.json(&["restore", "live", "b", "--yes"]);
+    let refused = daemon.ctl(&["restore", "live", "b", "--yes"]);
+    assert_ne!(refused.status, 0);
+    let id = first["id"].as_i64().unwrap();
+    assert!(
+        refused.stderr.contains(&format!("restore job {id}")),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        daemon.wait_for_job(id, &["succeeded", "failed"])["state"],
+        "succeeded"
+    );
+}
+
+fn failing_step_rolls_back(stop: &str, start: &str, check: &str, failed_step: &str) {
+    let daemon = start_live(stop, start, check);
+    daemon.json(&["backup", "create", "live", "--name", "target", "--wait"]);
+    drift(&daemon);
+    let drifted = snapshot(&daemon, "drifted-copy");
+    let failed = daemon.ctl(&["restore", "live", "target", "--yes", "--wait"]);
+    assert_ne!(failed.status, 0);
+    assert!(
+        failed.stderr.contains(&format!("{failed_step} failed")),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("rolled back to"),
+        "{}",
+        failed.stderr
+    );
+    assert_live_equals(&daemon, &drifted);
+    let env = daemon.json(&["env", "show", "live"]);
+    assert_eq!(env["status"], "update-failed");
+    assert!(
+        env["last_error"].as_str().unwrap().contains(failed_step),
+        "{env}"
+    );
+    let log = daemon.json(&["log", "live"]);
+    let rollback = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "rollback")
+        .expect("rollback logged");
+    assert_eq!(rollback["outcome"], "succeeded");
+}
+
+#[test]
+fn a_failing_check_rolls_back() {
+    failing_step_rolls_back("", "", "; exit 1", "app.check");
+}
+
+#[test]
+fn a_failing_start_rolls_back_and_a_later_restore_clears_the_failure() {
+    // start fails once (the restore), then works (the rollback's start, later ones).
+    let dir = tempfile::tempdir().unwrap();
+    support::make_environments(dir.path());
+    let marker = dir.path().join("start-failed-once");
+    let start_tail = format!(
+        "; if [ ! -e {m} ]; then touch {m}; exit 1; fi",
+        m = marker.display()
+    );
+    let extra = hooks(dir.path(), "", &start_tail, "");
+    let daemon = TestDaemon::start_in(dir, |d| support::standard_config(d, &extra));
+    daemon.json(&["backup", "create", "live", "--name", "target", "--wait"]);
+    drift(&daemon);
+    let drifted = snapshot(&daemon, "drifted-copy");
+    let failed = daemon.ctl(&["restore", "live", "target", "--yes", "--wait"]);
+    assert!(
+        failed.stderr.contains("app.start failed") && failed.stderr.contains("rolled back"),
+        "{}",
+        failed.stderr
+    );
+    assert_live_equals(&daemon, &drifted);
+    assert_eq!(
+        daemon.json(&["env", "show", "live"])["status"],
+        "update-failed"
+    );
+    // Now start works: a restore succeeds and clears the failure.
+    daemon.json(&["restore", "live", "target", "--yes", "--wait"]);
+    let env = daemon.json(&["env", "show", "live"]);
+    assert_eq!(env["status"], "ready");
+    assert!(env["last_error"].is_null(), "{env}");
+}
+
+#[test]
+fn kill_9_during_a_restore_leaves_update_failed_and_a_way_back() {
+    let mut daemon = start_live("; sleep 30", "", "");
+    daemon.json(&["backup", "create", "live", "--name", "target", "--wait"]);
+    drift(&daemon);
+    let drifted = snapshot(&daemon, "drifted-copy");
+    let job = daemon.json(&["restore", "live", "target", "--yes"]);
+    let id = job["id"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !hook_calls(&daemon).contains(&"stop".to_owned()) {
+        assert!(std::time::Instant::now() < deadline, "app.stop never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(daemon.signal_and_wait(Signal::SIGKILL), None);
+    // The app config no longer sleeps, so the way back is quick.
+    let config = std::fs::read_to_string(&daemon.config)
+        .unwrap()
+        .replace("; sleep 30", "");
+    std::fs::write(&daemon.config, config).unwrap();
+    daemon.spawn();
+    let job = daemon.json(&["job", "show", &id.to_string()]);
+    assert_eq!(job["state"], "failed");
+    let env = daemon.json(&["env", "show", "live"]);
+    assert_eq!(env["status"], "update-failed");
+    let safety = env["safety_backup"].as_str().unwrap().to_owned();
+    assert!(
+        env["last_error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("envsnapctl restore live {safety}")),
+        "{env}"
+    );
+    daemon.json(&["restore", "live", &safety, "--yes", "--wait"]);
+    assert_live_equals(&daemon, &drifted);
+    assert_eq!(daemon.json(&["env", "show", "live"])["status"], "ready");
+}
+
+#[test]
+fn restore_from_another_environment_maps_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    support::make_environments(dir.path());
+    for sub in ["stage/app", "stage/media", "stage/data"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let extra = format!(
+        "[environments.stage]\nversion = \"2.4.1\"\ncode = \"{d}/stage/app\"\n\
+         [environments.stage.mounts.media]\npath = \"{d}/stage/media\"\n\
+         [environments.stage.databases.main]\nkind = \"sqlite\"\npath = \"{d}/stage/data/main.db\"\n",
+        d = dir.path().display()
+    );
+    let stage_db = dir.path().join("stage/data/main.db");
+    assert!(
+        Command::new("sqlite3")
+            .arg(&stage_db)
+            .arg("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let daemon = TestDaemon::start_in(dir, |d| support::standard_config(d, &extra));
+    daemon.json(&["backup", "create", "live", "--name", "prod", "--wait"]);
+    let unmapped = daemon.ctl(&["restore", "stage", "prod", "--from", "live", "--yes"]);
+    assert_ne!(unmapped.status, 0);
+    assert!(
+        unmapped
+            .stderr
+            .contains("files:uploads has no counterpart in environment stage"),
+        "{}",
+        unmapped.stderr
+    );
+    let job = daemon.json(&[
+        "restore",
+        "stage",
+        "prod",
+        "--from",
+        "live",
+        "--map",
+        "files:uploads=files:media",
+        "--yes",
+        "--wait",
+    ]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    common::assert_same_tree(&daemon.path("live/app"), &daemon.path("stage/app"));
+    // The mount's excluded cache/ is neither restored nor anything the target loses.
+    assert_eq!(
+        std::fs::read(daemon.path("stage/media/photo.jpg")).unwrap(),
+        vec![7u8; 50_000]
+    );
+    assert!(!daemon.path("stage/media/cache/tmp.bin").exists());
+    assert_eq!(
+        sqlite_rows(&daemon.path("stage/data/main.db")),
+        sqlite_rows(&daemon.path("live/data/main.db"))
+    );
+}
+
+#[test]
+fn restore_from_another_host_through_a_shared_store() {
+    let shared = tempfile::tempdir().unwrap();
+    let store = shared.path().join("store");
+    let config_for = |host: &'static str, store: std::path::PathBuf| {
+        move |d: &Path| {
+            support::standard_config(d, "")
+                .replace("host = \"test-host\"", &format!("host = \"{host}\""))
+                .replace(
+                    &format!("url = \"file://{}/store\"", d.display()),
+                    &format!("url = \"file://{}\"", store.display()),
+                )
+        }
+    };
+    let dir_a = tempfile::tempdir().unwrap();
+    support::make_environments(dir_a.path());
+    let a = TestDaemon::start_in(dir_a, config_for("host-a", store.clone()));
+    a.json(&["backup", "create", "live", "--name", "from-a", "--wait"]);
+
+    let dir_b = tempfile::tempdir().unwrap();
+    support::make_environments(dir_b.path());
+    std::fs::write(dir_b.path().join("live/app/index.php"), "host b's own code").unwrap();
+    let b = TestDaemon::start_in(dir_b, config_for("host-b", store));
+    let missing = b.ctl(&["restore", "live", "from-a", "--yes"]);
+    assert!(
+        missing.stderr.contains("has no backup \"from-a\""),
+        "{}",
+        missing.stderr
+    );
+    let job = b.json(&[
+        "restore",
+        "live",
+        "from-a",
+        "--from",
+        "host-a/live",
+        "--yes",
+        "--wait",
+    ]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    common::assert_same_tree(&a.path("live/app"), &b.path("live/app"));
+    assert_eq!(
+        sqlite_rows(&b.path("live/data/main.db")),
+        sqlite_rows(&a.path("live/data/main.db"))
+    );
+    // Host a's backups are untouched and still verify.
+    let verify = a.json(&["verify", "live", "--read-data"]);
+    assert_eq!(verify["problems"].as_array().unwrap().len(), 0, "{verify}");
+}
