@@ -151,15 +151,11 @@ pub async fn handle(
             backup,
             read_data,
         } => verify(daemon, env, backup, read_data).await,
-        Request::Prune { dry_run } => {
-            if dry_run {
-                return Err(ApiError::new(
-                    ErrorCode::Invalid,
-                    "prune --dry-run is not available yet: retention planning comes with schedules",
-                ));
-            }
-            to_value(daemon.repo.prune(&[]).await?)
-        }
+        Request::Prune { dry_run } => to_value(
+            crate::jobs::prune::prune(daemon, &caller.user, dry_run)
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::Internal, e))?,
+        ),
         Request::CatalogRebuild => catalog_rebuild(daemon).await,
     }
 }
@@ -230,10 +226,20 @@ async fn env_view(daemon: &Arc<Daemon>, name: &str) -> Result<EnvView, ApiError>
         last_error: state.last_error,
         last_backup: last.as_ref().map(|b| b.name.clone()),
         last_backup_at: last.and_then(|b| b.completed),
-        next_run: None,
+        next_run: next_run(env, config.daemon.timezone),
         parts: env.parts().into_iter().map(|p| p.name).collect(),
         safety_backup: state.safety_backup,
     })
+}
+
+/// The earliest next run of an environment's schedules.
+fn next_run(env: &crate::config::EnvConfig, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
+    let now = Utc::now();
+    env.schedule
+        .iter()
+        .filter_map(|expr| crate::schedule::parse(expr).ok())
+        .filter_map(|cron| crate::schedule::next_run(&cron, tz, now))
+        .min()
 }
 
 /// A readable, sortable, unique name: `20261124-030000-manual`.

@@ -56,6 +56,8 @@ pub struct Daemon {
     pub runner: Runner,
     /// Fired on SIGTERM: stop taking jobs, cancel running ones.
     pub shutdown: CancellationToken,
+    /// Wakes the scheduler when the config (and so the schedules) changed.
+    pub schedule_changed: tokio::sync::Notify,
     started: Instant,
 }
 
@@ -103,6 +105,7 @@ impl Daemon {
             keys,
             runner: Runner::default(),
             shutdown: CancellationToken::new(),
+            schedule_changed: tokio::sync::Notify::new(),
             started: Instant::now(),
         }))
     }
@@ -157,6 +160,7 @@ impl Daemon {
         let fresh = Arc::new(fresh);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
         self.runner.wake();
+        self.schedule_changed.notify_one();
         Ok(fresh)
     }
 }
@@ -214,6 +218,8 @@ pub async fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixListene
 pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
     let socket: PathBuf = daemon.config().daemon.socket.clone();
     let runner = tokio::spawn(jobs::run(daemon.clone()));
+    let scheduler = tokio::spawn(crate::schedule::run(daemon.clone()));
+    let pruner = tokio::spawn(crate::jobs::prune::daily(daemon.clone()));
     let server = tokio::spawn(crate::control::server::run(listener, daemon.clone()));
     let signals = tokio::spawn(handle_signals(daemon.clone()));
     let watchdog = tokio::spawn(feed_watchdog());
@@ -225,6 +231,8 @@ pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
     let _ = runner.await;
     daemon.runner.wait_idle().await;
     let _ = server.await;
+    let _ = scheduler.await;
+    let _ = pruner.await;
     signals.abort();
     watchdog.abort();
     let _ = std::fs::remove_file(&socket);

@@ -13,6 +13,8 @@
 //! - [`control`]: the socket protocol, the server (peer credentials, access), the client.
 //! - [`api`]: what each control request does.
 //! - [`jobs`]: the persisted job queue and runner; one file per job kind.
+//! - [`schedule`]: cron schedules → due backups, from persisted last runs.
+//! - [`retention`]: which backups to prune (pure planning).
 //! - [`sources`]: how each kind of part is read (database dumps).
 //! - [`commands`]: running operators' commands (hooks, app stop/start).
 //! - [`cli`]: `envsnapctl`'s presentation: tables, progress, prompts.
@@ -33,5 +35,7 @@ pub mod daemon;
 pub mod jobs;
 pub mod memory;
 pub mod repo;
+pub mod retention;
+pub mod schedule;
 pub mod sources;
 pub mod store;

@@ -120,6 +120,95 @@ impl Catalog {
         Ok(self.get_job(job)?.expect("just inserted"))
     }
 
+    /// When a schedule last ran; a schedule seen for the first time starts at `now`
+    /// (it does not fire for times before it existed).
+    pub fn schedule_last_run(
+        &self,
+        env: &str,
+        schedule: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, CatalogError> {
+        let conn = self.lock();
+        let found: Option<String> = conn
+            .prepare_cached("SELECT last_run FROM schedule_runs WHERE env = ?1 AND schedule = ?2")?
+            .query_row(params![env, schedule], |r| r.get(0))
+            .optional()?;
+        match found {
+            Some(text) => parse_time(&text),
+            None => {
+                conn.execute(
+                    "INSERT INTO schedule_runs (env, schedule, last_run) VALUES (?1, ?2, ?3)",
+                    params![env, schedule, time_text(now)],
+                )?;
+                Ok(now)
+            }
+        }
+    }
+
+    pub fn set_schedule_last_run(
+        &self,
+        env: &str,
+        schedule: &str,
+        time: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO schedule_runs (env, schedule, last_run) VALUES (?1, ?2, ?3)
+             ON CONFLICT (env, schedule) DO UPDATE SET last_run = excluded.last_run",
+            params![env, schedule, time_text(time)],
+        )?;
+        Ok(())
+    }
+
+    /// Queues a scheduled backup and records the run, in one transaction: a crash
+    /// can neither lose the run nor queue it twice.
+    pub fn queue_scheduled_backup(
+        &self,
+        env: &str,
+        base_name: &str,
+        host: &str,
+        schedule: &str,
+        time: DateTime<Utc>,
+    ) -> Result<JobRecord, CatalogError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut name = base_name.to_owned();
+        let mut attempt = 1;
+        while tx
+            .prepare_cached("SELECT 1 FROM backups WHERE env = ?1 AND name = ?2")?
+            .exists(params![env, name])?
+        {
+            attempt += 1;
+            name = format!("{base_name}-{attempt}");
+        }
+        let now = Utc::now();
+        tx.execute(
+            "INSERT INTO jobs (kind, env, state, user, backup, created) VALUES ('backup', ?1, 'queued', 'root', ?2, ?3)",
+            params![env, name, time_text(now)],
+        )?;
+        let job = tx.last_insert_rowid();
+        insert_creating_backup(
+            &tx,
+            &NewBackup {
+                env,
+                name: &name,
+                host,
+                trigger: "scheduled",
+                user: "root",
+                job,
+            },
+            now,
+        )?;
+        tx.execute(
+            "INSERT INTO schedule_runs (env, schedule, last_run) VALUES (?1, ?2, ?3)
+             ON CONFLICT (env, schedule) DO UPDATE SET last_run = excluded.last_run",
+            params![env, schedule, time_text(time)],
+        )?;
+        tx.commit()?;
+        drop(conn);
+        Ok(self.get_job(job)?.expect("just inserted"))
+    }
+
     /// Queues a restore (or import) unless one of the same environment is queued or
     /// running; `args` is the job's JSON arguments.
     pub fn queue_restore(
@@ -156,6 +245,42 @@ impl Catalog {
         tx.commit()?;
         drop(conn);
         Ok(self.get_job(id)?.expect("just inserted"))
+    }
+
+    /// Backups that active jobs rely on, as (environment, backup name): the sources of
+    /// queued or running restores, and the safety backups of running ones.
+    pub fn backups_in_use(&self) -> Result<Vec<(String, String)>, CatalogError> {
+        let conn = self.lock();
+        let mut used = Vec::new();
+        let mut restores = conn.prepare_cached(
+            "SELECT args FROM jobs WHERE kind IN ('restore', 'import') AND state IN ('queued', 'running')",
+        )?;
+        for args in restores.query_map([], |r| r.get::<_, Option<String>>(0))? {
+            let Some(args) = args? else { continue };
+            let value: serde_json::Value = serde_json::from_str(&args).unwrap_or_default();
+            if value["source_host"].is_null()
+                && let (Some(env), Some(backup)) =
+                    (value["source_env"].as_str(), value["backup"].as_str())
+            {
+                used.push((env.to_owned(), backup.to_owned()));
+            }
+        }
+        let mut safety = conn.prepare_cached(
+            "SELECT name, safety_backup FROM environments WHERE status = 'updating' AND safety_backup IS NOT NULL",
+        )?;
+        for row in safety.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            used.push(row?);
+        }
+        Ok(used)
+    }
+
+    /// Environments that have backups in the catalog.
+    pub fn backup_envs(&self) -> Result<Vec<String>, CatalogError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT DISTINCT env FROM backups ORDER BY env")?;
+        Ok(stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
     }
 
     /// A job's JSON arguments, if it has any.

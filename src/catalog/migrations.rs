@@ -78,6 +78,13 @@ const STEPS: &[&str] = &[
     // rolled back to.
     "ALTER TABLE jobs ADD COLUMN args TEXT;
      ALTER TABLE environments ADD COLUMN safety_backup TEXT;",
+    // 4: schedules: when each (environment, cron expression) last ran.
+    "CREATE TABLE schedule_runs (
+         env TEXT NOT NULL,
+         schedule TEXT NOT NULL,
+         last_run TEXT NOT NULL,
+         PRIMARY KEY (env, schedule)
+     );",
 ];
 
 pub fn migrate(conn: &mut Connection, name: &str) -> Result<(), CatalogError> {

@@ -182,6 +182,34 @@ pub fn job(job: &JobRecord, zone: &impl Zone) -> String {
 
 /// A flat report of counters (prune, verify, catalog rebuild): keys as words, byte
 /// counts (`bytes_*`) also in binary units. Lists and objects are left to the caller.
+/// What `prune` did (or would do): the backups, then what the store reclaimed.
+pub fn prune(outcome: &serde_json::Value) -> String {
+    let dry_run = outcome["dry_run"].as_bool().unwrap_or(false);
+    let pruned: Vec<&str> = outcome["pruned"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let verb = if dry_run { "would prune" } else { "pruned" };
+    let mut text = match pruned.len() {
+        0 => format!("{verb} no backups: none has expired\n"),
+        n => format!(
+            "{verb} {n} expired backup{}:\n",
+            if n == 1 { "" } else { "s" }
+        ),
+    };
+    for name in pruned {
+        text.push_str(&format!("  {name}\n"));
+    }
+    if dry_run {
+        text.push_str("dry run: nothing was deleted\n");
+    } else if outcome["store"].is_object() {
+        text.push_str(&counters(&outcome["store"]));
+    }
+    text
+}
+
 pub fn counters(report: &serde_json::Value) -> String {
     let mut block = Block::default();
     let Some(fields) = report.as_object() else {

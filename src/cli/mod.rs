@@ -58,7 +58,13 @@ pub enum CliError {
 pub async fn run(client: &Client, request: Request, json: bool) -> Result<(), CliError> {
     let follows = matches!(
         request,
-        Request::BackupCreate { wait: true, .. } | Request::JobWatch { .. }
+        Request::BackupCreate { wait: true, .. }
+            | Request::Restore {
+                wait: true,
+                dry_run: false,
+                ..
+            }
+            | Request::JobWatch { .. }
     );
     let display = if follows && !json {
         ProgressDisplay::on_terminal()
@@ -146,14 +152,7 @@ pub fn render(
             }
             text
         }
-        Request::Prune { dry_run } => {
-            let note = if *dry_run {
-                "dry run: nothing was deleted\n"
-            } else {
-                ""
-            };
-            format!("{note}{}", blocks::counters(data))
-        }
+        Request::Prune { .. } => blocks::prune(data),
         Request::CatalogRebuild => blocks::counters(data),
     })
 }

@@ -96,6 +96,8 @@ pub struct EnvConfig {
     /// Normalized to 6-field cron, seconds first, in `daemon.timezone`.
     pub schedule: Vec<String>,
     pub retention: Duration,
+    /// Count-based keeps on top of `retention` (`keep_last`, `keep_daily`, ...).
+    pub keep: crate::retention::KeepCounts,
     pub code: Option<PathBuf>,
     pub mounts: BTreeMap<String, MountConfig>,
     pub databases: BTreeMap<String, DatabaseConfig>,
@@ -269,6 +271,7 @@ impl Config {
             version: VersionSource::Literal("1.0".to_owned()),
             schedule: Vec::new(),
             retention: validate::DEFAULT_RETENTION,
+            keep: crate::retention::KeepCounts::default(),
             code: Some(demo.join("app")),
             mounts: BTreeMap::new(),
             databases: BTreeMap::from([("app".to_owned(), database)]),

@@ -111,6 +111,7 @@ fn shape_of(segments: &[&str]) -> Option<Shape> {
         ["environments", env, rest @ ..] if is_valid_name(env) => match rest {
             ["version"] => Version,
             ["retention" | "code"] => Text,
+            ["keep_last" | "keep_daily" | "keep_weekly" | "keep_monthly"] => Integer,
             ["schedule" | "on_failure" | "on_success"] => List,
             ["access", action] if is_action(action) => List,
             ["app", "stop" | "start" | "check"] => List,

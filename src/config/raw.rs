@@ -70,6 +70,14 @@ pub(super) struct RawEnv {
     #[serde(default)]
     pub schedule: Vec<String>,
     pub retention: Option<String>,
+    #[serde(default)]
+    pub keep_last: u32,
+    #[serde(default)]
+    pub keep_daily: u32,
+    #[serde(default)]
+    pub keep_weekly: u32,
+    #[serde(default)]
+    pub keep_monthly: u32,
     pub code: Option<PathBuf>,
     #[serde(default)]
     pub mounts: BTreeMap<String, RawMount>,

@@ -427,6 +427,12 @@ fn environment(name: &str, raw: RawEnv, ctx: &Ctx) -> Result<EnvConfig, ConfigEr
         version,
         schedule,
         retention,
+        keep: crate::retention::KeepCounts {
+            last: raw.keep_last,
+            daily: raw.keep_daily,
+            weekly: raw.keep_weekly,
+            monthly: raw.keep_monthly,
+        },
         code,
         mounts,
         databases,

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use croner::parser::{CronParser, Seconds};
-
 /// Parses a duration such as `90s`, `10m`, `36h`, `14d`, `2w`, or a sum of them
 /// written without spaces (`1d12h`). Units: `s`, `m` (minutes), `h`, `d`, `w`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -43,11 +41,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-/// Turns a cron expression into the 6-field form tokio-cron-scheduler expects
-/// (seconds first): 5 fields get `0 ` in front, 6 fields are kept. The result is
-/// checked with the parser and settings the scheduler itself uses (croner, seconds
-/// required, day-of-month AND day-of-week), so an expression accepted here is one the
-/// scheduler accepts.
+/// Turns a cron expression into the 6-field form (seconds first): 5 fields get `0 `
+/// in front, 6 fields are kept. The result is checked with the scheduler's own parser
+/// (`schedule::parse`), so an expression accepted here is one the scheduler runs.
 pub fn normalize_cron(expr: &str) -> Result<String, String> {
     let fields: Vec<&str> = expr.split_whitespace().collect();
     let normalized = match fields.len() {
@@ -61,17 +57,12 @@ pub fn normalize_cron(expr: &str) -> Result<String, String> {
             ));
         }
     };
-    CronParser::builder()
-        .seconds(Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(&normalized)
-        .map_err(|e| {
-            format!(
-                "bad cron expression `{expr}`: {e} (expected standard 5-field cron \
-                 `m h dom mon dow`, or 6 fields with seconds first)"
-            )
-        })?;
+    crate::schedule::parse(&normalized).map_err(|e| {
+        format!(
+            "bad cron expression `{expr}`: {e} (expected standard 5-field cron `m h dom mon dow`, \
+             or 6 fields with seconds first)"
+        )
+    })?;
     Ok(normalized)
 }
 

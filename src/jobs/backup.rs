@@ -107,6 +107,15 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
     if let Err(e) = recorded {
         tracing::error!(job = job.id, env = %env, backup = %name, error = %e, "cannot record the backup's outcome");
     }
+    if error.is_none() {
+        // Retention runs after each backup; it waits for writes in progress itself.
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::jobs::prune::prune(&daemon, "root", false).await {
+                tracing::warn!(error = %e, "prune after backup failed");
+            }
+        });
+    }
     match &error {
         None => tracing::info!(job = job.id, env = %env, backup = %name, "backup completed"),
         Some(e) => {

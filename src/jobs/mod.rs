@@ -9,6 +9,7 @@
 //! at a safe point; their tasks are tracked so the daemon waits for them.
 
 pub mod backup;
+pub mod prune;
 pub mod restore;
 
 use std::collections::HashMap;
