@@ -25,12 +25,13 @@ fn main() -> Result<()> {
         size,
         stored: size / 100,
     });
-    let start = Utc::now() - Duration::hours(count as i64);
+    // Within the retention window, so the daemon's prune keeps them all.
+    let start = Utc::now() - Duration::minutes(count as i64);
     for i in 0..count {
         let name = format!("seed-{i:06}");
-        let job = catalog.queue_backup(env, &name, "bench-host", "scheduled", "root")?;
+        let job = catalog.queue_backup(env, &name, "bench-host", "scheduled", "root", None)?;
         catalog.start_job(job.id)?;
-        let created = start + Duration::hours(i as i64);
+        let created = start + Duration::minutes(i as i64);
         let activity = ActivityEntry {
             time: created,
             user: "root".into(),

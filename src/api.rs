@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::catalog::{ActivityEntry, CatalogError, JobRecord, QueueError};
@@ -62,10 +63,13 @@ impl From<RepoError> for ApiError {
     }
 }
 
-type Outcome = Result<Value, ApiError>;
+/// A result, serialized once, straight from the records (no intermediate `Value`
+/// tree: a listing of ten thousand backups would spend most of its time building one).
+type Outcome = Result<Box<RawValue>, ApiError>;
 
 fn to_value(value: impl Serialize) -> Outcome {
-    serde_json::to_value(value).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+    serde_json::value::to_raw_value(&value)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
 
 pub async fn handle(
@@ -85,7 +89,7 @@ pub async fn handle(
             let config = daemon
                 .reload()
                 .map_err(|e| ApiError::new(ErrorCode::Invalid, e.to_string()))?;
-            Ok(json!({ "reloaded": true, "environments": config.environments.len() }))
+            to_value(json!({ "reloaded": true, "environments": config.environments.len() }))
         }
         Request::EnvList => {
             let names: Vec<String> = daemon.config().environments.keys().cloned().collect();
@@ -96,8 +100,21 @@ pub async fn handle(
             to_value(views)
         }
         Request::EnvShow { env } => to_value(env_view(daemon, &env).await?),
-        Request::BackupCreate { env, name, wait } => {
-            backup_create(daemon, caller, env, name, wait, replies).await
+        Request::BackupKeep { env, backup, until } => {
+            backup_keep(daemon, caller, env, backup, until).await
+        }
+        Request::BackupCreate {
+            env,
+            name,
+            wait,
+            keep_until,
+        } => {
+            let ask = BackupAsk {
+                env,
+                name,
+                keep_until,
+            };
+            backup_create(daemon, caller, ask, wait, replies).await
         }
         Request::BackupList { env } => to_value(
             daemon
@@ -174,7 +191,7 @@ async fn status(daemon: &Arc<Daemon>) -> Outcome {
     let config = daemon.config();
     let store = daemon.repo.check_store().await;
     let jobs = daemon.catalog.blocking(|c| c.job_counts()).await?;
-    Ok(json!({
+    to_value(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "host": config.daemon.host,
         "uptime_seconds": daemon.uptime().as_secs(),
@@ -247,14 +264,39 @@ fn generated_name(trigger: &str) -> String {
     format!("{}-{trigger}", Utc::now().format("%Y%m%d-%H%M%S"))
 }
 
+/// A backup as asked for, before its checks.
+struct BackupAsk {
+    env: String,
+    name: Option<String>,
+    keep_until: Option<DateTime<Utc>>,
+}
+
 async fn backup_create(
     daemon: &Arc<Daemon>,
     caller: &Caller,
-    env: String,
-    name: Option<String>,
+    ask: BackupAsk,
     wait: bool,
     replies: &mpsc::Sender<Reply>,
 ) -> Outcome {
+    let BackupAsk {
+        env,
+        name,
+        keep_until,
+    } = ask;
+    if let Some(until) = keep_until
+        && until <= Utc::now()
+    {
+        return Err(ApiError::new(
+            ErrorCode::Invalid,
+            format!("--keep-until {} is in the past", until.to_rfc3339()),
+        ));
+    }
+    let args = keep_until.map(|until| {
+        serde_json::to_string(&crate::jobs::backup::BackupArgs {
+            keep_until: Some(until),
+        })
+        .expect("serializes")
+    });
     if daemon.shutdown.is_cancelled() {
         return Err(ApiError::new(
             ErrorCode::ShuttingDown,
@@ -285,7 +327,7 @@ async fn backup_create(
                 } else {
                     format!("{base_c}-{attempt}")
                 };
-                match c.queue_backup(&env_c, &name, &host, "manual", &user) {
+                match c.queue_backup(&env_c, &name, &host, "manual", &user, args.as_deref()) {
                     Err(QueueError::Duplicate { .. }) if !explicit && attempt < 100 => attempt += 1,
                     Err(QueueError::Catalog(e)) => return Err(e),
                     other => return Ok(other),
@@ -312,7 +354,7 @@ async fn backup_create(
         ));
     }
     let backup = find_backup(daemon, &env, &name).await?;
-    Ok(json!({ "job": finished, "backup": backup }))
+    to_value(json!({ "job": finished, "backup": backup }))
 }
 
 /// Sends progress while the job runs; returns its final record.
@@ -695,7 +737,7 @@ async fn restore_plan(
         .map(|t| t.name.as_str())
         .filter(|t| !parts.values().any(|v| v == t))
         .collect();
-    Ok(json!({
+    to_value(json!({
         "dry_run": true,
         "env": env.name,
         "backup": manifest.meta.name,
@@ -704,6 +746,44 @@ async fn restore_plan(
         "parts": planned,
         "untouched": untouched,
     }))
+}
+
+async fn backup_keep(
+    daemon: &Arc<Daemon>,
+    caller: &Caller,
+    env: String,
+    name: String,
+    until: Option<DateTime<Utc>>,
+) -> Outcome {
+    let backup = find_backup(daemon, &env, &name).await?;
+    if backup.status != "completed" {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("backup {name} of {env} is still being created"),
+        ));
+    }
+    let detail = until.map_or_else(
+        || "kept forever".to_owned(),
+        |t| format!("kept until {}", t.to_rfc3339()),
+    );
+    let activity = ActivityEntry {
+        time: Utc::now(),
+        user: caller.user.clone(),
+        env: Some(env.clone()),
+        action: "keep".into(),
+        backup: Some(name.clone()),
+        outcome: "succeeded".into(),
+        detail: Some(detail),
+    };
+    let (env_c, name_c) = (env.clone(), name.clone());
+    daemon
+        .catalog
+        .blocking(move |c| {
+            c.set_backup_expiry(&env_c, &name_c, until)?;
+            c.add_activity(&activity)
+        })
+        .await?;
+    to_value(find_backup(daemon, &env, &name).await?)
 }
 
 async fn backup_delete(
@@ -745,7 +825,7 @@ async fn backup_delete(
         .blocking(move |c| c.add_activity(&activity))
         .await?;
     tracing::info!(env = %env, backup = %name, user = %caller.user, "backup deleted");
-    Ok(json!({ "deleted": name, "prune": report }))
+    to_value(json!({ "deleted": name, "prune": report }))
 }
 
 async fn verify(

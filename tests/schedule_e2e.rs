@@ -181,3 +181,45 @@ fn short_retention_prunes_the_old_backup_keeps_the_newest_and_shrinks_the_store(
     let verify = daemon.json(&["verify", "live", "--read-data"]);
     assert_eq!(verify["problems"].as_array().unwrap().len(), 0, "{verify}");
 }
+
+#[test]
+fn kept_backups_outlive_the_retention() {
+    let daemon = start("retention = \"2s\"", "");
+    let created = daemon.json(&[
+        "backup",
+        "create",
+        "live",
+        "--name",
+        "pinned",
+        "--wait",
+        "--keep-until",
+        "30d",
+    ]);
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(created["backup"]["expires"].as_str().unwrap())
+            .unwrap();
+    assert!(
+        expires > chrono::Utc::now() + chrono::Duration::days(29),
+        "{created}"
+    );
+    daemon.json(&["backup", "create", "live", "--name", "plain", "--wait"]);
+    daemon.json(&["backup", "create", "live", "--name", "forever", "--wait"]);
+    let kept = daemon.json(&["backup", "keep", "live", "forever", "--forever"]);
+    assert!(kept["expires"].is_null(), "{kept}");
+    daemon.json(&["backup", "create", "live", "--name", "newest", "--wait"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let pruned = daemon.json(&["prune"]);
+    assert_eq!(
+        pruned["pruned"],
+        serde_json::json!(["live/plain"]),
+        "{pruned}"
+    );
+    let mut names: Vec<String> = backups(&daemon)
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["forever", "newest", "pinned"]);
+    let past = daemon.ctl(&["backup", "keep", "live", "pinned", "--until", "2020-01-01"]);
+    assert_eq!(past.status, 0, "shortening is allowed: {}", past.stderr);
+}

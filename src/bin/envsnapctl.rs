@@ -117,6 +117,21 @@ enum BackupCommand {
         /// Follow the job; exit non-zero if it fails
         #[arg(long)]
         wait: bool,
+        /// Keep the backup until TIME instead of for the environment's retention:
+        /// RFC 3339, a local date (2027-01-31) or a duration from now (90d)
+        #[arg(long, value_name = "TIME", value_parser = parse_until)]
+        keep_until: Option<DateTime<Utc>>,
+    },
+    /// Change how long a backup is kept
+    Keep {
+        env: String,
+        backup: String,
+        /// Keep it until TIME: RFC 3339, a local date or a duration from now
+        #[arg(long, value_name = "TIME", value_parser = parse_until, required_unless_present = "forever")]
+        until: Option<DateTime<Utc>>,
+        /// Keep it until deleted by hand
+        #[arg(long, conflicts_with = "until")]
+        forever: bool,
     },
     /// An environment's backups
     List { env: String },
@@ -157,9 +172,20 @@ impl Command {
             Command::Reload => Request::Reload,
             Command::Env(EnvCommand::List) => Request::EnvList,
             Command::Env(EnvCommand::Show { env }) => Request::EnvShow { env },
-            Command::Backup(BackupCommand::Create { env, name, wait }) => {
-                Request::BackupCreate { env, name, wait }
-            }
+            Command::Backup(BackupCommand::Create {
+                env,
+                name,
+                wait,
+                keep_until,
+            }) => Request::BackupCreate {
+                env,
+                name,
+                wait,
+                keep_until,
+            },
+            Command::Backup(BackupCommand::Keep {
+                env, backup, until, ..
+            }) => Request::BackupKeep { env, backup, until },
             Command::Backup(BackupCommand::List { env }) => Request::BackupList { env },
             Command::Backup(BackupCommand::Show { env, backup }) => {
                 Request::BackupShow { env, backup }
@@ -214,6 +240,10 @@ fn parse_mapping(text: &str) -> Result<(String, String), String> {
             "expected SRC=DST (e.g. files:media=files:uploads), got {text:?}"
         )),
     }
+}
+
+fn parse_until(text: &str) -> Result<DateTime<Utc>, cli::time::TimeError> {
+    cli::time::parse_until(text, Utc::now(), &chrono::Local)
 }
 
 fn parse_since(text: &str) -> Result<DateTime<Utc>, cli::time::TimeError> {
@@ -312,7 +342,8 @@ mod tests {
             Request::BackupCreate {
                 env: "live".into(),
                 name: Some("b1".into()),
-                wait: true
+                wait: true,
+                keep_until: None,
             }
         );
         assert_eq!(

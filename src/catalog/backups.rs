@@ -139,6 +139,21 @@ impl Catalog {
         }
     }
 
+    /// Sets when a backup expires (`None`: kept until deleted by hand).
+    pub fn set_backup_expiry(
+        &self,
+        env: &str,
+        name: &str,
+        expires: Option<DateTime<Utc>>,
+    ) -> Result<bool, CatalogError> {
+        let conn = self.lock();
+        let changed = conn.execute(
+            "UPDATE backups SET expires = ?3 WHERE env = ?1 AND name = ?2",
+            params![env, name, expires.map(time_text)],
+        )?;
+        Ok(changed == 1)
+    }
+
     /// Removes a backup from the catalog; returns its manifest id, if it had one.
     pub fn remove_backup(&self, env: &str, name: &str) -> Result<Option<String>, CatalogError> {
         let mut conn = self.lock();

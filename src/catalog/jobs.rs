@@ -85,6 +85,7 @@ impl Catalog {
         host: &str,
         trigger: &str,
         user: &str,
+        args: Option<&str>,
     ) -> Result<JobRecord, QueueError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -99,8 +100,8 @@ impl Catalog {
         }
         let now = Utc::now();
         tx.execute(
-            "INSERT INTO jobs (kind, env, state, user, backup, created) VALUES ('backup', ?1, 'queued', ?2, ?3, ?4)",
-            params![env, user, name, time_text(now)],
+            "INSERT INTO jobs (kind, env, state, user, backup, args, created) VALUES ('backup', ?1, 'queued', ?2, ?3, ?4, ?5)",
+            params![env, user, name, args, time_text(now)],
         )?;
         let job = tx.last_insert_rowid();
         insert_creating_backup(

@@ -122,7 +122,9 @@ pub fn render(
             blocks::backup(&decode::<CreatedBackup>(data)?.backup, zone)
         }
         Request::BackupList { .. } => tables::backups(&decode::<Vec<_>>(data)?, zone),
-        Request::BackupShow { .. } => blocks::backup(&decode(data)?, zone),
+        Request::BackupShow { .. } | Request::BackupKeep { .. } => {
+            blocks::backup(&decode(data)?, zone)
+        }
         Request::BackupDelete { .. } => {
             let deleted: DeletedBackup = decode(data)?;
             format!(
@@ -232,6 +234,7 @@ mod tests {
             env: "live".into(),
             name: None,
             wait: false,
+            keep_until: None,
         };
         let text = render(&request, &job("queued", None), &Utc).unwrap();
         assert_eq!(

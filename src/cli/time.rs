@@ -23,6 +23,26 @@ pub fn parse_since(
     now: DateTime<Utc>,
     zone: &impl Zone,
 ) -> Result<DateTime<Utc>, TimeError> {
+    parse_point(text, now, zone, -1)
+}
+
+/// Reads a `--until` / `--keep-until` value: as [`parse_since`], but a duration
+/// counts forward from `now`.
+pub fn parse_until(
+    text: &str,
+    now: DateTime<Utc>,
+    zone: &impl Zone,
+) -> Result<DateTime<Utc>, TimeError> {
+    parse_point(text, now, zone, 1)
+}
+
+/// An absolute time, or `now` plus `direction` times a duration.
+fn parse_point(
+    text: &str,
+    now: DateTime<Utc>,
+    zone: &impl Zone,
+    direction: i32,
+) -> Result<DateTime<Utc>, TimeError> {
     let text = text.trim();
     let invalid = || TimeError(text.to_owned());
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
@@ -37,8 +57,13 @@ pub fn parse_since(
             .map(|t| t.with_timezone(&Utc))
             .ok_or_else(invalid);
     }
-    let ago = parse_duration(text).ok_or_else(invalid)?;
-    now.checked_sub_signed(ago).ok_or_else(invalid)
+    let span = parse_duration(text).ok_or_else(invalid)?;
+    let moved = if direction < 0 {
+        now.checked_sub_signed(span)
+    } else {
+        now.checked_add_signed(span)
+    };
+    moved.ok_or_else(invalid)
 }
 
 fn parse_duration(text: &str) -> Option<Duration> {

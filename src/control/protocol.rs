@@ -48,6 +48,16 @@ pub enum Request {
         /// Follow the job: progress events, then the finished backup.
         #[serde(default)]
         wait: bool,
+        /// Keep the backup until then instead of for the environment's retention.
+        #[serde(default)]
+        keep_until: Option<DateTime<Utc>>,
+    },
+    /// Changes a backup's expiry: `until` a time, or forever when absent.
+    BackupKeep {
+        env: String,
+        backup: String,
+        #[serde(default)]
+        until: Option<DateTime<Utc>>,
     },
     BackupList {
         env: String,
@@ -115,9 +125,10 @@ impl Request {
     /// The access right a request needs (see `[access]` in the config).
     pub fn action(&self) -> Action {
         match self {
-            Request::BackupCreate { .. } | Request::JobCancel { .. } | Request::Verify { .. } => {
-                Action::Backup
-            }
+            Request::BackupCreate { .. }
+            | Request::BackupKeep { .. }
+            | Request::JobCancel { .. }
+            | Request::Verify { .. } => Action::Backup,
             Request::BackupDelete { .. }
             | Request::Restore { .. }
             | Request::Prune { .. }
@@ -135,6 +146,7 @@ impl Request {
             | Request::BackupList { env }
             | Request::BackupShow { env, .. }
             | Request::BackupDelete { env, .. }
+            | Request::BackupKeep { env, .. }
             | Request::Restore { env, .. }
             | Request::Verify { env, .. } => Some(env),
             Request::Log { env, .. } => env.as_deref(),
@@ -242,12 +254,13 @@ mod tests {
                 env: "live".into(),
                 name: Some("before-upgrade".into()),
                 wait: true,
+                keep_until: None,
             },
         };
         let json = serde_json::to_string(&envelope).unwrap();
         assert_eq!(
             json,
-            r#"{"v":1,"command":"backup-create","args":{"env":"live","name":"before-upgrade","wait":true}}"#
+            r#"{"v":1,"command":"backup-create","args":{"env":"live","name":"before-upgrade","wait":true,"keep_until":null}}"#
         );
         assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), envelope);
         let status: Envelope = serde_json::from_str(r#"{"v":1,"command":"status"}"#).unwrap();

@@ -118,18 +118,39 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
             break; // the client left; the handler notices on its next send
         }
     }
-    let reply = match handler.await {
-        Ok(Ok(data)) => Reply::Result { data },
-        Ok(Err(e)) => Reply::Error(ErrorReply {
-            code: e.code,
-            message: e.message,
-        }),
-        Err(e) => Reply::Error(ErrorReply {
-            code: ErrorCode::Internal,
-            message: format!("request handler failed: {e}"),
-        }),
+    let _ = match handler.await {
+        Ok(Ok(data)) => {
+            write_reply(
+                &mut write_half,
+                &ResultLine {
+                    kind: "result",
+                    data: &data,
+                },
+            )
+            .await
+        }
+        Ok(Err(e)) => {
+            write_reply(
+                &mut write_half,
+                &Reply::Error(ErrorReply {
+                    code: e.code,
+                    message: e.message,
+                }),
+            )
+            .await
+        }
+        Err(e) => {
+            let message = format!("request handler failed: {e}");
+            write_reply(
+                &mut write_half,
+                &Reply::Error(ErrorReply {
+                    code: ErrorCode::Internal,
+                    message,
+                }),
+            )
+            .await
+        }
     };
-    let _ = write_reply(&mut write_half, &reply).await;
 }
 
 /// Reads and parses one request line, refusing anything oversized or malformed.
@@ -183,9 +204,17 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, ApiError> {
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid request: {e}")))
 }
 
+/// `Reply::Result` as the server writes it: the data already serialized.
+#[derive(serde::Serialize)]
+struct ResultLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    data: &'a serde_json::value::RawValue,
+}
+
 async fn write_reply<W: tokio::io::AsyncWrite + Unpin>(
     out: &mut W,
-    reply: &Reply,
+    reply: &impl serde::Serialize,
 ) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
     line.push(b'\n');

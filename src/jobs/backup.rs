@@ -42,12 +42,22 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
         .ok()
         .flatten()
         .map_or_else(|| "manual".to_owned(), |b| b.trigger);
+    let keep_until = {
+        let id = job.id;
+        daemon.catalog.blocking(move |c| c.job_args(id)).await
+    };
+    let keep_until = keep_until
+        .ok()
+        .flatten()
+        .and_then(|args| serde_json::from_str::<BackupArgs>(&args).ok())
+        .and_then(|args| args.keep_until);
     let request = BackupRequest {
         job: job.id,
         env: &env,
         name: &name,
         trigger: &trigger,
         user: &job.user,
+        keep_until,
     };
     let outcome = make_backup(daemon, &request, &cancel).await;
     let (state, error) = match &outcome {
@@ -125,6 +135,13 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
     run_hook(daemon, job, &env, &name, error.as_deref()).await;
 }
 
+/// A backup job's arguments, stored with it in the catalog.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct BackupArgs {
+    /// The backup's own expiry instead of the environment's retention.
+    pub keep_until: Option<chrono::DateTime<Utc>>,
+}
+
 /// What to back up, for whom: a backup job's own, or a restore's safety backup.
 pub struct BackupRequest<'a> {
     /// The job whose progress this backup reports.
@@ -133,6 +150,8 @@ pub struct BackupRequest<'a> {
     pub name: &'a str,
     pub trigger: &'a str,
     pub user: &'a str,
+    /// Overrides the environment's retention.
+    pub keep_until: Option<chrono::DateTime<Utc>>,
 }
 
 /// Writes every part of the environment and commits the backup; the catalog is the
@@ -175,9 +194,11 @@ pub async fn make_backup(
         });
     }
     let created = Utc::now();
-    let expires = chrono::Duration::from_std(env_config.retention)
-        .ok()
-        .map(|r| created + r);
+    let expires = request.keep_until.or_else(|| {
+        chrono::Duration::from_std(env_config.retention)
+            .ok()
+            .map(|r| created + r)
+    });
     writer
         .commit(BackupMeta {
             env: env.to_owned(),

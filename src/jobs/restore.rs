@@ -238,6 +238,7 @@ async fn safety_backup(
         name: &name,
         trigger: "pre-restore",
         user: &job.user,
+        keep_until: None,
     };
     let manifest = make_backup(daemon, &request, cancel)
         .await
