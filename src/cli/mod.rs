@@ -81,17 +81,25 @@ pub async fn run(client: &Client, request: Request, json: bool) -> Result<(), Cl
     if let Some(display) = display {
         display.finish();
     }
-    let data = result?;
-
-    let text = if json {
+    let raw = result?;
+    // As it came for scripts (pretty on a terminal); parsed only to be shown to people.
+    let mut stdout = std::io::stdout().lock();
+    if json && !std::io::IsTerminal::is_terminal(&stdout) {
+        stdout.write_all(raw.get().as_bytes())?;
+        stdout.write_all(b"\n")?;
+        stdout.flush()?;
+        if !needs_status_check(&request) {
+            return Ok(());
+        }
+    }
+    let data: serde_json::Value = serde_json::from_str(raw.get())?;
+    if json && std::io::IsTerminal::is_terminal(&stdout) {
         let mut text = serde_json::to_string_pretty(&data).expect("a JSON value always serializes");
         text.push('\n');
-        text
-    } else {
-        render(&request, &data, &chrono::Local)?
-    };
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
+        stdout.write_all(text.as_bytes())?;
+    } else if !json {
+        stdout.write_all(render(&request, &data, &chrono::Local)?.as_bytes())?;
+    }
     stdout.flush()?;
     result_status(&request, &data)
 }
@@ -157,6 +165,11 @@ pub fn render(
         Request::Prune { .. } => blocks::prune(data),
         Request::CatalogRebuild => blocks::counters(data),
     })
+}
+
+/// Whether the exit status depends on the result's content.
+fn needs_status_check(request: &Request) -> bool {
+    matches!(request, Request::Verify { .. } | Request::JobWatch { .. })
 }
 
 /// Whether a result that arrived is a success for the exit status.

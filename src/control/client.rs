@@ -14,6 +14,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use serde_json::value::RawValue;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -59,7 +60,7 @@ impl Client {
         &self,
         request: Request,
         mut on_progress: impl FnMut(&Progress),
-    ) -> Result<serde_json::Value, ClientError> {
+    ) -> Result<Box<RawValue>, ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -84,9 +85,19 @@ impl Client {
             if !read_bounded_line(&mut reader, &mut buffer, MAX_REPLY).await? {
                 return Err(ClientError::Closed);
             }
+            // A result is kept as the JSON text it came as: a listing of thousands of
+            // backups need not be built into a tree only to be printed again.
+            let head: ReplyHead<'_> =
+                serde_json::from_slice(&buffer).map_err(ClientError::BadReply)?;
+            if head.kind == "result" {
+                return head
+                    .data
+                    .map(RawValue::to_owned)
+                    .ok_or_else(|| ClientError::BadReply(serde::de::Error::missing_field("data")));
+            }
             match serde_json::from_slice::<Reply>(&buffer).map_err(ClientError::BadReply)? {
                 Reply::Progress(progress) => on_progress(&progress),
-                Reply::Result { data } => return Ok(data),
+                Reply::Result { .. } => unreachable!("handled above"),
                 Reply::Error(error) => {
                     return Err(ClientError::Daemon {
                         code: error.code,
@@ -96,6 +107,15 @@ impl Client {
             }
         }
     }
+}
+
+/// The part of a reply line needed to tell a result from the rest.
+#[derive(serde::Deserialize)]
+struct ReplyHead<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
 }
 
 /// Reads one `\n`-terminated line into `line` (without the newline). Returns false at a
@@ -210,7 +230,10 @@ mod tests {
             .call(request.clone(), |p| seen.push(p.clone()))
             .await
             .unwrap();
-        assert_eq!(data, serde_json::json!({ "id": 7 }));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(data.get()).unwrap(),
+            serde_json::json!({ "id": 7 })
+        );
         assert_eq!(seen, vec![progress]);
 
         let sent = server.await.unwrap();
@@ -290,7 +313,10 @@ mod tests {
             .call(Request::EnvList, |_| {})
             .await
             .unwrap();
-        assert_eq!(data, serde_json::json!([1, 2]));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(data.get()).unwrap(),
+            serde_json::json!([1, 2])
+        );
     }
 
     #[tokio::test]
