@@ -2,8 +2,9 @@
 //!
 //! `envsnap-engine init REPO`, `backup REPO --state DIR --env ENV --tree NAME=DIR
 //! --stream NAME=FILE`, `restore REPO --state DIR --env ENV --backup latest|ID --part
-//! tree:NAME --into DIR` (or `--part stream:NAME --out FILE`), `stats REPO`. Each
-//! backup uses the environment's latest backup as its parent.
+//! tree:NAME --into DIR` (or `--part stream:NAME --out FILE`), `stats REPO`,
+//! `prune REPO --state DIR --env ENV --delete-oldest N`. Each backup uses the
+//! environment's latest backup as its parent.
 
 use std::path::PathBuf;
 
@@ -58,6 +59,16 @@ enum Command {
     },
     Stats {
         repo: PathBuf,
+    },
+    /// Deletes the environment's N oldest backups and reclaims their data.
+    Prune {
+        repo: PathBuf,
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        delete_oldest: usize,
     },
 }
 
@@ -173,6 +184,18 @@ async fn main() -> Result<()> {
                 }
                 _ => bail!("give exactly one of --into DIR (tree) or --out FILE (stream)"),
             }
+        }
+        Command::Prune {
+            repo,
+            state,
+            env,
+            delete_oldest,
+        } => {
+            let repository = open(&repo, &state).await?;
+            let manifests = repository.list_manifests(Some(&env)).await?;
+            let doomed = &manifests[..delete_oldest.min(manifests.len())];
+            let report = repository.prune(doomed).await?;
+            println!("{}", serde_json::to_string(&report)?);
         }
         Command::Stats { repo } => {
             let objects = store(&repo)?.scoped(HOST).list("").await?;

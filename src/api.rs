@@ -689,7 +689,7 @@ fn map_parts(
             )));
         }
         if let crate::config::PartSource::Database(db) = &target.source
-            && part.format != crate::sources::kind_name(db.kind)
+            && part.format != crate::sources::format_for(db.kind)
         {
             return Err(invalid(format!(
                 "backup part {} is a {} dump; {} is a {} database",

@@ -205,7 +205,7 @@ async fn restore(
         let cause = format!("app.stop failed: {e}");
         return Err(roll_back(daemon, &env_config, safety.as_ref(), cause, &hook_env).await);
     }
-    let restored = restore_parts(&source, &manifest, &args.parts, &env_config).await;
+    let restored = restore_parts(daemon, &source, &manifest, &args.parts, &env_config).await;
     let started = match restored {
         Ok(()) => crate::commands::run_all(&env_config.app.start, &hook_env, timeout)
             .await
@@ -258,11 +258,18 @@ async fn safety_backup(
 
 /// Restores each mapped part from `manifest` into the environment's part.
 async fn restore_parts(
+    daemon: &Daemon,
     source: &Repository,
     manifest: &Manifest,
     parts: &BTreeMap<String, String>,
     env: &EnvConfig,
 ) -> Result<(), String> {
+    let config = daemon.config();
+    let (scratch, timeout) = (
+        config.daemon.state_dir.join("tmp"),
+        config.daemon.command_timeout,
+    );
+    let scratch = scratch.as_path();
     let targets = env.parts();
     for (from, to) in parts {
         let target = targets
@@ -277,7 +284,7 @@ async fn restore_parts(
                     .map_err(|e| format!("restoring {to}: {e}"))?;
             }
             PartSource::Database(db) => {
-                sources::restore_database(source, manifest, from, to, db)
+                sources::restore_database(source, manifest, from, to, db, scratch, timeout)
                     .await
                     .map_err(|e| format!("restoring {to}: {e}"))?;
             }
@@ -309,7 +316,7 @@ async fn roll_back(
         .iter()
         .map(|p| (p.part.clone(), p.part.clone()))
         .collect();
-    let restored = restore_parts(&daemon.repo, safety, &identity, env).await;
+    let restored = restore_parts(daemon, &daemon.repo, safety, &identity, env).await;
     let started = crate::commands::run_all(&env.app.start, hook_env, timeout).await;
     let rollback = match (restored, started) {
         (Ok(()), Ok(())) => Ok(safety.meta.name.clone()),

@@ -1,0 +1,272 @@
+//! PostgreSQL parts: `pg_dump` in custom format, restored with `pg_restore`.
+//!
+//! Backup streams `pg_dump --format=custom --compress=0` straight into the repository
+//! (uncompressed, so the chunker deduplicates unchanged tables between backups; the
+//! repository compresses). A download of the part is a file `pg_restore` reads as is.
+//! A server newer than the host's `pg_dump` makes pg_dump refuse; its last stderr line
+//! names both versions and is passed through.
+//!
+//! Restore never drops the old database before the new one is loaded:
+//!
+//! 1. create `NAME_envsnap_new` (template0, with the old database's owner, encoding
+//!    and locale);
+//! 2. load it with `pg_restore --single-transaction --exit-on-error`; on failure the
+//!    new database is dropped and the old one was never touched;
+//! 3. in one transaction: terminate the old database's sessions, rename it to
+//!    `NAME_envsnap_old`, rename the new one to `NAME`;
+//! 4. drop `NAME_envsnap_old`.
+//!
+//! Roles are cluster-wide objects: `pg_dump` records ownership and grants by role
+//! name but not the roles themselves, and reading them (`pg_dumpall --roles-only`)
+//! needs a superuser. So roles are not part of the dump: a restore expects the roles
+//! the database uses to exist on the target server (always the case when restoring
+//! onto the server the backup came from; for a new server, create them first). A
+//! missing role fails the load (step 2), leaving the old database in place.
+//! Database-level settings (`ALTER DATABASE ... SET`, grants on the database itself)
+//! are likewise not carried over.
+//!
+//! The configured user needs `CREATEDB` and must own the database (or be a
+//! superuser). Passwords reach the tools through a 0600 `PGPASSFILE`.
+
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+use super::{DumpStream, SecretFile, SourceError, feed_tool, find_tool, run_tool, store_dump};
+use crate::config::DatabaseConfig;
+use crate::repo::writer::BackupWriter;
+
+pub const FORMAT: &str = "postgres-custom";
+const KIND: &str = "postgres";
+
+fn error(message: impl Into<String>) -> SourceError {
+    super::tool_error(KIND, message)
+}
+
+/// Debian and Ubuntu keep each major version's tools in their own directory; the
+/// newest one reads the most server versions.
+fn version_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    dirs.sort_by_key(|entry| std::cmp::Reverse(entry.0));
+    dirs.into_iter().map(|(_, dir)| dir).collect()
+}
+
+fn tool(name: &str) -> Result<PathBuf, SourceError> {
+    find_tool(&[name], &version_dirs())
+        .ok_or_else(|| error(format!("{name} is not installed (not on PATH)")))
+}
+
+/// Connection settings shared by every tool run for one database.
+struct Connection<'a> {
+    db: &'a DatabaseConfig,
+    /// PGPASSFILE, while the tools run.
+    passfile: Option<SecretFile>,
+}
+
+impl<'a> Connection<'a> {
+    fn open(db: &'a DatabaseConfig, scratch: &Path) -> Result<Self, SourceError> {
+        let passfile = match &db.password_file {
+            Some(path) => {
+                let password = super::read_password(path).map_err(error)?;
+                let escaped = password.replace('\\', "\\\\").replace(':', "\\:");
+                let line = format!("*:*:*:*:{escaped}\n");
+                Some(SecretFile::create(scratch, "pgpass", &line).map_err(error)?)
+            }
+            None => None,
+        };
+        Ok(Connection { db, passfile })
+    }
+
+    fn database(&self) -> &str {
+        self.db.database.as_deref().unwrap_or_default()
+    }
+
+    /// `program` with the connection flags and environment, connecting to `dbname`.
+    fn command(&self, program: &Path, dbname: &str) -> Command {
+        let mut command = Command::new(program);
+        command.arg("--no-password");
+        if let Some(host) = &self.db.host {
+            command.arg("--host").arg(host);
+        }
+        if let Some(port) = self.db.port {
+            command.arg("--port").arg(port.to_string());
+        }
+        if let Some(user) = &self.db.user {
+            command.arg("--username").arg(user);
+        }
+        command.arg("--dbname").arg(dbname);
+        command.env_remove("PGPASSWORD");
+        if let Some(passfile) = &self.passfile {
+            command.env("PGPASSFILE", passfile.path());
+        }
+        command
+    }
+
+    /// Runs SQL through psql on the maintenance database `postgres`; returns its
+    /// unaligned, tuples-only output.
+    async fn admin(&self, sql: &str) -> Result<String, SourceError> {
+        let psql = tool("psql")?;
+        let mut command = self.command(&psql, "postgres");
+        command.args([
+            "--no-psqlrc",
+            "--quiet",
+            "--tuples-only",
+            "--no-align",
+            "--set",
+            "ON_ERROR_STOP=1",
+            "--file",
+            "-",
+        ]);
+        run_tool(&mut command, "psql", sql.as_bytes())
+            .await
+            .map_err(error)
+    }
+}
+
+pub async fn backup(
+    writer: &mut BackupWriter,
+    part: &str,
+    db: &DatabaseConfig,
+    scratch: &Path,
+) -> Result<(), SourceError> {
+    let pg_dump = tool("pg_dump")?;
+    let connection = Connection::open(db, scratch)?;
+    let mut command = connection.command(&pg_dump, connection.database());
+    command.args(["--format=custom", "--compress=0"]);
+    let (stream, failure) = DumpStream::spawn(&mut command, "pg_dump").map_err(error)?;
+    // `connection` (and its PGPASSFILE) lives until the dump has ended.
+    store_dump(writer, part, FORMAT, KIND, stream, failure).await
+}
+
+/// `name` as an SQL identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `text` as an SQL string literal (standard_conforming_strings is on since 9.1).
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// `name` plus `suffix`, within PostgreSQL's 63-byte identifier limit.
+fn with_suffix(name: &str, suffix: &str) -> String {
+    let mut base = name.to_owned();
+    while base.len() + suffix.len() > 63 {
+        base.pop();
+    }
+    format!("{base}{suffix}")
+}
+
+pub async fn restore(
+    repo: &crate::repo::Repository,
+    manifest: &crate::repo::manifest::Manifest,
+    part: &str,
+    db: &DatabaseConfig,
+    scratch: &Path,
+) -> Result<(), SourceError> {
+    let pg_restore = tool("pg_restore")?;
+    let connection = Connection::open(db, scratch)?;
+    let name = connection.database().to_owned();
+    let staged = with_suffix(&name, "_envsnap_new");
+    let retired = with_suffix(&name, "_envsnap_old");
+
+    // Leftovers of an interrupted restore are ours to clear.
+    connection
+        .admin(&format!(
+            "DROP DATABASE IF EXISTS {};\nDROP DATABASE IF EXISTS {};\n",
+            ident(&staged),
+            ident(&retired)
+        ))
+        .await?;
+    let create = connection
+        .admin(&format!(
+            "SELECT format('CREATE DATABASE %I TEMPLATE template0 OWNER %I ENCODING %L LC_COLLATE %L LC_CTYPE %L',
+                 {}, pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype)
+             FROM pg_database WHERE datname = {};\n",
+            literal(&staged),
+            literal(&name)
+        ))
+        .await?;
+    let create = match create.trim() {
+        "" => format!("CREATE DATABASE {} TEMPLATE template0;\n", ident(&staged)),
+        statement => format!("{statement};\n"),
+    };
+    connection.admin(&create).await?;
+
+    let mut command = connection.command(&pg_restore, &staged);
+    command.args(["--single-transaction", "--exit-on-error"]);
+    if let Err(message) = feed_tool(&mut command, "pg_restore", repo, manifest, part).await {
+        let cleanup = connection
+            .admin(&format!("DROP DATABASE IF EXISTS {};\n", ident(&staged)))
+            .await;
+        if let Err(e) = cleanup {
+            tracing::warn!(database = %staged, error = %e, "could not drop the partly loaded database");
+        }
+        return Err(error(format!(
+            "{message}; database {name} was left as it was"
+        )));
+    }
+
+    let swap = format!(
+        "BEGIN;
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+ WHERE datname = {old} AND pid <> pg_backend_pid();
+SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_database WHERE datname = {old})
+ THEN format('ALTER DATABASE %I RENAME TO %I', {old}, {retired}) ELSE 'SELECT 1' END \\gexec
+ALTER DATABASE {staged_ident} RENAME TO {name_ident};
+COMMIT;
+",
+        old = literal(&name),
+        retired = literal(&retired),
+        staged_ident = ident(&staged),
+        name_ident = ident(&name),
+    );
+    // A client that reconnects between the terminate and the rename makes the rename
+    // fail ("being accessed by other users"); the whole swap is retried.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match connection.admin(&swap).await {
+            Ok(_) => break,
+            Err(e) if attempt < 5 && e.to_string().contains("other users") => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // The restore has taken effect; a leftover old copy is only wasted space, and the
+    // next restore drops it.
+    let drop_old = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {};\nDROP DATABASE IF EXISTS {};\n",
+        literal(&retired),
+        ident(&retired)
+    );
+    if let Err(e) = connection.admin(&drop_old).await {
+        tracing::warn!(database = %retired, error = %e, "could not drop the replaced database");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_and_suffixes() {
+        assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(literal("it's"), "'it''s'");
+        let long = "x".repeat(63);
+        let staged = with_suffix(&long, "_envsnap_new");
+        assert_eq!(staged.len(), 63);
+        assert!(staged.ends_with("_envsnap_new"));
+        assert_eq!(with_suffix("shop", "_envsnap_new"), "shop_envsnap_new");
+    }
+}
