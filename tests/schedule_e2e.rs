@@ -223,3 +223,36 @@ fn kept_backups_outlive_the_retention() {
     let past = daemon.ctl(&["backup", "keep", "live", "pinned", "--until", "2020-01-01"]);
     assert_eq!(past.status, 0, "shortening is allowed: {}", past.stderr);
 }
+
+#[test]
+fn failure_and_success_hooks_get_the_jobs_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (failed, succeeded) = (
+        dir.path().join("failed.txt"),
+        dir.path().join("succeeded.txt"),
+    );
+    let hooks = format!(
+        "on_failure = [\"sh -c 'echo $ENVSNAP_ENV $ENVSNAP_BACKUP $ENVSNAP_OUTCOME: $ENVSNAP_ERROR > {}'\"]\n\
+         on_success = [\"sh -c 'echo $ENVSNAP_ENV $ENVSNAP_BACKUP $ENVSNAP_OUTCOME > {}'\"]",
+        failed.display(),
+        succeeded.display()
+    );
+    support::make_environments(dir.path());
+    let daemon = TestDaemon::start_in(dir, |d| {
+        support::standard_config(d, "").replace("max_jobs = 2", &format!("max_jobs = 2\n{hooks}"))
+    });
+    daemon.json(&["backup", "create", "live", "--name", "fine", "--wait"]);
+    wait_until("the success hook", || succeeded.exists());
+    assert_eq!(
+        std::fs::read_to_string(&succeeded).unwrap(),
+        "live fine succeeded\n"
+    );
+    std::fs::remove_file(daemon.path("live/data/main.db")).unwrap();
+    let _ = daemon.ctl(&["backup", "create", "live", "--name", "broken", "--wait"]);
+    wait_until("the failure hook", || failed.exists());
+    let text = std::fs::read_to_string(&failed).unwrap();
+    assert!(
+        text.starts_with("live broken failed: ") && text.contains("main.db"),
+        "{text}"
+    );
+}
