@@ -67,15 +67,10 @@ pub fn normalize_cron(expr: &str) -> Result<String, String> {
 }
 
 /// Whether `name` is a valid environment, part or host name:
-/// `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
+/// `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`, the rule of every name that becomes part of a
+/// store key.
 pub(crate) fn is_valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 64
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    crate::repo::manifest::is_safe_name(name)
 }
 
 pub(crate) const NAME_RULE: &str = "names must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}";

@@ -77,15 +77,7 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
     let (job_id, env_c, name_c) = (job.id, env.clone(), name.clone());
     let recorded = match outcome {
         Ok(manifest) => {
-            let parts: Vec<PartSize> = manifest
-                .parts
-                .iter()
-                .map(|p| PartSize {
-                    part: p.part.clone(),
-                    size: p.size,
-                    stored: p.stored,
-                })
-                .collect();
+            let parts: Vec<PartSize> = crate::catalog::BackupRecord::from_manifest(&manifest).parts;
             daemon
                 .catalog
                 .blocking(move |c| {
