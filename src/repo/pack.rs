@@ -98,7 +98,7 @@ pub fn decode_blob(keys: &Keys, stored: &[u8], entry: &PackEntry) -> Result<Vec<
     let raw_length = entry.raw_length as usize;
     let plain = match *flag {
         FLAG_RAW => payload.to_vec(),
-        FLAG_ZSTD => zstd::bulk::decompress(payload, raw_length)
+        FLAG_ZSTD => decompress(payload, raw_length)
             .map_err(|e| DecodeError::Malformed(format!("zstd: {e}")))?,
         other => return Err(DecodeError::Malformed(format!("unknown blob flag {other}"))),
     };
@@ -106,6 +106,27 @@ pub fn decode_blob(keys: &Keys, stored: &[u8], entry: &PackEntry) -> Result<Vec<
         return Err(DecodeError::HashMismatch);
     }
     Ok(plain)
+}
+
+thread_local! {
+    // A decompression context per thread: creating one per chunk costs more than
+    // decompressing a small chunk.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decompresses at most `capacity` bytes (more is an error: a hostile blob cannot
+/// make us allocate beyond what the trailer promised).
+fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        slot.as_mut()
+            .expect("just set")
+            .decompress(payload, capacity)
+    })
 }
 
 /// Accumulates blobs into one pack.

@@ -451,12 +451,28 @@ fn create_stage(target: &Path) -> Result<PathBuf, RepoError> {
     Ok(stage)
 }
 
+/// Staged files go 1024 to a directory: one directory of a hundred thousand names
+/// makes every create and rename search a huge directory.
+const STAGED_PER_DIR: usize = 1024;
+
 fn staged_path(stage: &Path, index: usize) -> PathBuf {
-    stage.join(index.to_string())
+    stage
+        .join((index / STAGED_PER_DIR).to_string())
+        .join(index.to_string())
+}
+
+/// The staging path of entry `index`, its directory created if needed.
+fn staging_slot(stage: &Path, index: usize) -> Result<PathBuf, RepoError> {
+    let path = staged_path(stage, index);
+    let dir = path.parent().expect("staged paths have a directory");
+    if !dir.exists() {
+        std::fs::create_dir(dir).map_err(|e| RepoError::io(dir, e))?;
+    }
+    Ok(path)
 }
 
 fn create_staged_file(stage: &Path, index: usize, size: u64) -> Result<(), RepoError> {
-    let path = staged_path(stage, index);
+    let path = staging_slot(stage, index)?;
     let file = File::create(&path).map_err(|e| RepoError::io(&path, e))?;
     file.set_len(size).map_err(|e| RepoError::io(&path, e))
 }
@@ -499,7 +515,7 @@ fn apply(work: &Work, target: &Path, stage: &Path) -> Result<(), RepoError> {
                 std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
             }
             EntryKind::Symlink | EntryKind::Fifo if create => {
-                let staged = staged_path(stage, index);
+                let staged = staging_slot(stage, index)?;
                 if entry.kind == EntryKind::Symlink {
                     let link = OsStr::from_bytes(entry.target.as_deref().unwrap_or_default());
                     std::os::unix::fs::symlink(link, &staged)
@@ -513,7 +529,7 @@ fn apply(work: &Work, target: &Path, stage: &Path) -> Result<(), RepoError> {
             }
             EntryKind::Hardlink if create => {
                 let first = full_path(target, entry.target.as_deref().unwrap_or_default());
-                let staged = staged_path(stage, index);
+                let staged = staging_slot(stage, index)?;
                 std::fs::hard_link(&first, &staged).map_err(|e| RepoError::io(&first, e))?;
                 std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
             }
