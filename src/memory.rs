@@ -15,3 +15,14 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }
+
+/// Returns freed heap memory to the system. After a large reply (a listing of
+/// thousands of backups) the allocator would otherwise keep the pages of all the
+/// temporary records, and an idle daemon would stay at its high-water mark.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only gives free pages back; it takes the allocator's locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

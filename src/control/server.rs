@@ -24,6 +24,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A reply line must be taken by the client within this time, or the connection drops.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_CONNECTIONS: usize = 64;
+/// After a reply this large, freed memory is handed back to the system.
+const LARGE_REPLY: usize = 1 << 20;
 
 pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -120,14 +122,19 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
     }
     let _ = match handler.await {
         Ok(Ok(data)) => {
-            write_reply(
+            let written = write_reply(
                 &mut write_half,
                 &ResultLine {
                     kind: "result",
                     data: &data,
                 },
             )
-            .await
+            .await;
+            if data.get().len() > LARGE_REPLY {
+                drop(data);
+                crate::memory::release_free_memory();
+            }
+            written
         }
         Ok(Err(e)) => {
             write_reply(
