@@ -103,7 +103,7 @@ pub fn restore_plan(plan: &serde_json::Value) -> String {
         let p = &part["plan"];
         if p.is_object() {
             out.push_str(&format!(
-                "  {from} -> {to}: write {} files ({}), keep {}, remove {} paths; fetch {}\n",
+                "  {from} -> {to}: write {} file(s) ({}), keep {}, remove {} path(s); fetch {}\n",
                 number(&p["files_to_write"]),
                 human_size(number(&p["bytes_to_write"])),
                 number(&p["files_to_keep"]),

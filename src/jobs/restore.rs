@@ -122,7 +122,12 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
         Err(f) if f.touched => ("update-failed", error.clone()),
         // Nothing changed: back to how it was (a standing failure stays visible).
         Err(_) => {
-            let state = daemon.catalog.env_state(&env).ok();
+            let env_c = env.clone();
+            let state = daemon
+                .catalog
+                .blocking(move |c| c.env_state(&env_c))
+                .await
+                .ok();
             match state.and_then(|s| s.last_error) {
                 Some(previous) => ("update-failed", Some(previous)),
                 None => ("ready", None),
