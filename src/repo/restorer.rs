@@ -315,12 +315,19 @@ fn plan_work(
             reason: "does not start with its root".into(),
         });
     }
-    let existing = scan_target(target, exclude)?;
+    check_shape(&entries, &record.part)?;
     let by_path: HashMap<&[u8], usize> = entries
         .iter()
         .enumerate()
         .map(|(i, e)| (&e.path[..], i))
         .collect();
+    // Excluded paths are left alone, unless the backup has them (patterns changed).
+    let leave_alone = |path: &[u8]| {
+        !exclude.is_empty()
+            && !by_path.contains_key(path)
+            && exclude.is_match(Path::new(OsStr::from_bytes(path)))
+    };
+    let existing = scan_target(target, &leave_alone)?;
     let mut create = vec![false; entries.len()];
     let mut remove = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
@@ -368,11 +375,62 @@ fn plan_work(
     })
 }
 
+/// A tree a restore may trust: strictly in tree order (no duplicates), every entry
+/// inside a directory entry of the tree (so nothing can be written through a symlink
+/// the tree itself creates, e.g. `a -> /etc` followed by `a/passwd`), and every hard
+/// link naming an earlier file.
+fn check_shape(entries: &[Entry], part: &str) -> Result<(), RepoError> {
+    let corrupt = |reason: String| RepoError::Corrupt {
+        object: format!("tree of {part}"),
+        reason,
+    };
+    let mut dirs: std::collections::HashSet<&[u8]> = std::collections::HashSet::from([&b""[..]]);
+    let mut files: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    for pair in entries.windows(2) {
+        if super::tree::path_order(&pair[0].path, &pair[1].path) != std::cmp::Ordering::Less {
+            return Err(corrupt(format!(
+                "entries out of order at {:?}",
+                String::from_utf8_lossy(&pair[1].path)
+            )));
+        }
+    }
+    for entry in entries.iter().skip(1) {
+        let name = || String::from_utf8_lossy(&entry.path).into_owned();
+        let parent = entry
+            .path
+            .iter()
+            .rposition(|b| *b == b'/')
+            .map_or(&b""[..], |at| &entry.path[..at]);
+        if !dirs.contains(parent) {
+            return Err(corrupt(format!(
+                "entry {:?} is not inside a directory of the tree",
+                name()
+            )));
+        }
+        match entry.kind {
+            EntryKind::Dir => {
+                dirs.insert(&entry.path);
+            }
+            EntryKind::File => {
+                files.insert(&entry.path);
+            }
+            EntryKind::Hardlink if !files.contains(entry.target.as_deref().unwrap_or_default()) => {
+                return Err(corrupt(format!(
+                    "hard link {:?} does not name an earlier file",
+                    name()
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Every path under `target` (relative, tree form), without following symlinks.
-/// Paths matching `exclude` (and everything below them) are left out: not ours.
+/// Paths for which `leave_alone` holds (and everything below them) are left out.
 fn scan_target(
     target: &Path,
-    exclude: &globset::GlobSet,
+    leave_alone: &dyn Fn(&[u8]) -> bool,
 ) -> Result<HashMap<Vec<u8>, Existing>, RepoError> {
     let mut found = HashMap::new();
     match std::fs::symlink_metadata(target) {
@@ -397,7 +455,7 @@ fn scan_target(
             }
             let full = item.path();
             let path = super::tree::join(&rel, name.as_bytes());
-            if !exclude.is_empty() && exclude.is_match(Path::new(OsStr::from_bytes(&path))) {
+            if leave_alone(&path) {
                 continue;
             }
             let meta = std::fs::symlink_metadata(&full).map_err(|e| RepoError::io(&full, e))?;
