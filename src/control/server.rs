@@ -15,7 +15,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::protocol::{Envelope, ErrorCode, ErrorReply, MAX_MESSAGE, PROTOCOL_VERSION, Reply};
+use super::protocol::{
+    Envelope, ErrorCode, ErrorReply, MAX_MESSAGE, PROTOCOL_VERSION, Reply, Request,
+};
 use crate::api::{self, ApiError, Caller};
 use crate::daemon::Daemon;
 
@@ -94,7 +96,20 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
     };
     let request = envelope.request;
     let action = request.action();
-    let env = request.env().map(str::to_owned);
+    let env = match &request {
+        // A job belongs to its environment: its rules decide who may see or cancel it.
+        Request::JobShow { id } | Request::JobWatch { id } | Request::JobCancel { id } => {
+            let id = *id;
+            daemon
+                .catalog
+                .blocking(move |c| c.get_job(id))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|job| job.env)
+        }
+        other => other.env().map(str::to_owned),
+    };
     if !allowed(daemon, &caller, action, env.as_deref()) {
         let target = env.map_or_else(String::new, |e| format!(" on environment {e}"));
         let message = format!("user {} may not {action}{target}", caller.user);
