@@ -156,11 +156,15 @@ pub async fn handle(
         Request::JobCancel { id } => job_cancel(daemon, caller, id).await,
         Request::Log { env, since, limit } => {
             let limit = limit.unwrap_or(DEFAULT_LIMIT);
+            let entries = daemon
+                .catalog
+                .blocking(move |c| c.list_activity(env.as_deref(), since, limit))
+                .await?;
             to_value(
-                daemon
-                    .catalog
-                    .blocking(move |c| c.list_activity(env.as_deref(), since, limit))
-                    .await?,
+                entries
+                    .into_iter()
+                    .filter(|e| may_read(daemon, caller, e.env.as_deref()))
+                    .collect::<Vec<_>>(),
             )
         }
         Request::Verify {
@@ -175,6 +179,17 @@ pub async fn handle(
         ),
         Request::CatalogRebuild => catalog_rebuild(daemon).await,
     }
+}
+
+/// Whether the caller may see what concerns `env` (lists that span environments
+/// show each caller only the environments it may read).
+fn may_read(daemon: &Daemon, caller: &Caller, env: Option<&str>) -> bool {
+    caller.uid == 0
+        || daemon.config().access_for(env).allows(
+            crate::control::protocol::Action::Read,
+            &caller.user,
+            &caller.groups,
+        )
 }
 
 fn known_env(daemon: &Daemon, env: &str) -> Result<(), ApiError> {
@@ -437,22 +452,14 @@ async fn job_cancel(daemon: &Arc<Daemon>, caller: &Caller, id: i64) -> Outcome {
             outcome: "cancelled".into(),
             detail: Some("cancelled while queued".into()),
         };
-        let queued = job.clone();
-        daemon
+        let cancelled = daemon
             .catalog
-            .blocking(move |c| {
-                match (
-                    queued.kind.as_str(),
-                    queued.env.as_deref(),
-                    queued.backup.as_deref(),
-                ) {
-                    ("backup", Some(env), Some(backup)) => {
-                        c.fail_backup(queued.id, env, backup, "cancelled", "cancelled", &activity)
-                    }
-                    _ => c.finish_job(queued.id, "cancelled", Some("cancelled"), Some(&activity)),
-                }
-            })
+            .blocking(move |c| c.cancel_queued(id, &activity))
             .await?;
+        if !cancelled {
+            // It started in the meantime: stop it like any running job.
+            daemon.runner.cancel(id);
+        }
     }
     to_value(follow(daemon, id, &mpsc::channel(1).0).await?)
 }
@@ -611,7 +618,8 @@ async fn find_restorable(
             format!("environment {env} has no backup {name:?}"),
         )
     };
-    let manifest = if own {
+    // Our own backups' expiry is the catalog's (`backup keep` changes it there).
+    let (manifest, expires) = if own {
         let (env_c, name_c) = (env.to_owned(), name.to_owned());
         let record = daemon
             .catalog
@@ -624,18 +632,21 @@ async fn find_restorable(
                 format!("backup {name} of {env} is {}, not completed", record.status),
             ));
         }
-        source
+        let manifest = source
             .load_manifest(env, record.manifest.as_deref().unwrap_or_default())
-            .await?
+            .await?;
+        (manifest, record.expires)
     } else {
         let manifests = source.list_manifests(Some(env)).await?;
-        manifests
+        let manifest = manifests
             .into_iter()
             .rev()
             .find(|m| m.meta.name == name)
-            .ok_or_else(missing)?
+            .ok_or_else(missing)?;
+        let expires = manifest.meta.expires;
+        (manifest, expires)
     };
-    if let Some(expires) = manifest.meta.expires
+    if let Some(expires) = expires
         && expires <= Utc::now()
     {
         return Err(ApiError::new(
@@ -760,6 +771,14 @@ async fn backup_keep(
         return Err(ApiError::new(
             ErrorCode::Conflict,
             format!("backup {name} of {env} is still being created"),
+        ));
+    }
+    if let Some(until) = until
+        && until <= Utc::now()
+    {
+        return Err(ApiError::new(
+            ErrorCode::Invalid,
+            format!("--until {} is in the past", until.to_rfc3339()),
         ));
     }
     let detail = until.map_or_else(

@@ -588,3 +588,51 @@ fn many_clients_are_served_at_once() {
         .collect();
     assert!(clients.into_iter().all(|c| c.join().unwrap()));
 }
+
+#[test]
+fn restoring_another_environments_backup_needs_download_rights_there() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run envsnapctl as another user");
+        return;
+    }
+    let user = "envsnap-e2e";
+    let _ = std::process::Command::new("useradd")
+        .args(["--system", "--no-create-home", "--user-group", user])
+        .status();
+    let uid = nix::unistd::User::from_name(user)
+        .unwrap()
+        .expect("test user exists")
+        .uid
+        .as_raw();
+    let daemon = TestDaemon::start(&format!(
+        "[access]\nread = [\"user:{user}\"]\nrestore = [\"user:{user}\"]\n"
+    ));
+    std::process::Command::new("chmod")
+        .args(["0777"])
+        .arg(daemon.path("run"))
+        .arg(&daemon.socket)
+        .status()
+        .unwrap();
+    std::process::Command::new("chmod")
+        .args(["0755"])
+        .arg(daemon.dir.path())
+        .status()
+        .unwrap();
+    daemon.json(&["backup", "create", "live", "--name", "prod", "--wait"]);
+    let denied = daemon.ctl_as(
+        Some(uid),
+        &["restore", "test", "prod", "--from", "live", "--yes"],
+    );
+    assert_ne!(denied.status, 0);
+    assert_eq!(
+        denied.stderr.trim(),
+        format!(
+            "envsnapctl: user {user} may not download on environment live, so may not restore its backups"
+        )
+    );
+    // Jobs and log entries of environments the user may not read are not shown either way.
+    assert_eq!(
+        daemon.ctl_as(Some(uid), &["--json", "job", "list"]).status,
+        0
+    );
+}

@@ -368,14 +368,29 @@ impl Catalog {
     }
 
     /// Marks a job running and, for a backup, its environment `backing-up`.
-    pub fn start_job(&self, id: i64) -> Result<(), CatalogError> {
+    /// Returns false when the job is no longer queued (cancelled meanwhile).
+    pub fn start_job(&self, id: i64) -> Result<bool, CatalogError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let (kind, env): (String, Option<String>) = tx.query_row(
-            "UPDATE jobs SET state = 'running', started = ?2 WHERE id = ?1 RETURNING kind, env",
-            params![id, time_text(Utc::now())],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let started: Option<(String, Option<String>)> = tx
+            .query_row(
+                "UPDATE jobs SET state = 'running', started = ?2 WHERE id = ?1 AND state = 'queued' RETURNING kind, env",
+                params![id, time_text(Utc::now())],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((kind, env)) = started else {
+            return Ok(false);
+        };
+        if kind == "restore" {
+            // A new restore: the safety backup named is the one it is about to make.
+            if let Some(env) = env.as_deref() {
+                tx.execute(
+                    "UPDATE environments SET safety_backup = NULL WHERE name = ?1",
+                    [env],
+                )?;
+            }
+        }
         if let (Some(env), "restore" | "import") = (env.as_deref(), kind.as_str()) {
             tx.execute(
                 "INSERT INTO environments (name, status) VALUES (?1, 'updating')
@@ -405,7 +420,7 @@ impl Catalog {
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     /// Ends a job that made no backup; records the activity entry with it.
@@ -424,6 +439,32 @@ impl Catalog {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Cancels a job that has not started, with its reserved backup name; false if it
+    /// is no longer queued (the runner took it meanwhile).
+    pub fn cancel_queued(&self, id: i64, activity: &ActivityEntry) -> Result<bool, CatalogError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let cancelled: Option<(String, Option<String>, Option<String>)> = tx
+            .query_row(
+                "UPDATE jobs SET state = 'cancelled', error = 'cancelled while queued', finished = ?2
+                 WHERE id = ?1 AND state = 'queued' RETURNING kind, env, backup",
+                params![id, time_text(Utc::now())],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((kind, env, backup)) = cancelled else {
+            return Ok(false);
+        };
+        if let ("backup", Some(env), Some(backup)) =
+            (kind.as_str(), env.as_deref(), backup.as_deref())
+        {
+            remove_backup(&tx, env, backup)?;
+        }
+        insert_activity(&tx, activity)?;
+        tx.commit()?;
+        Ok(true)
     }
 
     /// A backup job succeeded: the backup is completed and listed, all at once.

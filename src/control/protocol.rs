@@ -125,11 +125,12 @@ impl Request {
     /// The access right a request needs (see `[access]` in the config).
     pub fn action(&self) -> Action {
         match self {
-            Request::BackupCreate { .. }
-            | Request::BackupKeep { .. }
-            | Request::JobCancel { .. }
-            | Request::Verify { .. } => Action::Backup,
+            Request::BackupCreate { .. } | Request::JobCancel { .. } | Request::Verify { .. } => {
+                Action::Backup
+            }
+            // Changing an expiry can make prune delete a backup: as strong as delete.
             Request::BackupDelete { .. }
+            | Request::BackupKeep { .. }
             | Request::Restore { .. }
             | Request::Prune { .. }
             | Request::CatalogRebuild

@@ -110,6 +110,19 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
         }
         other => other.env().map(str::to_owned),
     };
+    let source_denied = restore_source_denied(daemon, &caller, &request);
+    if let Some(message) = source_denied {
+        tracing::warn!(user = %caller.user, uid = caller.uid, "denied: {message}");
+        let _ = write_reply(
+            &mut write_half,
+            &Reply::Error(ErrorReply {
+                code: ErrorCode::Forbidden,
+                message,
+            }),
+        )
+        .await;
+        return;
+    }
     if !allowed(daemon, &caller, action, env.as_deref()) {
         let target = env.map_or_else(String::new, |e| format!(" on environment {e}"));
         let message = format!("user {} may not {action}{target}", caller.user);
@@ -132,9 +145,12 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
     };
     while let Some(progress) = rx.recv().await {
         if write_reply(&mut write_half, &progress).await.is_err() {
-            break; // the client left; the handler notices on its next send
+            break; // the client left or stopped reading
         }
     }
+    // Closing the channel wakes a handler blocked on a full one: it sees the client
+    // gone and ends (the job it follows goes on), so the connection slot is freed.
+    drop(rx);
     let _ = match handler.await {
         Ok(Ok(data)) => {
             let written = write_reply(
@@ -270,6 +286,41 @@ pub fn identify(uid: u32, gid: u32) -> Caller {
         uid,
         user: name,
         groups,
+    }
+}
+
+/// Restoring another environment's backup reads its data: the caller needs the
+/// `download` right there; another host's backups need the global `restore` right.
+fn restore_source_denied(daemon: &Daemon, caller: &Caller, request: &Request) -> Option<String> {
+    let Request::Restore {
+        env,
+        from: Some(from),
+        ..
+    } = request
+    else {
+        return None;
+    };
+    if caller.uid == 0 {
+        return None;
+    }
+    let config = daemon.config();
+    let may = |action, env: Option<&str>| {
+        config
+            .access_for(env)
+            .allows(action, &caller.user, &caller.groups)
+    };
+    match from.split_once('/') {
+        Some(_) if !may(super::protocol::Action::Restore, None) => Some(format!(
+            "user {} may not restore backups of other hosts ({from})",
+            caller.user
+        )),
+        None if from != env && !may(super::protocol::Action::Download, Some(from)) => {
+            Some(format!(
+                "user {} may not download on environment {from}, so may not restore its backups",
+                caller.user
+            ))
+        }
+        _ => None,
     }
 }
 

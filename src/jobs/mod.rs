@@ -124,9 +124,13 @@ async fn start_runnable(daemon: &Arc<Daemon>) {
     };
     for job in runnable {
         let id = job.id;
-        if let Err(e) = daemon.catalog.blocking(move |c| c.start_job(id)).await {
-            tracing::error!(job = id, error = %e, "cannot start job");
-            continue;
+        match daemon.catalog.blocking(move |c| c.start_job(id)).await {
+            Ok(true) => {}
+            Ok(false) => continue, // cancelled while queued
+            Err(e) => {
+                tracing::error!(job = id, error = %e, "cannot start job");
+                continue;
+            }
         }
         let cancel = CancellationToken::new();
         let progress = Progress {

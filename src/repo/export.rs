@@ -29,11 +29,14 @@ impl Repository {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let record = part_of(manifest, part, PartLayout::Tree)?.clone();
+        let reading = self.writers().begin_read().await;
         let repo = self.clone();
         let part = part.to_owned();
         tokio::task::spawn_blocking(move || {
             let writer = tokio_util::io::SyncIoBridge::new(out);
-            write_tar(&repo, &record, writer).map_err(|e| e.in_part(&part))
+            let written = write_tar(&repo, &record, writer).map_err(|e| e.in_part(&part));
+            drop(reading);
+            written
         })
         .await
         .map_err(|e| RepoError::Pipeline(e.to_string()))?

@@ -66,6 +66,12 @@ impl Writers {
         })
     }
 
+    /// Held while a backup is read (restore, export, verify): prune waits for it, so
+    /// no pack is repacked or deleted under a reader. Readers of this process only.
+    pub async fn begin_read(&self) -> OwnedRwLockReadGuard<()> {
+        self.gate.clone().read_owned().await
+    }
+
     pub async fn exclusive(&self) -> ExclusiveLock {
         ExclusiveLock {
             _gate: self.gate.clone().write_owned().await,

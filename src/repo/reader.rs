@@ -54,6 +54,7 @@ impl Repository {
         out: &mut W,
     ) -> Result<u64, RepoError> {
         let record = part_of(manifest, part, PartLayout::Stream)?;
+        let _reading = self.writers().begin_read().await;
         let mut chunks = futures::stream::iter(record.chunks.iter().copied())
             .map(|id| self.load_chunk(id))
             .buffered(READ_AHEAD);

@@ -116,6 +116,9 @@ impl Repository {
         target: &Path,
         exclude: &[String],
     ) -> Result<RestorePlan, RepoError> {
+        // Prune must not repack or delete packs while this restore reads them.
+        let _reading = self.writers().begin_read().await;
+        remove_stale_stages(target);
         let (work, plan, chunks) = self.prepare(manifest, part, target, exclude).await?;
         let stage = create_stage(target)?;
         let fetched = self
@@ -450,8 +453,7 @@ fn scan_target(
             let item = item.map_err(|e| RepoError::io(&dir, e))?;
             let name = item.file_name();
             if rel.is_empty() && name.as_bytes().starts_with(STAGING_PREFIX.as_bytes()) {
-                let _ = std::fs::remove_dir_all(item.path()); // left by an interrupted restore
-                continue;
+                continue; // ours (a restore's staging area), never the data's
             }
             let full = item.path();
             let path = super::tree::join(&rel, name.as_bytes());
@@ -500,12 +502,31 @@ fn scan_target(
     Ok(found)
 }
 
+/// Staging directories an interrupted restore left in the target.
+fn remove_stale_stages(target: &Path) {
+    let Ok(entries) = std::fs::read_dir(target) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .as_bytes()
+            .starts_with(STAGING_PREFIX.as_bytes())
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn create_stage(target: &Path) -> Result<PathBuf, RepoError> {
     std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
     let mut random = [0u8; 6];
     getrandom::fill(&mut random).expect("the operating system's random source failed");
     let stage = target.join(format!("{STAGING_PREFIX}{}", hex::encode(random)));
-    std::fs::create_dir(&stage).map_err(|e| RepoError::io(&stage, e))?;
+    // Private to root: nobody else may swap what is staged before it is put in place.
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&stage)
+        .map_err(|e| RepoError::io(&stage, e))?;
     Ok(stage)
 }
 

@@ -46,6 +46,7 @@ impl Repository {
         manifests: &[Manifest],
         read_data: bool,
     ) -> Result<VerifyReport, RepoError> {
+        let _reading = self.writers().begin_read().await;
         let mut report = VerifyReport {
             backups: manifests.len() as u64,
             ..Default::default()

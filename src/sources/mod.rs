@@ -430,6 +430,77 @@ async fn store_dump(
     }
 }
 
+/// Replaces the file at `path` with the stream part `part`, atomically and without
+/// trusting the directory: the directory of a database is usually writable by the
+/// app's user, who could plant a symlink where we write. So the new file gets an
+/// unpredictable name, is created exclusively without following links (O_EXCL,
+/// O_NOFOLLOW, mode 0600), is checked to start with `magic`, takes the old file's
+/// owner and mode through its own descriptor, and only then is renamed over `path`
+/// (after `before_rename`, e.g. removing stale side files). Errors are one line.
+pub(crate) async fn replace_with_part(
+    repo: &crate::repo::Repository,
+    manifest: &crate::repo::manifest::Manifest,
+    part: &str,
+    path: &Path,
+    magic: &[u8],
+    before_rename: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).expect("the operating system's random source failed");
+    let staged = path.with_file_name(format!(".{name}.envsnap-{}", hex::encode(random)));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&staged)
+        .map_err(|e| format!("{}: {e}", staged.display()))?;
+    let result = async {
+        let mut out = tokio::fs::File::from_std(file);
+        repo.read_stream(manifest, part, &mut out)
+            .await
+            .map_err(|e| e.to_string())?;
+        out.sync_all()
+            .await
+            .map_err(|e| format!("{}: {e}", staged.display()))?;
+        let mut file = out.into_std().await;
+        let mut header = vec![0u8; magic.len()];
+        file.rewind().map_err(|e| e.to_string())?;
+        if file.read_exact(&mut header).is_err() || header != magic {
+            return Err(format!(
+                "part {part} does not hold what {} expects",
+                path.display()
+            ));
+        }
+        // The old file's owner and mode, set through our descriptor (never a path).
+        if let Ok(old) = std::fs::symlink_metadata(path)
+            && old.is_file()
+        {
+            std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid()))
+                .map_err(|e| e.to_string())?;
+            file.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o7777))
+                .map_err(|e| e.to_string())?;
+        }
+        before_rename()?;
+        std::fs::rename(&staged, path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,40 +163,9 @@ async fn replace_file(
     part: &str,
     path: &Path,
 ) -> Result<(), SourceError> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let staged = path.with_file_name(format!(".{file_name}.envsnap-restore"));
-    let result = async {
-        let mut out = tokio::fs::File::create(&staged)
-            .await
-            .map_err(|e| error(format!("{}: {e}", staged.display())))?;
-        repo.read_stream(manifest, part, &mut out).await?;
-        out.sync_all()
-            .await
-            .map_err(|e| error(format!("{}: {e}", staged.display())))?;
-        drop(out);
-        let mut header = [0u8; 5];
-        let file = std::fs::File::open(&staged).map_err(|e| error(e.to_string()))?;
-        if std::io::Read::read_exact(&mut &file, &mut header).is_err() || &header != b"REDIS" {
-            return Err(error(format!("part {part} is not a Redis RDB file")));
-        }
-        if let Ok(meta) = std::fs::metadata(path) {
-            use std::os::unix::fs::{MetadataExt, PermissionsExt};
-            let _ = std::os::unix::fs::chown(&staged, Some(meta.uid()), Some(meta.gid()));
-            let _ = std::fs::set_permissions(
-                &staged,
-                std::fs::Permissions::from_mode(meta.mode() & 0o7777),
-            );
-        }
-        std::fs::rename(&staged, path).map_err(|e| error(format!("{}: {e}", path.display())))
-    }
-    .await;
-    if result.is_err() {
-        let _ = std::fs::remove_file(&staged);
-    }
-    result
+    super::replace_with_part(repo, manifest, part, path, b"REDIS", || Ok(()))
+        .await
+        .map_err(error)
 }
 
 async fn wait_for_pong(db: &DatabaseConfig, timeout: Duration) -> Result<(), SourceError> {

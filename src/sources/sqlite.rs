@@ -101,53 +101,25 @@ pub async fn restore(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let staged = path.with_file_name(format!(".{file_name}.envsnap-restore"));
-    if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| dump_error(format!("{}: {e}", dir.display())))?;
-    }
-    let result = async {
-        let mut out = tokio::fs::File::create(&staged)
-            .await
-            .map_err(|e| dump_error(format!("{}: {e}", staged.display())))?;
-        repo.read_stream(manifest, part, &mut out).await?;
-        out.sync_all()
-            .await
-            .map_err(|e| dump_error(e.to_string()))?;
-        drop(out);
-        let mut header = [0u8; 16];
-        let mut file = std::fs::File::open(&staged).map_err(|e| dump_error(e.to_string()))?;
-        use std::io::Read;
-        if file.read_exact(&mut header).is_err() || &header != b"SQLite format 3\0" {
-            return Err(dump_error(format!("part {part} is not a SQLite database")));
-        }
-        copy_ownership(path, &staged);
+    let remove_side_files = || {
         for suffix in ["-wal", "-shm", "-journal"] {
             let side = path.with_file_name(format!("{file_name}{suffix}"));
             match std::fs::remove_file(&side) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(dump_error(format!("{}: {e}", side.display()))),
+                Err(e) => return Err(format!("{}: {e}", side.display())),
             }
         }
-        std::fs::rename(&staged, path)
-            .map_err(|e| dump_error(format!("{}: {e}", path.display())))?;
         Ok(())
-    }
-    .await;
-    if result.is_err() {
-        let _ = std::fs::remove_file(&staged);
-    }
-    result
-}
-
-/// Gives `new` the owner and mode of `old`, when `old` exists.
-fn copy_ownership(old: &Path, new: &Path) {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if let Ok(meta) = std::fs::metadata(old) {
-        let _ = std::os::unix::fs::chown(new, Some(meta.uid()), Some(meta.gid()));
-        let _ =
-            std::fs::set_permissions(new, std::fs::Permissions::from_mode(meta.mode() & 0o7777));
-    }
+    };
+    super::replace_with_part(
+        repo,
+        manifest,
+        part,
+        path,
+        b"SQLite format 3\0",
+        remove_side_files,
+    )
+    .await
+    .map_err(dump_error)
 }
