@@ -483,14 +483,7 @@ fn access_rules_apply_to_other_users() {
         return;
     }
     let user = "envsnap-e2e";
-    let _ = std::process::Command::new("useradd")
-        .args(["--system", "--no-create-home", "--user-group", user])
-        .status();
-    let uid = nix::unistd::User::from_name(user)
-        .unwrap()
-        .expect("test user exists")
-        .uid
-        .as_raw();
+    let uid = support::ensure_user(user);
     let daemon = TestDaemon::start(&format!("[access]\nread = [\"user:{user}\"]\n"));
     // The socket and its directory must let the user in (as socket_group would).
     std::process::Command::new("chmod")
@@ -596,14 +589,7 @@ fn restoring_another_environments_backup_needs_download_rights_there() {
         return;
     }
     let user = "envsnap-e2e";
-    let _ = std::process::Command::new("useradd")
-        .args(["--system", "--no-create-home", "--user-group", user])
-        .status();
-    let uid = nix::unistd::User::from_name(user)
-        .unwrap()
-        .expect("test user exists")
-        .uid
-        .as_raw();
+    let uid = support::ensure_user(user);
     let daemon = TestDaemon::start(&format!(
         "[access]\nread = [\"user:{user}\"]\nrestore = [\"user:{user}\"]\n"
     ));

@@ -240,3 +240,19 @@ impl Drop for TestDaemon {
         }
     }
 }
+
+/// A Unix user for access tests (created once; tests running at the same time may
+/// race on /etc/passwd's lock, so creation is retried).
+pub fn ensure_user(name: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(user) = nix::unistd::User::from_name(name).unwrap() {
+            return user.uid.as_raw();
+        }
+        let _ = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--user-group", name])
+            .status();
+        assert!(Instant::now() < deadline, "cannot create test user {name}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
