@@ -485,18 +485,7 @@ fn access_rules_apply_to_other_users() {
     let user = "envsnap-e2e";
     let uid = support::ensure_user(user);
     let daemon = TestDaemon::start(&format!("[access]\nread = [\"user:{user}\"]\n"));
-    // The socket and its directory must let the user in (as socket_group would).
-    std::process::Command::new("chmod")
-        .args(["0777"])
-        .arg(daemon.path("run"))
-        .arg(&daemon.socket)
-        .status()
-        .unwrap();
-    std::process::Command::new("chmod")
-        .args(["0755"])
-        .arg(daemon.dir.path())
-        .status()
-        .unwrap();
+    daemon.open_socket_to_everyone();
     let listed = daemon.ctl_as(Some(uid), &["--json", "env", "list"]);
     assert_eq!(listed.status, 0, "read is allowed: {}", listed.stderr);
     let denied = daemon.ctl_as(Some(uid), &["backup", "create", "live"]);
@@ -593,17 +582,7 @@ fn restoring_another_environments_backup_needs_download_rights_there() {
     let daemon = TestDaemon::start(&format!(
         "[access]\nread = [\"user:{user}\"]\nrestore = [\"user:{user}\"]\n"
     ));
-    std::process::Command::new("chmod")
-        .args(["0777"])
-        .arg(daemon.path("run"))
-        .arg(&daemon.socket)
-        .status()
-        .unwrap();
-    std::process::Command::new("chmod")
-        .args(["0755"])
-        .arg(daemon.dir.path())
-        .status()
-        .unwrap();
+    daemon.open_socket_to_everyone();
     daemon.json(&["backup", "create", "live", "--name", "prod", "--wait"]);
     let denied = daemon.ctl_as(
         Some(uid),

@@ -175,6 +175,18 @@ impl TestDaemon {
         panic!("envsnapd did not become ready: {}", self.log());
     }
 
+    /// Lets any local user reach the socket (as `daemon.socket_group` would let a group).
+    pub fn open_socket_to_everyone(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        for (path, mode) in [
+            (self.dir.path().to_path_buf(), 0o755),
+            (self.path("run"), 0o777),
+            (self.socket.clone(), 0o777),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
     }
