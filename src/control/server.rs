@@ -300,7 +300,7 @@ fn restore_source_denied(daemon: &Daemon, caller: &Caller, request: &Request) ->
     else {
         return None;
     };
-    if caller.uid == 0 {
+    if caller.is_unrestricted() {
         return None;
     }
     let config = daemon.config();
@@ -330,7 +330,7 @@ fn allowed(
     action: super::protocol::Action,
     env: Option<&str>,
 ) -> bool {
-    caller.uid == 0
+    caller.is_unrestricted()
         || daemon
             .config()
             .access_for(env)
