@@ -325,12 +325,12 @@ fn make_slow(daemon: &TestDaemon) {
 
 /// Starts a slow backup and returns once it has uploaded at least one pack.
 fn start_and_wait_running(daemon: &TestDaemon, name: &str) -> i64 {
-    let packs_before = count_files(&daemon.path("store/test-host/packs"));
+    let packs_before = daemon.pack_files().len();
     let job = daemon.json(&["backup", "create", "live", "--name", name]);
     let id = job["id"].as_i64().unwrap();
     daemon.wait_for_job(id, &["running"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while count_files(&daemon.path("store/test-host/packs")) <= packs_before {
+    while daemon.pack_files().len() <= packs_before {
         assert!(
             std::time::Instant::now() < deadline,
             "the backup never uploaded a pack"
@@ -338,22 +338,6 @@ fn start_and_wait_running(daemon: &TestDaemon, name: &str) -> i64 {
         std::thread::sleep(Duration::from_millis(20));
     }
     id
-}
-
-fn count_files(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .map(|e| {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                count_files(&e.path())
-            } else {
-                1
-            }
-        })
-        .sum()
 }
 
 #[test]
@@ -388,7 +372,7 @@ fn kill_9_during_a_backup_leaves_no_half_backup() {
     make_slow(&daemon);
     let id = start_and_wait_running(&daemon, "half");
     assert_eq!(daemon.signal_and_wait(Signal::SIGKILL), None);
-    let packs_after_crash = walk_size(&daemon.path("store/test-host/packs"));
+    let packs_after_crash = daemon.pack_bytes();
     daemon.spawn();
     let job = daemon.json(&["job", "show", &id.to_string()]);
     assert_eq!(job["state"], "failed");
@@ -408,10 +392,14 @@ fn kill_9_during_a_backup_leaves_no_half_backup() {
     let pruned = daemon.json(&["prune"]);
     assert_eq!(pruned["store"]["packs_deleted"], 0, "{pruned}");
     assert!(
-        walk_size(&daemon.path("store/test-host/packs")) < packs_after_crash,
+        daemon.pack_bytes() < packs_after_crash,
         "orphaned data reclaimed"
     );
-    let leftovers = walk_names(&daemon.path("store/test-host/packs"));
+    let leftovers = daemon
+        .pack_files()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect::<Vec<_>>();
     assert!(
         leftovers.iter().all(|n| n.len() == 64 && !n.contains('#')),
         "only whole packs remain: {leftovers:?}"
@@ -437,43 +425,11 @@ fn job_cancel_stops_a_running_backup() {
             .len(),
         0
     );
-    let store_packs = walk_size(&daemon.path("store/test-host/packs"));
+    let store_packs = daemon.pack_bytes();
     assert!(
         store_packs < 50_000_000,
         "a cancelled backup reclaims what it wrote: {store_packs} bytes left"
     );
-}
-
-fn walk_names(dir: &std::path::Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flat_map(|e| {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                walk_names(&e.path())
-            } else {
-                vec![e.file_name().to_string_lossy().into_owned()]
-            }
-        })
-        .collect()
-}
-
-fn walk_size(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .map(|e| {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                walk_size(&e.path())
-            } else {
-                e.metadata().unwrap().len()
-            }
-        })
-        .sum()
 }
 
 #[test]

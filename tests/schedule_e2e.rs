@@ -109,26 +109,6 @@ fn without_catch_up_a_missed_run_is_skipped() {
     );
 }
 
-fn pack_bytes(daemon: &TestDaemon) -> u64 {
-    fn walk(dir: &std::path::Path) -> u64 {
-        std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| {
-                        if e.path().is_dir() {
-                            walk(&e.path())
-                        } else {
-                            e.metadata().map_or(0, |m| m.len())
-                        }
-                    })
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
-    walk(&daemon.path("store/test-host/packs"))
-}
-
 #[test]
 fn short_retention_prunes_the_old_backup_keeps_the_newest_and_shrinks_the_store() {
     let daemon = start("retention = \"3s\"", "");
@@ -147,10 +127,10 @@ fn short_retention_prunes_the_old_backup_keeps_the_newest_and_shrinks_the_store(
         refused.stderr
     );
 
-    let before = pack_bytes(&daemon);
+    let before = daemon.pack_bytes();
     let dry = daemon.json(&["prune", "--dry-run"]);
     assert_eq!(dry["pruned"], serde_json::json!(["live/old"]), "{dry}");
-    assert_eq!(pack_bytes(&daemon), before, "a dry run deletes nothing");
+    assert_eq!(daemon.pack_bytes(), before, "a dry run deletes nothing");
     let pruned = daemon.json(&["prune"]);
     assert_eq!(
         pruned["pruned"],
@@ -166,7 +146,7 @@ fn short_retention_prunes_the_old_backup_keeps_the_newest_and_shrinks_the_store(
         ["new"],
         "the newest backup stays although it expired too"
     );
-    let after = pack_bytes(&daemon);
+    let after = daemon.pack_bytes();
     assert!(
         before - after > 3_000_000,
         "the store shrank by the old backup's unique data: {before} -> {after}"

@@ -187,6 +187,31 @@ impl TestDaemon {
         }
     }
 
+    /// Every file under the store's `packs/` (name, size), half-written uploads included.
+    pub fn pack_files(&self) -> Vec<(String, u64)> {
+        fn walk(dir: &Path, found: &mut Vec<(String, u64)>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let meta = entry.metadata().unwrap();
+                if meta.is_dir() {
+                    walk(&entry.path(), found);
+                } else {
+                    found.push((entry.file_name().to_string_lossy().into_owned(), meta.len()));
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(&self.path("store/test-host/packs"), &mut found);
+        found
+    }
+
+    /// Total bytes under the store's `packs/`.
+    pub fn pack_bytes(&self) -> u64 {
+        self.pack_files().iter().map(|(_, size)| size).sum()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
     }
