@@ -451,15 +451,14 @@ async fn job_cancel(daemon: &Arc<Daemon>, caller: &Caller, id: i64) -> Outcome {
     }
     if !daemon.runner.cancel(id) {
         // Still queued: it never started, so cancelling is just a state change.
-        let activity = ActivityEntry {
-            time: Utc::now(),
-            user: caller.user.clone(),
-            env: job.env.clone(),
-            action: job.kind.clone(),
-            backup: job.backup.clone(),
-            outcome: "cancelled".into(),
-            detail: Some("cancelled while queued".into()),
-        };
+        let activity = ActivityEntry::now(
+            &caller.user,
+            job.env.as_deref(),
+            &job.kind,
+            job.backup.as_deref(),
+            "cancelled",
+            Some("cancelled while queued".into()),
+        );
         let cancelled = daemon
             .catalog
             .blocking(move |c| c.cancel_queued(id, &activity))
@@ -793,15 +792,14 @@ async fn backup_keep(
         || "kept forever".to_owned(),
         |t| format!("kept until {}", t.to_rfc3339()),
     );
-    let activity = ActivityEntry {
-        time: Utc::now(),
-        user: caller.user.clone(),
-        env: Some(env.clone()),
-        action: "keep".into(),
-        backup: Some(name.clone()),
-        outcome: "succeeded".into(),
-        detail: Some(detail),
-    };
+    let activity = ActivityEntry::now(
+        &caller.user,
+        Some(&env),
+        "keep",
+        Some(&name),
+        "succeeded",
+        Some(detail),
+    );
     let (env_c, name_c) = (env.clone(), name.clone());
     daemon
         .catalog
@@ -838,15 +836,14 @@ async fn backup_delete(
         .blocking(move |c| c.remove_backup(&env_c, &name_c))
         .await?;
     let report = daemon.repo.prune(manifest.as_slice()).await?;
-    let activity = ActivityEntry {
-        time: Utc::now(),
-        user: caller.user.clone(),
-        env: Some(env.clone()),
-        action: "delete".into(),
-        backup: Some(name.clone()),
-        outcome: "succeeded".into(),
-        detail: None,
-    };
+    let activity = ActivityEntry::now(
+        &caller.user,
+        Some(&env),
+        "delete",
+        Some(&name),
+        "succeeded",
+        None,
+    );
     daemon
         .catalog
         .blocking(move |c| c.add_activity(&activity))

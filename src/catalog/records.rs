@@ -93,6 +93,28 @@ impl BackupRecord {
     }
 }
 
+impl ActivityEntry {
+    /// An entry stamped now.
+    pub fn now(
+        user: &str,
+        env: Option<&str>,
+        action: &str,
+        backup: Option<&str>,
+        outcome: &str,
+        detail: Option<String>,
+    ) -> Self {
+        ActivityEntry {
+            time: Utc::now(),
+            user: user.to_owned(),
+            env: env.map(str::to_owned),
+            action: action.to_owned(),
+            backup: backup.map(str::to_owned),
+            outcome: outcome.to_owned(),
+            detail,
+        }
+    }
+}
+
 /// How many jobs wait and run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct JobCounts {

@@ -65,15 +65,14 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
         Err(RepoError::Cancelled) => ("cancelled", Some("cancelled".to_owned())),
         Err(e) => ("failed", Some(e.to_string())),
     };
-    let activity = ActivityEntry {
-        time: Utc::now(),
-        user: job.user.clone(),
-        env: Some(env.clone()),
-        action: "backup".into(),
-        backup: Some(name.clone()),
-        outcome: state.to_owned(),
-        detail: error.clone(),
-    };
+    let activity = ActivityEntry::now(
+        &job.user,
+        Some(&env),
+        "backup",
+        Some(&name),
+        state,
+        error.clone(),
+    );
     let (job_id, env_c, name_c) = (job.id, env.clone(), name.clone());
     let recorded = match outcome {
         Ok(manifest) => {

@@ -103,15 +103,8 @@ pub async fn prune(
                 }
             }
         }
-        let entry = ActivityEntry {
-            time: Utc::now(),
-            user: user.to_owned(),
-            env: Some(env.clone()),
-            action: "prune".into(),
-            backup: Some(name.clone()),
-            outcome: "succeeded".into(),
-            detail: expires.map(|e| format!("expired at {}", e.to_rfc3339())),
-        };
+        let detail = expires.map(|e| format!("expired at {}", e.to_rfc3339()));
+        let entry = ActivityEntry::now(user, Some(env), "prune", Some(name), "succeeded", detail);
         let (env, name) = (env.clone(), name.clone());
         daemon
             .catalog

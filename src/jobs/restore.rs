@@ -91,11 +91,11 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
         Ok(()) => ("succeeded", None),
         Err(failure) => ("failed", Some(failure.message())),
     };
-    let mut entries = vec![activity(
-        job,
-        &env,
+    let mut entries = vec![ActivityEntry::now(
+        &job.user,
+        Some(&env),
         "restore",
-        backup.clone(),
+        backup.as_deref(),
         state,
         error.clone(),
     )];
@@ -108,11 +108,11 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
             Ok(safety) => ("succeeded", Some(format!("restored {safety}"))),
             Err(e) => ("failed", Some(e.clone())),
         };
-        entries.push(activity(
-            job,
-            &env,
+        entries.push(ActivityEntry::now(
+            &job.user,
+            Some(&env),
             "rollback",
-            backup.clone(),
+            backup.as_deref(),
             outcome,
             detail,
         ));
@@ -151,25 +151,6 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
     match &outcome {
         Ok(()) => tracing::info!(job = job.id, env = %env, "restore succeeded"),
         Err(f) => tracing::error!(job = job.id, env = %env, error = %f.message(), "restore failed"),
-    }
-}
-
-fn activity(
-    job: &JobRecord,
-    env: &str,
-    action: &str,
-    backup: Option<String>,
-    outcome: &str,
-    detail: Option<String>,
-) -> ActivityEntry {
-    ActivityEntry {
-        time: Utc::now(),
-        user: job.user.clone(),
-        env: Some(env.to_owned()),
-        action: action.into(),
-        backup,
-        outcome: outcome.into(),
-        detail,
     }
 }
 
