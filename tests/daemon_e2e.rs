@@ -557,3 +557,28 @@ fn restoring_another_environments_backup_needs_download_rights_there() {
         0
     );
 }
+
+#[test]
+fn an_unusable_store_stops_the_daemon_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    support::make_environments(dir.path());
+    let config = dir.path().join("envsnap.toml");
+    let text = support::standard_config(dir.path(), "").replace(
+        &format!("url = \"file://{}/store\"", dir.path().display()),
+        "url = \"file:///dev/null/store\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_envsnapd"))
+        .arg("--config")
+        .arg(&config)
+        .env("ENVSNAP_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("envsnapd: store file:///dev/null/store:"),
+        "{stderr}"
+    );
+}
