@@ -35,6 +35,7 @@ pub mod lock;
 pub mod manifest;
 pub mod pack;
 pub mod prune;
+mod readahead;
 pub mod reader;
 pub mod rebuild;
 pub mod restorer;

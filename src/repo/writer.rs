@@ -39,6 +39,7 @@ use super::manifest::{
     BackupMeta, MANIFEST_FORMAT, Manifest, PartLayout, PartRecord, new_backup_id,
 };
 use super::pack::{ChunkKind, PackBuilder, PackEntry, encode_blob};
+use super::readahead::ReadAhead;
 use super::{RepoError, Repository, checked_name, pack_key};
 use crate::catalog::Catalog;
 use crate::store::Store;
@@ -226,8 +227,8 @@ impl BackupWriter {
         let params = self.repo.config().chunker;
         let stored = Arc::new(AtomicU64::new(0));
         let counter = stored.clone();
+        let reader = ReadAhead::spawn(reader);
         let written = tokio::task::spawn_blocking(move || {
-            let reader = tokio_util::io::SyncIoBridge::new(reader);
             let mut chunks = Vec::new();
             let size = Chunker::new(params).chunk_reader(reader, |data| {
                 chunks.push(sink.add(ChunkKind::Data, data, &counter)?);

@@ -329,6 +329,9 @@ async fn feed_tool(
         .map_err(|e| format!("reading part {part} for {tool}: {e}"))
 }
 
+/// The pipe capacity asked for a dump tool's stdout (Linux's default limit for users).
+const DUMP_PIPE_SIZE: i32 = 1 << 20;
+
 type Finishing = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// A dump tool's stdout. It ends only after the tool exited successfully; a failed
@@ -356,6 +359,9 @@ impl DumpStream {
     fn spawn(command: &mut Command, tool: &str) -> Result<(DumpStream, DumpFailure), String> {
         let mut child = spawn_tool(command, tool, Stdio::null())?;
         let stdout = child.stdout.take().expect("piped");
+        // A larger pipe lets the tool write on while the repository is busy; where
+        // the system refuses (pipe-max-size), the default pipe only costs speed.
+        let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(DUMP_PIPE_SIZE));
         let stderr = collect_stderr(child.stderr.take().expect("piped"));
         let failure = Arc::new(Mutex::new(None));
         let stream = DumpStream {
