@@ -675,7 +675,7 @@ fn map_parts(
 ) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
     let invalid = |message: String| ApiError::new(ErrorCode::Invalid, message);
     for from in map.keys() {
-        if manifest.part(from).is_none() {
+        if manifest.main_parts().all(|p| &p.part != from) {
             return Err(invalid(format!(
                 "--map names part {from}, which backup {} does not have",
                 manifest.meta.name
@@ -685,7 +685,8 @@ fn map_parts(
     let targets = env.parts();
     let kind = |part: &str| part.split(':').next().unwrap_or_default().to_owned();
     let mut mapping = std::collections::BTreeMap::new();
-    for part in &manifest.parts {
+    // Companion parts (a database's roles) are restored with their main part.
+    for part in manifest.main_parts() {
         let to = map
             .get(&part.part)
             .cloned()

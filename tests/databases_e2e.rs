@@ -192,6 +192,8 @@ password_file = "{dir}/pg.pass"
         .cloned()
         .unwrap_or_else(|| panic!("no database part: {job}"));
     assert!(part["size"].as_u64().unwrap() > 1_000_000, "{part}");
+    let parts = job["backup"]["parts"].to_string();
+    assert!(parts.contains("\"database:shop/roles\""), "{parts}");
 
     // Heavy changes: rows updated and deleted, a table dropped, one added.
     pg.sql(
@@ -229,6 +231,70 @@ password_file = "{dir}/pg.pass"
     pg.stop();
     assert_backup_fails(&daemon, "live", "shop", "pg_dump");
     assert!(!daemon.log().contains(&pg.password));
+}
+
+/// The roles a database uses come back with it: a restore onto a server that lost
+/// them creates them (attributes, comment, membership; the dump's grants then apply),
+/// and leaves roles that exist as they are.
+#[test]
+fn postgres_restore_creates_missing_roles() {
+    let Some(pg) = servers::Postgres::start() else {
+        return skip("PostgreSQL 15");
+    };
+    pg.superuser("CREATE DATABASE crm OWNER app");
+    pg.superuser("CREATE ROLE reporting NOLOGIN");
+    pg.superuser("COMMENT ON ROLE reporting IS 'read-only reports'");
+    pg.superuser("CREATE ROLE analyst LOGIN IN ROLE reporting");
+    pg.superuser("CREATE ROLE keeper NOLOGIN");
+    pg.sql(
+        "crm",
+        "CREATE TABLE reports (id int PRIMARY KEY, body text);
+         INSERT INTO reports SELECT g, 'report ' || g FROM generate_series(1, 500) g;
+         GRANT SELECT ON reports TO reporting;",
+    );
+    let daemon = daemon_with(|_| {
+        format!(
+            r#"
+[environments.crm]
+version = "1"
+[environments.crm.databases.crm]
+kind = "postgres"
+database = "crm"
+host = "{socket}"
+user = "postgres"
+"#,
+            socket = pg.socket_dir().display(),
+        )
+    });
+    let job = daemon.json(&["backup", "create", "crm", "--name", "roles", "--wait"]);
+    assert_eq!(job["job"]["state"], "succeeded", "{job}");
+
+    // The server loses the roles; an existing role changes after the backup.
+    pg.sql(
+        "crm",
+        "REVOKE SELECT ON reports FROM reporting; DELETE FROM reports",
+    );
+    pg.superuser("DROP ROLE analyst");
+    pg.superuser("DROP ROLE reporting");
+    pg.superuser("ALTER ROLE keeper LOGIN");
+
+    let restored = daemon.ctl(&["restore", "crm", "roles", "--yes", "--wait"]);
+    assert_eq!(restored.status, 0, "{}{}", restored.stdout, restored.stderr);
+    assert_eq!(
+        pg.superuser(
+            "SELECT rolname, rolcanlogin, pg_has_role(rolname, 'reporting', 'MEMBER'),
+                    coalesce(shobj_description(oid, 'pg_authid'), '-')
+             FROM pg_roles WHERE rolname IN ('analyst', 'keeper', 'reporting') ORDER BY 1"
+        ),
+        "analyst|t|t|-\nkeeper|t|f|-\nreporting|f|t|read-only reports\n"
+    );
+    assert_eq!(
+        pg.sql(
+            "crm",
+            "SELECT count(*), has_table_privilege('reporting', 'reports', 'SELECT') FROM reports"
+        ),
+        "500|t\n"
+    );
 }
 
 // ---------------------------------------------------------------- MariaDB

@@ -298,8 +298,7 @@ async fn roll_back(
         };
     };
     let identity: BTreeMap<String, String> = safety
-        .parts
-        .iter()
+        .main_parts()
         .map(|p| (p.part.clone(), p.part.clone()))
         .collect();
     let restored = restore_parts(daemon, &daemon.repo, safety, &identity, env).await;

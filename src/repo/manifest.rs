@@ -77,6 +77,16 @@ impl Manifest {
         self.parts.iter().find(|p| p.part == name)
     }
 
+    /// The parts an environment's parts correspond to: all but companions.
+    pub fn main_parts(&self) -> impl Iterator<Item = &PartRecord> {
+        self.parts.iter().filter(|p| p.companion_of().is_none())
+    }
+
+    /// The companion `what` of the part `main` (e.g. the roles of a PostgreSQL part).
+    pub fn companion(&self, main: &str, what: &str) -> Option<&PartRecord> {
+        self.part(&companion_name(main, what))
+    }
+
     pub fn encode(&self, keys: &Keys) -> Vec<u8> {
         keys.seal(serde_json::to_vec_pretty(self).expect("a manifest always serializes"))
     }
@@ -97,6 +107,20 @@ impl Manifest {
             ));
         }
         Ok(manifest)
+    }
+}
+
+/// The name of the companion `what` of the part `main`: `database:shop/roles`. Part
+/// names never contain `/` (config names cannot), so companions cannot collide.
+pub fn companion_name(main: &str, what: &str) -> String {
+    format!("{main}/{what}")
+}
+
+impl PartRecord {
+    /// A companion part holds data that belongs to another part and is restored with
+    /// it (the roles a PostgreSQL database needs): the main part's name, if this is one.
+    pub fn companion_of(&self) -> Option<&str> {
+        self.part.split_once('/').map(|(main, _)| main)
     }
 }
 

@@ -19,6 +19,7 @@
 
 pub mod demo;
 pub mod mariadb;
+mod pg_roles;
 pub mod postgres;
 pub mod redis;
 pub mod sqlite;

@@ -16,27 +16,33 @@
 //!    `NAME_envsnap_old`, rename the new one to `NAME`;
 //! 4. drop `NAME_envsnap_old`.
 //!
-//! Roles are cluster-wide objects: `pg_dump` records ownership and grants by role
-//! name but not the roles themselves, and reading them (`pg_dumpall --roles-only`)
-//! needs a superuser. So roles are not part of the dump: a restore expects the roles
-//! the database uses to exist on the target server (always the case when restoring
-//! onto the server the backup came from; for a new server, create them first). A
-//! missing role fails the load (step 2), leaving the old database in place.
-//! Database-level settings (`ALTER DATABASE ... SET`, grants on the database itself)
-//! are likewise not carried over.
+//! Roles are cluster-wide: the dump names them but does not create them. The part's
+//! `roles` companion holds `pg_dumpall --roles-only --no-role-passwords`, and a restore
+//! first creates the roles the target server lacks ([`super::pg_roles`]), in one
+//! transaction, before anything else changes. Passwords are never stored: a role
+//! created by a restore has none until an operator sets it. Database-level settings
+//! (`ALTER DATABASE ... SET`, grants on the database itself) are not carried over.
 //!
 //! The configured user needs `CREATEDB` and must own the database (or be a
-//! superuser). Passwords reach the tools through a 0600 `PGPASSFILE`.
+//! superuser), and `CREATEROLE` to restore onto a server that lacks some of the
+//! database's roles. Passwords reach the tools through a 0600 `PGPASSFILE`.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
 
 use super::{DumpStream, SecretFile, SourceError, feed_tool, find_tool, run_tool, store_dump};
 use crate::config::DatabaseConfig;
+use crate::repo::manifest::{Manifest, companion_name};
 use crate::repo::writer::BackupWriter;
 
 pub const FORMAT: &str = "postgres-custom";
+/// The `roles` companion: the SQL script `pg_dumpall --roles-only` prints.
+pub const ROLES_FORMAT: &str = "postgres-roles-sql";
+const ROLES: &str = "roles";
+/// A roles script larger than this is not a roles script.
+const MAX_ROLES_SCRIPT: u64 = 64 << 20;
 const KIND: &str = "postgres";
 
 fn error(message: impl Into<String>) -> SourceError {
@@ -91,6 +97,12 @@ impl<'a> Connection<'a> {
 
     /// `program` with the connection flags and environment, connecting to `dbname`.
     fn command(&self, program: &Path, dbname: &str) -> Command {
+        self.command_with(program, "--dbname", dbname)
+    }
+
+    /// As [`Self::command`], naming the database with `database_flag` (pg_dumpall's
+    /// `--dbname` is a connection string; its database is `--database`).
+    fn command_with(&self, program: &Path, database_flag: &str, dbname: &str) -> Command {
         let mut command = Command::new(program);
         command.arg("--no-password");
         if let Some(host) = &self.db.host {
@@ -102,7 +114,7 @@ impl<'a> Connection<'a> {
         if let Some(user) = &self.db.user {
             command.arg("--username").arg(user);
         }
-        command.arg("--dbname").arg(dbname);
+        command.arg(database_flag).arg(dbname);
         command.env_remove("PGPASSWORD");
         if let Some(passfile) = &self.passfile {
             command.env("PGPASSFILE", passfile.path());
@@ -138,12 +150,58 @@ pub async fn backup(
     scratch: &Path,
 ) -> Result<(), SourceError> {
     let pg_dump = tool("pg_dump")?;
+    let pg_dumpall = tool("pg_dumpall")?;
     let connection = Connection::open(db, scratch)?;
     let mut command = connection.command(&pg_dump, connection.database());
     command.args(["--format=custom", "--compress=0"]);
     let (stream, failure) = DumpStream::spawn(&mut command, "pg_dump").map_err(error)?;
-    // `connection` (and its PGPASSFILE) lives until the dump has ended.
-    store_dump(writer, part, FORMAT, KIND, stream, failure).await
+    // `connection` (and its PGPASSFILE) lives until the dumps have ended.
+    store_dump(writer, part, FORMAT, KIND, stream, failure).await?;
+
+    let mut command = connection.command_with(&pg_dumpall, "--database", connection.database());
+    command.args(["--roles-only", "--no-role-passwords"]);
+    let (stream, failure) = DumpStream::spawn(&mut command, "pg_dumpall").map_err(error)?;
+    let roles = companion_name(part, ROLES);
+    store_dump(writer, &roles, ROLES_FORMAT, KIND, stream, failure).await
+}
+
+/// Creates the roles of the backup's `roles` companion that the server lacks (a
+/// backup without one, or a server that has them all, needs nothing).
+async fn create_missing_roles(
+    repo: &crate::repo::Repository,
+    manifest: &Manifest,
+    part: &str,
+    connection: &Connection<'_>,
+) -> Result<(), SourceError> {
+    let Some(roles) = manifest.companion(part, ROLES) else {
+        return Ok(());
+    };
+    if roles.format != ROLES_FORMAT || roles.size > MAX_ROLES_SCRIPT {
+        return Err(error(format!(
+            "part {} is not a roles script ({}, {} bytes)",
+            roles.part, roles.format, roles.size
+        )));
+    }
+    let mut script = Vec::new();
+    repo.read_stream(manifest, &roles.part, &mut script)
+        .await
+        .map_err(|e| error(format!("reading part {}: {e}", roles.part)))?;
+    let existing = connection
+        .admin("SELECT coalesce(json_agg(rolname), '[]') FROM pg_roles;\n")
+        .await?;
+    let existing: HashSet<String> = serde_json::from_str(existing.trim())
+        .map_err(|e| error(format!("listing the server's roles: {e}")))?;
+    let statements =
+        super::pg_roles::statements_for_missing(&String::from_utf8_lossy(&script), &existing);
+    if !statements.iter().any(|s| !s.starts_with("SET ")) {
+        return Ok(());
+    }
+    let sql = format!("BEGIN;\n{}\nCOMMIT;\n", statements.join("\n"));
+    connection
+        .admin(&sql)
+        .await
+        .map(|_| ())
+        .map_err(|e| error(format!("creating the database's missing roles: {e}")))
 }
 
 /// `name` as an SQL identifier.
@@ -167,7 +225,7 @@ fn with_suffix(name: &str, suffix: &str) -> String {
 
 pub async fn restore(
     repo: &crate::repo::Repository,
-    manifest: &crate::repo::manifest::Manifest,
+    manifest: &Manifest,
     part: &str,
     db: &DatabaseConfig,
     scratch: &Path,
@@ -177,6 +235,7 @@ pub async fn restore(
     let name = connection.database().to_owned();
     let staged = with_suffix(&name, "_envsnap_new");
     let retired = with_suffix(&name, "_envsnap_old");
+    create_missing_roles(repo, manifest, part, &connection).await?;
 
     // Leftovers of an interrupted restore are ours to clear.
     connection
