@@ -60,6 +60,18 @@ impl From<CatalogError> for ApiError {
     }
 }
 
+impl From<crate::download::DownloadError> for ApiError {
+    fn from(e: crate::download::DownloadError) -> Self {
+        match e {
+            crate::download::DownloadError::Repo(e) => e.into(),
+            crate::download::DownloadError::Invalid(message) => {
+                ApiError::new(ErrorCode::Invalid, message)
+            }
+            output => ApiError::new(ErrorCode::Internal, output.to_string()),
+        }
+    }
+}
+
 impl From<RepoError> for ApiError {
     fn from(e: RepoError) -> Self {
         let code = match &e {
@@ -85,6 +97,7 @@ pub async fn handle(
     request: Request,
     caller: &Caller,
     replies: &mpsc::Sender<Reply>,
+    file: Option<std::os::fd::OwnedFd>,
 ) -> Outcome {
     if let Some(env) = request.env()
         && !matches!(request, Request::Log { .. })
@@ -108,6 +121,26 @@ pub async fn handle(
             to_value(views)
         }
         Request::EnvShow { env } => to_value(env_view(daemon, &env).await?),
+        Request::BackupDownload {
+            env,
+            backup,
+            part,
+            format,
+        } => {
+            let file = file.ok_or_else(|| {
+                ApiError::new(ErrorCode::BadRequest, "a download needs the client's file")
+            })?;
+            backup_download(
+                daemon,
+                caller,
+                &env,
+                &backup,
+                &part,
+                format.as_deref(),
+                file,
+            )
+            .await
+        }
         Request::BackupKeep { env, backup, until } => {
             backup_keep(daemon, caller, env, backup, until).await
         }
@@ -765,6 +798,40 @@ async fn restore_plan(
         "parts": planned,
         "untouched": untouched,
     }))
+}
+
+async fn backup_download(
+    daemon: &Arc<Daemon>,
+    caller: &Caller,
+    env: &str,
+    backup: &str,
+    part: &str,
+    format: Option<&str>,
+    file: std::os::fd::OwnedFd,
+) -> Outcome {
+    let manifest = find_restorable(daemon, &daemon.repo, None, env, backup).await?;
+    let format = crate::download::choose_format(&manifest, part, format)?;
+    let downloaded = crate::download::download(&daemon.repo, &manifest, part, format, file).await;
+    let (outcome, detail) = match &downloaded {
+        Ok(done) => (
+            "succeeded",
+            format!("part {part} as {:?}, {} bytes", done.format, done.bytes),
+        ),
+        Err(e) => ("failed", format!("part {part}: {e}")),
+    };
+    let entry = ActivityEntry::now(
+        &caller.user,
+        Some(env),
+        "download",
+        Some(backup),
+        outcome,
+        Some(detail),
+    );
+    let _ = daemon
+        .catalog
+        .blocking(move |c| c.add_activity(&entry))
+        .await;
+    to_value(downloaded?)
 }
 
 async fn backup_keep(

@@ -12,6 +12,7 @@
 //! - [`daemon`]: wiring and lifecycle of `envsnapd` (signals, systemd, reload).
 //! - [`control`]: the socket protocol, the server (peer credentials, access), the client.
 //! - [`api`]: what each control request does.
+//! - [`download`]: one part of a backup as tar, tar.zst or its native dump.
 //! - [`jobs`]: the persisted job queue and runner; one file per job kind.
 //! - [`schedule`]: cron schedules → due backups, from persisted last runs.
 //! - [`retention`]: which backups to prune (pure planning).
@@ -32,6 +33,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod download;
 pub mod jobs;
 pub mod memory;
 pub mod repo;

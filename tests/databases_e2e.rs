@@ -195,6 +195,33 @@ password_file = "{dir}/pg.pass"
     let parts = job["backup"]["parts"].to_string();
     assert!(parts.contains("\"database:shop/roles\""), "{parts}");
 
+    // A download is a file pg_restore reads as is; the roles are a plain SQL script.
+    let dump = daemon.path("shop.dump");
+    let roles = daemon.path("shop-roles.sql");
+    for (part, file) in [("database:shop", &dump), ("database:shop/roles", &roles)] {
+        let args = ["backup", "download", "live", "good", "--part", part, "-o"];
+        let mut args = args.to_vec();
+        args.push(file.to_str().unwrap());
+        daemon.ctl(&args).ok();
+    }
+    let listed = Command::new(pg.bin.join("pg_restore"))
+        .arg("--list")
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("TABLE DATA public pgbench_accounts"));
+    let script = std::fs::read_to_string(&roles).unwrap();
+    assert!(script.contains("CREATE ROLE app;"), "{script}");
+    assert!(
+        !script.contains(&pg.password) && !script.contains("SCRAM-SHA-256"),
+        "{script}"
+    );
+
     // Heavy changes: rows updated and deleted, a table dropped, one added.
     pg.sql(
         "shop",

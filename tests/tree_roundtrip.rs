@@ -254,7 +254,7 @@ fn export_and_extract(
     let manifest = manifest.clone();
     tokio::task::block_in_place(|| {
         handle
-            .block_on(repo.export_tar(&manifest, "files:data", tokio::fs::File::from_std(file)))
+            .block_on(repo.export_tar(&manifest, "files:data", file))
             .unwrap()
     });
     let status = Command::new(tool)

@@ -137,6 +137,21 @@ enum BackupCommand {
     List { env: String },
     /// One backup with its parts
     Show { env: String, backup: String },
+    /// Write one part of a backup to a file, as tar (tar.zst) or its native dump
+    Download {
+        env: String,
+        backup: String,
+        /// The part, as `backup show` lists it (code, files:NAME, database:NAME)
+        #[arg(long)]
+        part: String,
+        /// The file to write (created as the calling user; `-` for standard output)
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// tar or tar.zst for code and files (default: from FILE's name, else tar);
+        /// native for databases
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// Delete a backup (asks to type its name unless --yes)
     Delete {
         env: String,
@@ -193,6 +208,18 @@ impl Command {
             Command::Backup(BackupCommand::Delete { env, backup, .. }) => {
                 Request::BackupDelete { env, backup }
             }
+            Command::Backup(BackupCommand::Download {
+                env,
+                backup,
+                part,
+                output,
+                format,
+            }) => Request::BackupDownload {
+                env,
+                backup,
+                part,
+                format: format.or_else(|| cli::download::format_for_name(&output)),
+            },
             Command::Job(JobCommand::List) => Request::JobList,
             Command::Job(JobCommand::Show { id }) => Request::JobShow { id },
             Command::Job(JobCommand::Watch { id }) => Request::JobWatch { id },
@@ -288,6 +315,14 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
             "backup name",
             &format!("delete backup {backup} of {env}"),
         )?;
+    }
+    let download_to = match &arguments.command {
+        Command::Backup(BackupCommand::Download { output, .. }) => Some(output.clone()),
+        _ => None,
+    };
+    if let Some(output) = download_to {
+        let request = arguments.command.request();
+        return cli::download::run(&client, request, &output, arguments.json).await;
     }
     let confirmed = confirmed_restore(&arguments.command);
     let request = arguments.command.request();

@@ -13,6 +13,7 @@
 
 pub mod blocks;
 pub mod confirm;
+pub mod download;
 pub mod progress;
 pub mod socket;
 pub mod tables;
@@ -41,6 +42,9 @@ pub enum CliError {
     UnexpectedResult(#[from] serde_json::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A command that cannot run as given.
+    #[error("{0}")]
+    Usage(String),
     /// A destructive command was not confirmed.
     #[error("{0}")]
     NotConfirmed(String),
@@ -133,6 +137,7 @@ pub fn render(
         Request::BackupShow { .. } | Request::BackupKeep { .. } => {
             blocks::backup(&decode(data)?, zone)
         }
+        Request::BackupDownload { .. } => download::summary(data, None),
         Request::BackupDelete { .. } => {
             let deleted: DeletedBackup = decode(data)?;
             format!(

@@ -12,6 +12,7 @@
 //! silent success.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use serde_json::value::RawValue;
@@ -30,6 +31,8 @@ pub enum ClientError {
     Closed,
     #[error("envsnapd sent a reply line longer than {MAX_REPLY} bytes")]
     TooLarge,
+    #[error("envsnapd asked for a file, but this request has none")]
+    UnexpectedFileRequest,
     #[error("envsnapd sent a reply this client does not understand: {0}")]
     BadReply(#[source] serde_json::Error),
     /// The daemon answered with an error: `code` is stable, `message` is for people.
@@ -59,6 +62,17 @@ impl Client {
     pub async fn call(
         &self,
         request: Request,
+        on_progress: impl FnMut(&Progress),
+    ) -> Result<Box<RawValue>, ClientError> {
+        self.call_with_file(request, None, on_progress).await
+    }
+
+    /// As [`Client::call`], passing `file` (opened by the caller) to the daemon when it
+    /// asks for it (`Reply::SendFile`: downloads write into it).
+    pub async fn call_with_file(
+        &self,
+        request: Request,
+        file: Option<BorrowedFd<'_>>,
         mut on_progress: impl FnMut(&Progress),
     ) -> Result<Box<RawValue>, ClientError> {
         let stream =
@@ -97,6 +111,12 @@ impl Client {
             }
             match serde_json::from_slice::<Reply>(&buffer).map_err(ClientError::BadReply)? {
                 Reply::Progress(progress) => on_progress(&progress),
+                Reply::SendFile => {
+                    let file = file.ok_or(ClientError::UnexpectedFileRequest)?;
+                    super::fdpass::send_file(write_half.as_ref(), file)
+                        .await
+                        .map_err(ClientError::Io)?;
+                }
                 Reply::Result { .. } => unreachable!("handled above"),
                 Reply::Error(error) => {
                     return Err(ClientError::Daemon {

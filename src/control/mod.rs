@@ -2,5 +2,6 @@
 //! `envsnapctl` uses.
 
 pub mod client;
+mod fdpass;
 pub mod protocol;
 pub mod server;

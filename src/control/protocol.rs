@@ -3,7 +3,9 @@
 //! Framing: one JSON document per line (`\n`-terminated): a request at most
 //! [`MAX_MESSAGE`] bytes, a reply line at most [`MAX_REPLY`]. The client sends one [`Request`]; the daemon answers with zero or more
 //! [`Reply::Progress`] lines and exactly one final [`Reply::Result`] or
-//! [`Reply::Error`], then closes the connection. `docs/protocol.md` describes the
+//! [`Reply::Error`], then closes the connection. A request that works on a client's
+//! file ([`Request::needs_file`]) is first answered with [`Reply::SendFile`], and the
+//! client passes the open file. `docs/protocol.md` describes the
 //! messages for people writing other clients.
 //!
 //! Error codes ([`ErrorCode`]) are stable: scripts match on them, not on messages.
@@ -70,6 +72,16 @@ pub enum Request {
         env: String,
         backup: String,
     },
+    /// Writes one part of a backup, in a format that needs no envsnap, into a file
+    /// the client opened and passes over the socket (see [`Reply::SendFile`]).
+    BackupDownload {
+        env: String,
+        backup: String,
+        part: String,
+        /// `tar` or `tar.zst` for trees (default `tar`); `native` for databases.
+        #[serde(default)]
+        format: Option<String>,
+    },
     /// Replaces an environment's parts with a backup's (see `jobs/restore.rs`).
     Restore {
         env: String,
@@ -135,8 +147,14 @@ impl Request {
             | Request::Prune { .. }
             | Request::CatalogRebuild
             | Request::Reload => Action::Restore,
+            Request::BackupDownload { .. } => Action::Download,
             _ => Action::Read,
         }
+    }
+
+    /// Whether the request works on a file the client passes over the socket.
+    pub fn needs_file(&self) -> bool {
+        matches!(self, Request::BackupDownload { .. })
     }
 
     /// The environment a request concerns, when it concerns one.
@@ -147,6 +165,7 @@ impl Request {
             | Request::BackupList { env }
             | Request::BackupShow { env, .. }
             | Request::BackupDelete { env, .. }
+            | Request::BackupDownload { env, .. }
             | Request::BackupKeep { env, .. }
             | Request::Restore { env, .. }
             | Request::Verify { env, .. } => Some(env),
@@ -183,7 +202,13 @@ impl std::fmt::Display for Action {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Reply {
     Progress(Progress),
-    Result { data: serde_json::Value },
+    /// The daemon waits for the request's file: the client sends one byte carrying
+    /// the open file descriptor (SCM_RIGHTS), within the request timeout.
+    #[serde(rename = "send-file")]
+    SendFile,
+    Result {
+        data: serde_json::Value,
+    },
     Error(ErrorReply),
 }
 

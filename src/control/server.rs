@@ -15,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc};
 
+use super::fdpass;
 use super::protocol::{
     Envelope, ErrorCode, ErrorReply, MAX_MESSAGE, PROTOCOL_VERSION, Reply, Request,
 };
@@ -72,8 +73,8 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
             return;
         }
     };
-    let (read_half, mut write_half) = stream.into_split();
-    let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(read_half)).await {
+    let (mut read_half, mut write_half) = stream.into_split();
+    let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut read_half)).await {
         Err(_) => Err(ApiError::new(
             ErrorCode::BadRequest,
             format!("no complete request within {}s", REQUEST_TIMEOUT.as_secs()),
@@ -138,10 +139,24 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
         return;
     }
     tracing::debug!(user = %caller.user, ?request, "request");
+    let file = match request.needs_file() {
+        true => match receive_file(&read_half, &mut write_half).await {
+            Ok(file) => Some(file),
+            Err(message) => {
+                let reply = Reply::Error(ErrorReply {
+                    code: ErrorCode::BadRequest,
+                    message,
+                });
+                let _ = write_reply(&mut write_half, &reply).await;
+                return;
+            }
+        },
+        false => None,
+    };
     let (tx, mut rx) = mpsc::channel::<Reply>(16);
     let handler = {
         let (daemon, caller) = (daemon.clone(), caller.clone());
-        tokio::spawn(async move { api::handle(&daemon, request, &caller, &tx).await })
+        tokio::spawn(async move { api::handle(&daemon, request, &caller, &tx, file).await })
     };
     while let Some(progress) = rx.recv().await {
         if write_reply(&mut write_half, &progress).await.is_err() {
@@ -189,6 +204,23 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
             .await
         }
     };
+}
+
+/// Asks the client for the request's file and receives it, within the request time.
+async fn receive_file(
+    read_half: &tokio::net::unix::OwnedReadHalf,
+    write_half: &mut tokio::net::unix::OwnedWriteHalf,
+) -> Result<std::os::fd::OwnedFd, String> {
+    write_reply(write_half, &Reply::SendFile)
+        .await
+        .map_err(|e| format!("asking for the file: {e}"))?;
+    match tokio::time::timeout(REQUEST_TIMEOUT, fdpass::receive_file(read_half.as_ref())).await {
+        Ok(received) => received.map_err(|e| format!("receiving the file: {e}")),
+        Err(_) => Err(format!(
+            "no file received within {}s",
+            REQUEST_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 /// Reads and parses one request line, refusing anything oversized or malformed.

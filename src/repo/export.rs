@@ -10,31 +10,30 @@ use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 
-use tokio::io::AsyncWrite;
-
 use super::manifest::{Manifest, PartLayout};
 use super::reader::{TreeEntries, part_of};
 use super::tree::{Entry, EntryKind, FileChunk};
 use super::{RepoError, Repository};
 
 impl Repository {
-    /// Writes `part` of `manifest` to `out` as a tar stream; returns the entries written.
+    /// Writes `part` of `manifest` to `out` as a tar stream, on a blocking thread (tar
+    /// and compressors are synchronous writers); returns the entries written and `out`,
+    /// flushed, for the caller to finish (a compressor) or sync (a file).
     pub async fn export_tar<W>(
         &self,
         manifest: &Manifest,
         part: &str,
         out: W,
-    ) -> Result<u64, RepoError>
+    ) -> Result<(u64, W), RepoError>
     where
-        W: AsyncWrite + Unpin + Send + 'static,
+        W: Write + Send + 'static,
     {
         let record = part_of(manifest, part, PartLayout::Tree)?.clone();
         let reading = self.writers().begin_read().await;
         let repo = self.clone();
         let part = part.to_owned();
         tokio::task::spawn_blocking(move || {
-            let writer = tokio_util::io::SyncIoBridge::new(out);
-            let written = write_tar(&repo, &record, writer).map_err(|e| e.in_part(&part));
+            let written = write_tar(&repo, &record, out).map_err(|e| e.in_part(&part));
             drop(reading);
             written
         })
@@ -47,7 +46,7 @@ fn write_tar<W: Write>(
     repo: &Repository,
     record: &super::manifest::PartRecord,
     out: W,
-) -> Result<u64, RepoError> {
+) -> Result<(u64, W), RepoError> {
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     let mut written = 0;
@@ -59,11 +58,11 @@ fn write_tar<W: Write>(
         append(repo, &mut builder, &entry).map_err(unwrap_io)?;
         written += 1;
     }
-    builder
+    let mut out = builder
         .into_inner()
-        .and_then(|mut w| w.flush())
         .map_err(|e| RepoError::io("tar output", e))?;
-    Ok(written)
+    out.flush().map_err(|e| RepoError::io("tar output", e))?;
+    Ok((written, out))
 }
 
 fn unwrap_io(e: io::Error) -> RepoError {
