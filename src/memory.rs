@@ -13,15 +13,8 @@ pub fn tune_allocator() {
     // SAFETY: mallopt only changes allocator parameters and takes the allocator lock.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }
-
-/// Free memory kept at the top of the heap before it is given back. Fixing the mmap
-/// threshold also fixes this one, at 128 KiB: every freed chunk buffer would be
-/// returned and its pages faulted in again for the next one (measured: a tenth of a
-/// database backup's CPU). Jobs end with [`release_free_memory`] instead.
-const TRIM_THRESHOLD: i32 = 64 << 20;
 
 /// Returns freed heap memory to the system. After a large reply (a listing of
 /// thousands of backups) the allocator would otherwise keep the pages of all the

@@ -148,7 +148,7 @@ async fn start_runnable(daemon: &Arc<Daemon>) {
         let daemon = daemon.clone();
         daemon.runner.tracker.clone().spawn(async move {
             run_job(&daemon, job, cancel).await;
-            // A job's buffers were kept for reuse while it ran; an idle daemon is small.
+            // What a job allocated goes back to the system: an idle daemon stays small.
             crate::memory::release_free_memory();
             daemon.runner.active().remove(&id);
             let _ = daemon.runner.finished.send(id);

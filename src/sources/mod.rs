@@ -309,6 +309,7 @@ async fn feed_tool(
 ) -> Result<(), String> {
     let mut child = spawn_tool(command, tool, Stdio::piped())?;
     let mut stdin = child.stdin.take().expect("piped");
+    let _ = nix::fcntl::fcntl(&stdin, nix::fcntl::FcntlArg::F_SETPIPE_SZ(TOOL_PIPE_SIZE));
     let mut stdout = child.stdout.take().expect("piped");
     let stderr = collect_stderr(child.stderr.take().expect("piped"));
     let drain = tokio::spawn(async move {
@@ -330,8 +331,9 @@ async fn feed_tool(
         .map_err(|e| format!("reading part {part} for {tool}: {e}"))
 }
 
-/// The pipe capacity asked for a dump tool's stdout (Linux's default limit for users).
-const DUMP_PIPE_SIZE: i32 = 1 << 20;
+/// The pipe capacity asked for a dump's way out of a tool and a restore's way into
+/// one (Linux's default limit for users): fewer, larger transfers.
+const TOOL_PIPE_SIZE: i32 = 1 << 20;
 
 type Finishing = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
@@ -362,7 +364,7 @@ impl DumpStream {
         let stdout = child.stdout.take().expect("piped");
         // A larger pipe lets the tool write on while the repository is busy; where
         // the system refuses (pipe-max-size), the default pipe only costs speed.
-        let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(DUMP_PIPE_SIZE));
+        let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(TOOL_PIPE_SIZE));
         let stderr = collect_stderr(child.stderr.take().expect("piped"));
         let failure = Arc::new(Mutex::new(None));
         let stream = DumpStream {
