@@ -97,7 +97,7 @@ pub async fn handle(
     request: Request,
     caller: &Caller,
     replies: &mpsc::Sender<Reply>,
-    file: Option<std::os::fd::OwnedFd>,
+    mut files: Vec<std::os::fd::OwnedFd>,
 ) -> Outcome {
     if let Some(env) = request.env()
         && !matches!(request, Request::Log { .. })
@@ -121,13 +121,28 @@ pub async fn handle(
             to_value(views)
         }
         Request::EnvShow { env } => to_value(env_view(daemon, &env).await?),
+        Request::Import {
+            env,
+            parts,
+            name,
+            version,
+            wait,
+        } => {
+            let ask = ImportAsk {
+                env,
+                parts,
+                name,
+                version,
+            };
+            import(daemon, caller, ask, files, wait, replies).await
+        }
         Request::BackupDownload {
             env,
             backup,
             part,
             format,
         } => {
-            let file = file.ok_or_else(|| {
+            let file = files.pop().ok_or_else(|| {
                 ApiError::new(ErrorCode::BadRequest, "a download needs the client's file")
             })?;
             backup_download(
@@ -394,16 +409,29 @@ async fn backup_create(
         .map_err(|e| ApiError::new(ErrorCode::Conflict, e.to_string()))?;
     tracing::info!(job = job.id, env = %env, backup = job.backup.as_deref().unwrap_or(""), user = %caller.user, "backup queued");
     daemon.runner.wake();
+    backup_job_outcome(daemon, job, wait, replies).await
+}
+
+/// A queued backup (or import) job: itself, or with `wait` its progress and then the
+/// finished job with its backup (an error if it failed).
+async fn backup_job_outcome(
+    daemon: &Arc<Daemon>,
+    job: JobRecord,
+    wait: bool,
+    replies: &mpsc::Sender<Reply>,
+) -> Outcome {
     if !wait {
         return to_value(job);
     }
+    let env = job.env.clone().unwrap_or_default();
     let finished = follow(daemon, job.id, replies).await?;
     let name = finished.backup.clone().unwrap_or_default();
     if finished.state != "succeeded" {
         return Err(ApiError::new(
             ErrorCode::Failed,
             format!(
-                "backup {name} of {env} {}: {}",
+                "{} {name} of {env} {}: {}",
+                finished.kind,
                 finished.state,
                 finished.error.as_deref().unwrap_or("no reason recorded")
             ),
@@ -411,6 +439,90 @@ async fn backup_create(
     }
     let backup = find_backup(daemon, &env, &name).await?;
     to_value(json!({ "job": finished, "backup": backup }))
+}
+
+/// An import as asked for, before its checks.
+struct ImportAsk {
+    env: String,
+    parts: Vec<String>,
+    name: Option<String>,
+    version: Option<String>,
+}
+
+/// Queues an import of the client's files (one per part) as a backup with trigger
+/// `import`; the checks of the archives themselves run in the job (`jobs/import.rs`).
+async fn import(
+    daemon: &Arc<Daemon>,
+    caller: &Caller,
+    ask: ImportAsk,
+    files: Vec<std::os::fd::OwnedFd>,
+    wait: bool,
+    replies: &mpsc::Sender<Reply>,
+) -> Outcome {
+    let invalid = |message: String| ApiError::new(ErrorCode::Invalid, message);
+    let ImportAsk {
+        env,
+        parts,
+        name,
+        version,
+    } = ask;
+    let config = daemon.config();
+    let env_config = config.env(&env).expect("checked by handle");
+    let known: Vec<String> = env_config.parts().into_iter().map(|p| p.name).collect();
+    if parts.is_empty() {
+        return Err(invalid(
+            "an import needs at least one --part PART=FILE".into(),
+        ));
+    }
+    for (i, part) in parts.iter().enumerate() {
+        if !known.contains(part) {
+            return Err(invalid(format!(
+                "environment {env} has no part {part} (it has: {})",
+                known.join(", ")
+            )));
+        }
+        if parts[..i].contains(part) {
+            return Err(invalid(format!("part {part} is given twice")));
+        }
+    }
+    if let Some(version) = &version
+        && (version.trim().is_empty() || version.len() > 128 || version.contains('\n'))
+    {
+        return Err(invalid(format!("invalid version {version:?}")));
+    }
+    if files.len() != parts.len() {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "an import needs one file per part",
+        ));
+    }
+    if daemon.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "envsnapd is shutting down and takes no new jobs",
+        ));
+    }
+    let name = name.unwrap_or_else(|| generated_name("import"));
+    if !is_safe_name(&name) {
+        return Err(invalid(format!(
+            "invalid backup name {name:?}: use 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit"
+        )));
+    }
+    let args =
+        serde_json::to_string(&crate::jobs::import::ImportArgs { version }).expect("serializes");
+    let host = config.daemon.host.clone();
+    let (user, env_c, name_c) = (caller.user.clone(), env.clone(), name.clone());
+    let job = daemon
+        .catalog
+        .blocking(move |c| Ok(c.queue_backup(&env_c, &name_c, &host, "import", &user, Some(&args))))
+        .await?
+        .map_err(|e| ApiError::new(ErrorCode::Conflict, e.to_string()))?;
+    daemon
+        .runner
+        .attach_files(job.id, parts.into_iter().zip(files).collect());
+    tracing::info!(job = job.id, env = %env, backup = %name, user = %caller.user, "import queued");
+    daemon.runner.wake();
+    backup_job_outcome(daemon, job, wait, replies).await
 }
 
 /// Sends progress while the job runs; returns its final record.
@@ -496,7 +608,9 @@ async fn job_cancel(daemon: &Arc<Daemon>, caller: &Caller, id: i64) -> Outcome {
             .catalog
             .blocking(move |c| c.cancel_queued(id, &activity))
             .await?;
-        if !cancelled {
+        if cancelled {
+            drop(daemon.runner.take_files(id)); // an import's files are closed
+        } else {
             // It started in the meantime: stop it like any running job.
             daemon.runner.cancel(id);
         }

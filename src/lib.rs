@@ -13,6 +13,7 @@
 //! - [`control`]: the socket protocol, the server (peer credentials, access), the client.
 //! - [`api`]: what each control request does.
 //! - [`download`]: one part of a backup as tar, tar.zst or its native dump.
+//! - [`import`]: archives made elsewhere, checked entry by entry before they are stored.
 //! - [`jobs`]: the persisted job queue and runner; one file per job kind.
 //! - [`schedule`]: cron schedules → due backups, from persisted last runs.
 //! - [`retention`]: which backups to prune (pure planning).
@@ -34,6 +35,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod download;
+pub mod import;
 pub mod jobs;
 pub mod memory;
 pub mod repo;

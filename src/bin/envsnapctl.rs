@@ -44,6 +44,29 @@ enum Command {
     /// The daemon's job queue
     #[command(subcommand)]
     Job(JobCommand),
+    /// Store archives made elsewhere (tar, dumps; plain, gzip or zstd) as a backup
+    Import {
+        env: String,
+        /// PART=FILE: the part the archive is for and the file (repeat per part)
+        #[arg(long = "part", value_name = "PART=FILE", required = true, value_parser = cli::import::parse_part)]
+        parts: Vec<(String, PathBuf)>,
+        /// The backup's name (default: generated from the time)
+        #[arg(long)]
+        name: Option<String>,
+        /// The version the backup records (default: the environment's current one)
+        #[arg(long)]
+        version: Option<String>,
+        /// Follow the job; exit non-zero if it fails
+        #[arg(long)]
+        wait: bool,
+        /// Then restore the imported backup (asks to type the environment's name
+        /// unless --yes)
+        #[arg(long)]
+        restore: bool,
+        /// Do not ask for confirmation
+        #[arg(long, requires = "restore")]
+        yes: bool,
+    },
     /// Replace an environment's code, files and databases with a backup's
     Restore {
         env: String,
@@ -225,6 +248,21 @@ impl Command {
             Command::Job(JobCommand::Watch { id }) => Request::JobWatch { id },
             Command::Job(JobCommand::Cancel { id }) => Request::JobCancel { id },
             Command::Log { env, since, limit } => Request::Log { env, since, limit },
+            Command::Import {
+                env,
+                parts,
+                name,
+                version,
+                wait,
+                restore,
+                ..
+            } => Request::Import {
+                env,
+                parts: parts.into_iter().map(|(part, _)| part).collect(),
+                name,
+                version,
+                wait: wait || restore,
+            },
             Command::Restore {
                 env,
                 backup,
@@ -323,6 +361,23 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
     if let Some(output) = download_to {
         let request = arguments.command.request();
         return cli::download::run(&client, request, &output, arguments.json).await;
+    }
+    if let Command::Import {
+        env,
+        parts,
+        restore,
+        yes,
+        ..
+    } = &arguments.command
+    {
+        let files: Vec<PathBuf> = parts.iter().map(|(_, file)| file.clone()).collect();
+        let restore = *restore;
+        if restore && !yes {
+            let what = format!("import into {env} and replace the environment with it");
+            cli::confirm::require_typed_name(env, "environment name", &what)?;
+        }
+        let request = arguments.command.request();
+        return cli::import::run(&client, request, &files, restore, arguments.json).await;
     }
     let confirmed = confirmed_restore(&arguments.command);
     let request = arguments.command.request();

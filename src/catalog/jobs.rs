@@ -77,7 +77,8 @@ impl From<rusqlite::Error> for QueueError {
 }
 
 impl Catalog {
-    /// Queues a backup job and reserves its backup name, in one transaction.
+    /// Queues a backup job and reserves its backup name, in one transaction. A backup
+    /// with trigger `import` is an `import` job (its data comes from the client).
     pub fn queue_backup(
         &self,
         env: &str,
@@ -99,9 +100,14 @@ impl Catalog {
             });
         }
         let now = Utc::now();
+        let kind = if trigger == "import" {
+            "import"
+        } else {
+            "backup"
+        };
         tx.execute(
-            "INSERT INTO jobs (kind, env, state, user, backup, args, created) VALUES ('backup', ?1, 'queued', ?2, ?3, ?4, ?5)",
-            params![env, user, name, args, time_text(now)],
+            "INSERT INTO jobs (kind, env, state, user, backup, args, created) VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6)",
+            params![kind, env, user, name, args, time_text(now)],
         )?;
         let job = tx.last_insert_rowid();
         insert_creating_backup(
@@ -522,7 +528,7 @@ impl Catalog {
         let reason = "interrupted: the daemon stopped while the job ran";
         for job in &interrupted {
             end_job(&tx, job.id, "failed", Some(reason))?;
-            if let (Some(env), Some(backup), "backup") =
+            if let (Some(env), Some(backup), "backup" | "import") =
                 (job.env.as_deref(), job.backup.as_deref(), job.kind.as_str())
             {
                 let half: Option<String> = tx
@@ -541,7 +547,7 @@ impl Catalog {
                         time: Utc::now(),
                         user: job.user.clone(),
                         env: Some(env.to_owned()),
-                        action: "backup".into(),
+                        action: job.kind.clone(),
                         backup: Some(backup.to_owned()),
                         outcome: "failed".into(),
                         detail: Some(reason.into()),

@@ -42,13 +42,13 @@ pub async fn run(
             ));
         }
         let raw = client
-            .call_with_file(request, Some(stdout.as_fd()), |_| {})
+            .call_with_files(request, &[stdout.as_fd()], |_| {})
             .await?;
         return report(&mut std::io::stderr(), raw.get(), None, json);
     }
     let partial = Partial::create(output)?;
     let raw = client
-        .call_with_file(request, Some(partial.file.as_fd()), |_| {})
+        .call_with_files(request, &[partial.file.as_fd()], |_| {})
         .await?;
     partial.keep()?;
     report(&mut std::io::stdout(), raw.get(), Some(output), json)

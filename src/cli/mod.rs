@@ -14,6 +14,7 @@
 pub mod blocks;
 pub mod confirm;
 pub mod download;
+pub mod import;
 pub mod progress;
 pub mod socket;
 pub mod tables;
@@ -145,6 +146,16 @@ pub fn render(
                 deleted.deleted,
                 blocks::counters(&deleted.prune)
             )
+        }
+        Request::Import { wait: false, .. } => {
+            let job: JobRecord = decode(data)?;
+            format!(
+                "queued import job {id}; follow it with: envsnapctl job watch {id}\n",
+                id = job.id
+            )
+        }
+        Request::Import { wait: true, .. } => {
+            blocks::backup(&decode::<CreatedBackup>(data)?.backup, zone)
         }
         Request::Restore { dry_run: true, .. } => blocks::restore_plan(data),
         Request::Restore { wait: false, .. } => {

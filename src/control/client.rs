@@ -31,7 +31,7 @@ pub enum ClientError {
     Closed,
     #[error("envsnapd sent a reply line longer than {MAX_REPLY} bytes")]
     TooLarge,
-    #[error("envsnapd asked for a file, but this request has none")]
+    #[error("envsnapd asked for more files than this request has")]
     UnexpectedFileRequest,
     #[error("envsnapd sent a reply this client does not understand: {0}")]
     BadReply(#[source] serde_json::Error),
@@ -64,17 +64,19 @@ impl Client {
         request: Request,
         on_progress: impl FnMut(&Progress),
     ) -> Result<Box<RawValue>, ClientError> {
-        self.call_with_file(request, None, on_progress).await
+        self.call_with_files(request, &[], on_progress).await
     }
 
-    /// As [`Client::call`], passing `file` (opened by the caller) to the daemon when it
-    /// asks for it (`Reply::SendFile`: downloads write into it).
-    pub async fn call_with_file(
+    /// As [`Client::call`], passing `files` (opened by the caller), one each time the
+    /// daemon asks (`Reply::SendFile`): a download writes into its file, an import
+    /// reads its files.
+    pub async fn call_with_files(
         &self,
         request: Request,
-        file: Option<BorrowedFd<'_>>,
+        files: &[BorrowedFd<'_>],
         mut on_progress: impl FnMut(&Progress),
     ) -> Result<Box<RawValue>, ClientError> {
+        let mut files = files.iter();
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -112,8 +114,8 @@ impl Client {
             match serde_json::from_slice::<Reply>(&buffer).map_err(ClientError::BadReply)? {
                 Reply::Progress(progress) => on_progress(&progress),
                 Reply::SendFile => {
-                    let file = file.ok_or(ClientError::UnexpectedFileRequest)?;
-                    super::fdpass::send_file(write_half.as_ref(), file)
+                    let file = files.next().ok_or(ClientError::UnexpectedFileRequest)?;
+                    super::fdpass::send_file(write_half.as_ref(), *file)
                         .await
                         .map_err(ClientError::Io)?;
                 }

@@ -4,8 +4,8 @@
 //! [`MAX_MESSAGE`] bytes, a reply line at most [`MAX_REPLY`]. The client sends one [`Request`]; the daemon answers with zero or more
 //! [`Reply::Progress`] lines and exactly one final [`Reply::Result`] or
 //! [`Reply::Error`], then closes the connection. A request that works on a client's
-//! file ([`Request::needs_file`]) is first answered with [`Reply::SendFile`], and the
-//! client passes the open file. `docs/protocol.md` describes the
+//! files ([`Request::files_needed`]) is first answered with one [`Reply::SendFile`]
+//! per file, and the client passes each open file in turn. `docs/protocol.md` describes the
 //! messages for people writing other clients.
 //!
 //! Error codes ([`ErrorCode`]) are stable: scripts match on them, not on messages.
@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The largest request the daemon accepts, newline included.
 pub const MAX_MESSAGE: usize = 1 << 20;
+/// The most files one request may pass (an import of that many parts).
+pub const MAX_FILES: usize = 64;
 /// The largest reply line a client accepts: a listing of tens of thousands of
 /// backups is a few MiB; anything far beyond that is a broken peer.
 pub const MAX_REPLY: usize = 64 << 20;
@@ -82,6 +84,20 @@ pub enum Request {
         #[serde(default)]
         format: Option<String>,
     },
+    /// Stores archives made elsewhere as a backup with trigger `import`; the client
+    /// passes one file per part, in order, each after a [`Reply::SendFile`].
+    Import {
+        env: String,
+        /// The environment's parts the files are for, in the order they come.
+        parts: Vec<String>,
+        #[serde(default)]
+        name: Option<String>,
+        /// The version the backup records (default: the environment's current one).
+        #[serde(default)]
+        version: Option<String>,
+        #[serde(default)]
+        wait: bool,
+    },
     /// Replaces an environment's parts with a backup's (see `jobs/restore.rs`).
     Restore {
         env: String,
@@ -144,6 +160,7 @@ impl Request {
             Request::BackupDelete { .. }
             | Request::BackupKeep { .. }
             | Request::Restore { .. }
+            | Request::Import { .. }
             | Request::Prune { .. }
             | Request::CatalogRebuild
             | Request::Reload => Action::Restore,
@@ -152,9 +169,13 @@ impl Request {
         }
     }
 
-    /// Whether the request works on a file the client passes over the socket.
-    pub fn needs_file(&self) -> bool {
-        matches!(self, Request::BackupDownload { .. })
+    /// How many files the client passes over the socket for this request.
+    pub fn files_needed(&self) -> usize {
+        match self {
+            Request::BackupDownload { .. } => 1,
+            Request::Import { parts, .. } => parts.len(),
+            _ => 0,
+        }
     }
 
     /// The environment a request concerns, when it concerns one.
@@ -168,6 +189,7 @@ impl Request {
             | Request::BackupDownload { env, .. }
             | Request::BackupKeep { env, .. }
             | Request::Restore { env, .. }
+            | Request::Import { env, .. }
             | Request::Verify { env, .. } => Some(env),
             Request::Log { env, .. } => env.as_deref(),
             _ => None,
@@ -202,8 +224,8 @@ impl std::fmt::Display for Action {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Reply {
     Progress(Progress),
-    /// The daemon waits for the request's file: the client sends one byte carrying
-    /// the open file descriptor (SCM_RIGHTS), within the request timeout.
+    /// The daemon waits for the request's next file: the client sends one byte
+    /// carrying the open file descriptor (SCM_RIGHTS), within the request timeout.
     #[serde(rename = "send-file")]
     SendFile,
     Result {

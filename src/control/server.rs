@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::fdpass;
 use super::protocol::{
-    Envelope, ErrorCode, ErrorReply, MAX_MESSAGE, PROTOCOL_VERSION, Reply, Request,
+    Envelope, ErrorCode, ErrorReply, MAX_FILES, MAX_MESSAGE, PROTOCOL_VERSION, Reply, Request,
 };
 use crate::api::{self, ApiError, Caller};
 use crate::daemon::Daemon;
@@ -139,24 +139,21 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
         return;
     }
     tracing::debug!(user = %caller.user, ?request, "request");
-    let file = match request.needs_file() {
-        true => match receive_file(&read_half, &mut write_half).await {
-            Ok(file) => Some(file),
-            Err(message) => {
-                let reply = Reply::Error(ErrorReply {
-                    code: ErrorCode::BadRequest,
-                    message,
-                });
-                let _ = write_reply(&mut write_half, &reply).await;
-                return;
-            }
-        },
-        false => None,
+    let files = match receive_files(&request, &read_half, &mut write_half).await {
+        Ok(files) => files,
+        Err(message) => {
+            let reply = Reply::Error(ErrorReply {
+                code: ErrorCode::BadRequest,
+                message,
+            });
+            let _ = write_reply(&mut write_half, &reply).await;
+            return;
+        }
     };
     let (tx, mut rx) = mpsc::channel::<Reply>(16);
     let handler = {
         let (daemon, caller) = (daemon.clone(), caller.clone());
-        tokio::spawn(async move { api::handle(&daemon, request, &caller, &tx, file).await })
+        tokio::spawn(async move { api::handle(&daemon, request, &caller, &tx, files).await })
     };
     while let Some(progress) = rx.recv().await {
         if write_reply(&mut write_half, &progress).await.is_err() {
@@ -206,7 +203,27 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
     };
 }
 
-/// Asks the client for the request's file and receives it, within the request time.
+/// Receives the files the request needs, one handshake each.
+async fn receive_files(
+    request: &Request,
+    read_half: &tokio::net::unix::OwnedReadHalf,
+    write_half: &mut tokio::net::unix::OwnedWriteHalf,
+) -> Result<Vec<std::os::fd::OwnedFd>, String> {
+    let needed = request.files_needed();
+    if needed > MAX_FILES {
+        return Err(format!(
+            "a request may pass at most {MAX_FILES} files, not {needed}"
+        ));
+    }
+    let mut files = Vec::with_capacity(needed);
+    for _ in 0..needed {
+        files.push(receive_file(read_half, write_half).await?);
+    }
+    Ok(files)
+}
+
+/// Asks the client for the request's next file and receives it, within the request
+/// time.
 async fn receive_file(
     read_half: &tokio::net::unix::OwnedReadHalf,
     write_half: &mut tokio::net::unix::OwnedWriteHalf,

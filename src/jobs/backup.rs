@@ -60,6 +60,20 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
         keep_until,
     };
     let outcome = make_backup(daemon, &request, &cancel).await;
+    finish(daemon, job, &env, &name, outcome).await;
+}
+
+/// Records a backup job's outcome (an import's too): the backup `completed` and the
+/// job succeeded in one transaction, or the backup removed and the job failed; then
+/// retention, the log line and the success or failure hook.
+pub(super) async fn finish(
+    daemon: &Arc<Daemon>,
+    job: &JobRecord,
+    env: &str,
+    name: &str,
+    outcome: Result<Manifest, RepoError>,
+) {
+    let (env, name) = (env.to_owned(), name.to_owned());
     let (state, error) = match &outcome {
         Ok(_) => ("succeeded", None),
         Err(RepoError::Cancelled) => ("cancelled", Some("cancelled".to_owned())),
@@ -68,7 +82,7 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
     let activity = ActivityEntry::now(
         &job.user,
         Some(&env),
-        "backup",
+        &job.kind,
         Some(&name),
         state,
         error.clone(),
@@ -118,9 +132,9 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
         });
     }
     match &error {
-        None => tracing::info!(job = job.id, env = %env, backup = %name, "backup completed"),
+        None => tracing::info!(job = job.id, env = %env, backup = %name, "{} completed", job.kind),
         Some(e) => {
-            tracing::warn!(job = job.id, env = %env, backup = %name, error = %e, "backup {state}")
+            tracing::warn!(job = job.id, env = %env, backup = %name, error = %e, "{} {state}", job.kind)
         }
     }
     run_hook(daemon, job, &env, &name, error.as_deref()).await;

@@ -9,10 +9,12 @@
 //! at a safe point; their tasks are tracked so the daemon waits for them.
 
 pub mod backup;
+pub mod import;
 pub mod prune;
 pub mod restore;
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, broadcast};
@@ -31,6 +33,9 @@ struct Active {
 pub struct Runner {
     wake: Notify,
     active: Mutex<HashMap<i64, Active>>,
+    /// The files an import job reads, passed by its client; held until it runs (a
+    /// restart loses them, and the job then fails saying so).
+    files: Mutex<HashMap<i64, Vec<(String, OwnedFd)>>>,
     finished: broadcast::Sender<i64>,
     tracker: TaskTracker,
 }
@@ -40,6 +45,7 @@ impl Default for Runner {
         Runner {
             wake: Notify::new(),
             active: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
             finished: broadcast::channel(64).0,
             tracker: TaskTracker::new(),
         }
@@ -47,6 +53,15 @@ impl Default for Runner {
 }
 
 impl Runner {
+    /// Holds an import job's files (part name, open file) until it runs.
+    pub fn attach_files(&self, job: i64, files: Vec<(String, OwnedFd)>) {
+        self.files.lock().expect("runner lock").insert(job, files);
+    }
+
+    pub(crate) fn take_files(&self, job: i64) -> Option<Vec<(String, OwnedFd)>> {
+        self.files.lock().expect("runner lock").remove(&job)
+    }
+
     /// Asks the loop to look at the queue again.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -161,6 +176,7 @@ async fn run_job(daemon: &Arc<Daemon>, job: JobRecord, cancel: CancellationToken
     tracing::info!(job = job.id, kind = %job.kind, env = job.env.as_deref().unwrap_or(""), "job started");
     match job.kind.as_str() {
         "backup" => backup::run(daemon, &job, cancel).await,
+        "import" => import::run(daemon, &job, cancel).await,
         "restore" => restore::run(daemon, &job, cancel).await,
         other => {
             let error = format!("unknown job kind {other:?}");

@@ -1,0 +1,365 @@
+//! Import: archives made elsewhere, checked before anything is stored.
+//!
+//! An import takes, per part, a file in the formats a download gives: a tar archive
+//! for code and files, the native dump for a database, each plain or compressed with
+//! gzip or zstd (told by their magic bytes, not by names). Everything in them is
+//! hostile until checked:
+//!
+//! - a tar archive is unpacked entry by entry into a private staging directory, and
+//!   refused at the first entry with an absolute path or `..`, a symlink that points
+//!   outside the part, a hard link to anything but a file earlier in the archive, a
+//!   device node, or a corrupt or truncated header or body;
+//! - a dump must start as its kind's dumps do (`PGDMP`, `SQLite format 3`, `REDIS`,
+//!   SQL text for MariaDB) and, where the format tells its own length or end, be
+//!   whole: a SQLite file as long as its header says, an RDB file ending with its
+//!   end-of-file marker, a MariaDB dump ending with `-- Dump completed`;
+//! - gzip and zstd streams must be complete.
+//!
+//! A refusal names the part and what is wrong, in one line; the job then stores
+//! nothing (`jobs/import.rs`).
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
+
+use crate::config::DatabaseKind;
+
+/// A decompressed input.
+pub type Input = Pin<Box<dyn AsyncRead + Send>>;
+
+/// `file` as its decompressed stream: gzip and zstd by their magic bytes, else as is.
+pub async fn decompressed(file: std::fs::File) -> io::Result<Input> {
+    let mut reader = BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+    let head = reader.fill_buf().await?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        let mut decoder = GzipDecoder::new(reader);
+        decoder.multiple_members(true);
+        Box::pin(decoder)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let mut decoder = ZstdDecoder::new(reader);
+        decoder.multiple_members(true);
+        Box::pin(decoder)
+    } else {
+        Box::pin(reader)
+    })
+}
+
+// ------------------------------------------------------------------------- tar --
+
+/// Unpacks the tar archive `input` into `root` (a new, private directory), checking
+/// every entry first; returns the number of entries.
+pub async fn unpack_tar(input: Input, root: PathBuf) -> Result<u64, String> {
+    tokio::task::spawn_blocking(move || {
+        let reader = tokio_util::io::SyncIoBridge::new(input);
+        unpack(reader, &root)
+    })
+    .await
+    .map_err(|e| format!("unpacking stopped: {e}"))?
+}
+
+fn unpack(reader: impl Read, root: &Path) -> Result<u64, String> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_preserve_mtime(true);
+    let corrupt =
+        |e: io::Error| format!("the archive is corrupt or truncated: {}", with_causes(&e));
+    let mut files: HashSet<PathBuf> = HashSet::new();
+    let mut directories = Vec::new();
+    let mut root_meta: Option<(tar::Header, (i64, i64))> = None;
+    let mut count = 0;
+    for entry in archive.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        let raw = entry.path().map_err(corrupt)?.into_owned();
+        let path = inside_path(&raw)
+            .ok_or_else(|| format!("entry {} leaves the part (absolute or ..)", raw.display()))?;
+        let shown = path.display();
+        use tar::EntryType::*;
+        match entry.header().entry_type() {
+            Regular | Continuous | GNUSparse => {
+                files.insert(path.clone());
+            }
+            Directory => {}
+            Symlink => {
+                let target = link_target(&entry, &shown)?;
+                if !symlink_stays_inside(&path, &target) {
+                    return Err(format!(
+                        "symlink {shown} points outside the part (to {})",
+                        target.display()
+                    ));
+                }
+            }
+            Link => {
+                let target = link_target(&entry, &shown)?;
+                if !inside_path(&target).is_some_and(|t| files.contains(&t)) {
+                    return Err(format!(
+                        "hard link {shown} does not point to a file earlier in the archive (to {})",
+                        target.display()
+                    ));
+                }
+            }
+            Fifo => {}
+            Char | Block => return Err(format!("entry {shown} is a device node")),
+            other => return Err(format!("entry {shown} has an unsupported type ({other:?})")),
+        }
+        let mtime = precise_mtime(&mut entry);
+        if path.as_os_str().is_empty() {
+            // The root: the part's own directory; its metadata is applied last.
+            root_meta = Some((entry.header().clone(), mtime));
+            continue;
+        }
+        let unpacked = entry
+            .unpack_in(root)
+            .map_err(|e| format!("cannot unpack entry {shown}: {}", with_causes(&e)))?;
+        if !unpacked {
+            return Err(format!("entry {shown} leaves the part"));
+        }
+        // The tar crate sets whole seconds; a PAX record may hold nanoseconds.
+        match entry.header().entry_type() {
+            Directory => directories.push((path, mtime)),
+            _ => set_mtime(&root.join(&path), mtime),
+        }
+        count += 1;
+    }
+    // Creating entries inside directories changed their times: set them last.
+    for (dir, mtime) in directories.iter().rev() {
+        set_mtime(&root.join(dir), *mtime);
+    }
+    if let Some((header, mtime)) = root_meta {
+        apply_root_metadata(root, &header, mtime)?;
+    }
+    Ok(count)
+}
+
+/// An entry's mtime as (seconds, nanoseconds): the PAX `mtime` record when there is
+/// one (our downloads and GNU tar --posix write it), else the header's seconds.
+fn precise_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> (i64, i64) {
+    let seconds = entry.header().mtime().unwrap_or(0) as i64;
+    let pax = entry.pax_extensions().ok().flatten().and_then(|records| {
+        let record = records.flatten().find(|r| r.key() == Ok("mtime"))?;
+        let text = record.value().ok()?;
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let digits: String = fraction.chars().take(9).collect();
+        let nanos = format!("{digits:0<9}").parse::<i64>().ok()?;
+        Some((whole.parse::<i64>().ok()?, nanos))
+    });
+    pax.unwrap_or((seconds, 0))
+}
+
+fn set_mtime(path: &Path, (seconds, nanos): (i64, i64)) {
+    let time = nix::sys::time::TimeSpec::new(seconds, nanos);
+    let _ = nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &time,
+        &time,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
+}
+
+/// The archive's own root entry (`./`) describes the part's directory: its mode,
+/// owner (when run as root) and time.
+fn apply_root_metadata(root: &Path, header: &tar::Header, mtime: (i64, i64)) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |e: io::Error| format!("the archive's root entry: {}", with_causes(&e));
+    let mode = header.mode().map_err(bad)? & 0o7777;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode)).map_err(bad)?;
+    if nix::unistd::geteuid().is_root() {
+        let (uid, gid) = (header.uid().map_err(bad)?, header.gid().map_err(bad)?);
+        std::os::unix::fs::lchown(root, Some(uid as u32), Some(gid as u32)).map_err(bad)?;
+    }
+    set_mtime(root, mtime);
+    Ok(())
+}
+
+/// An error and its causes on one line (the tar crate puts the reason in a cause).
+fn with_causes(error: &io::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error)
+        .or_else(|| error.get_ref().and_then(|inner| inner.source()));
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
+}
+
+fn link_target<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    shown: &impl std::fmt::Display,
+) -> Result<PathBuf, String> {
+    entry
+        .link_name()
+        .map_err(|e| format!("entry {shown}: unreadable link target: {e}"))?
+        .map(|t| t.into_owned())
+        .ok_or_else(|| format!("link {shown} has no target"))
+}
+
+/// `path` as a relative path inside the part (`./` and `.` dropped), or None if it is
+/// absolute or climbs with `..`.
+fn inside_path(path: &Path) -> Option<PathBuf> {
+    let mut inside = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => inside.push(name),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) | Component::ParentDir => return None,
+        }
+    }
+    Some(inside)
+}
+
+/// Whether a symlink at `link` (inside the part) to `target` resolves inside it.
+fn symlink_stays_inside(link: &Path, target: &Path) -> bool {
+    let mut depth = link.components().count().saturating_sub(1) as i64;
+    for component in target.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+// ----------------------------------------------------------------------- dumps --
+
+/// `input` as a dump of `kind`, checked to start like one; the returned stream fails
+/// at its end if the dump is not whole (where the format tells).
+pub async fn checked_dump(mut input: Input, kind: DatabaseKind) -> Result<Input, String> {
+    let mut head = Vec::with_capacity(HEAD);
+    (&mut input)
+        .take(HEAD as u64)
+        .read_to_end(&mut head)
+        .await
+        .map_err(|e| format!("the dump is corrupt or truncated: {e}"))?;
+    let expected = match kind {
+        DatabaseKind::Postgres => "a PostgreSQL custom-format dump (pg_dump -Fc)",
+        DatabaseKind::Sqlite => "a SQLite database file",
+        DatabaseKind::Redis => "a Redis RDB file",
+        DatabaseKind::Mariadb => "a MariaDB/MySQL SQL dump (mariadb-dump)",
+    };
+    let starts_right = match kind {
+        DatabaseKind::Postgres => head.starts_with(b"PGDMP"),
+        DatabaseKind::Sqlite => head.starts_with(b"SQLite format 3\0"),
+        DatabaseKind::Redis => head.starts_with(b"REDIS"),
+        DatabaseKind::Mariadb => looks_like_sql(&head),
+    };
+    if !starts_right {
+        return Err(format!("the file is not {expected}"));
+    }
+    let end = match kind {
+        DatabaseKind::Sqlite => EndCheck::Length(sqlite_length(&head)),
+        DatabaseKind::Redis => EndCheck::RdbEof,
+        DatabaseKind::Mariadb => EndCheck::DumpCompleted,
+        DatabaseKind::Postgres => EndCheck::Length(None),
+    };
+    let whole = AsyncReadExt::chain(std::io::Cursor::new(head), input);
+    Ok(Box::pin(Checked {
+        inner: whole,
+        end,
+        total: 0,
+        tail: Vec::new(),
+    }))
+}
+
+/// Bytes read ahead to recognise a dump.
+const HEAD: usize = 100;
+/// Bytes kept from the end of a dump for its end check.
+const TAIL: usize = 256;
+
+fn looks_like_sql(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head);
+    let text = text.trim_start();
+    !head.contains(&0)
+        && ["--", "/*", "SET ", "CREATE ", "DROP ", "USE ", "INSERT "]
+            .iter()
+            .any(|start| text.starts_with(start))
+}
+
+/// The length a SQLite file's header gives (page size × page count), when the count
+/// is valid (SQLite 3.7.0 and later write it so).
+fn sqlite_length(head: &[u8]) -> Option<u64> {
+    let be32 = |at: usize| -> Option<u64> {
+        Some(u32::from_be_bytes(head.get(at..at + 4)?.try_into().ok()?).into())
+    };
+    let page_size: u64 = match u16::from_be_bytes(head.get(16..18)?.try_into().ok()?) {
+        1 => 65536,
+        size => size.into(),
+    };
+    let (pages, change_counter, valid_for) = (be32(28)?, be32(24)?, be32(92)?);
+    (pages > 0 && change_counter == valid_for).then_some(page_size * pages)
+}
+
+/// How a dump's end is checked.
+enum EndCheck {
+    /// The exact length, when known.
+    Length(Option<u64>),
+    /// An RDB file ends with the EOF opcode (0xFF) and an 8-byte checksum.
+    RdbEof,
+    /// mariadb-dump's last line.
+    DumpCompleted,
+}
+
+/// A dump stream that fails at its end if the dump is not whole.
+struct Checked<R> {
+    inner: R,
+    end: EndCheck,
+    total: u64,
+    tail: Vec<u8>,
+}
+
+impl<R> Checked<R> {
+    fn check_end(&self) -> Result<(), String> {
+        let whole = match &self.end {
+            EndCheck::Length(None) => true,
+            EndCheck::Length(Some(length)) => self.total == *length,
+            EndCheck::RdbEof => self.tail.len() >= 9 && self.tail[self.tail.len() - 9] == 0xff,
+            EndCheck::DumpCompleted => {
+                String::from_utf8_lossy(&self.tail).contains("-- Dump completed")
+            }
+        };
+        match whole {
+            true => Ok(()),
+            false => Err("the dump is truncated: it does not end as a whole dump does".into()),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let fresh = &buf.filled()[before..];
+        if fresh.is_empty() && buf.remaining() > 0 {
+            return Poll::Ready(self.check_end().map_err(io::Error::other));
+        }
+        self.total += fresh.len() as u64;
+        self.tail
+            .extend_from_slice(&fresh[fresh.len().saturating_sub(TAIL)..]);
+        if self.tail.len() > 2 * TAIL {
+            let cut = self.tail.len() - TAIL;
+            self.tail.drain(..cut);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+//! The import job: archives made elsewhere become a backup with trigger `import`.
+//!
+//! The client passed one open file per part with the request (`api.rs` holds them in
+//! the runner until the job runs). Each is decompressed and checked as it is stored
+//! (`import.rs`): a tree part's tar archive is unpacked, entry by entry, into a
+//! private staging directory and archived from there like a live directory; a
+//! database part's dump is stored as a stream part in its native format. The first
+//! problem fails the job, and, as for any backup, nothing is listed and what was
+//! uploaded is deleted. The backup records the version given with the import, else
+//! the environment's current one, so that a later restore passes the version check.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::JobRecord;
+use crate::config::{EnvConfig, PartSource};
+use crate::daemon::Daemon;
+use crate::repo::RepoError;
+use crate::repo::archiver::TreeOptions;
+use crate::repo::manifest::{BackupMeta, Manifest};
+use crate::repo::writer::BackupWriter;
+
+/// An import job's arguments, stored with it in the catalog.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ImportArgs {
+    /// The version the backup records (default: the environment's current one).
+    pub version: Option<String>,
+}
+
+pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToken) {
+    let env = job.env.clone().unwrap_or_default();
+    let name = job.backup.clone().unwrap_or_default();
+    let outcome = match daemon.runner.take_files(job.id) {
+        Some(files) => import(daemon, job, &env, &name, files, &cancel).await,
+        None => Err(RepoError::Source(
+            "the import's files were lost when the daemon restarted; run the import again".into(),
+        )),
+    };
+    super::backup::finish(daemon, job, &env, &name, outcome).await;
+}
+
+async fn import(
+    daemon: &Arc<Daemon>,
+    job: &JobRecord,
+    env: &str,
+    name: &str,
+    files: Vec<(String, OwnedFd)>,
+    cancel: &CancellationToken,
+) -> Result<Manifest, RepoError> {
+    let config = daemon.config();
+    let env_config = config
+        .env(env)
+        .ok_or_else(|| RepoError::Source(format!("environment {env} is no longer in the config")))?
+        .clone();
+    let args = {
+        let id = job.id;
+        daemon.catalog.blocking(move |c| c.job_args(id)).await
+    };
+    let args: ImportArgs = args
+        .ok()
+        .flatten()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    let version = match args.version {
+        Some(version) => version,
+        None => env_config
+            .version
+            .read(config.daemon.command_timeout)
+            .await
+            .map_err(|e| RepoError::Source(format!("reading the version of {env}: {e}")))?,
+    };
+    let scratch = config.daemon.state_dir.join("tmp");
+    let mut writer = daemon.repo.start_backup(cancel.clone()).await?;
+    for (part, file) in files {
+        let stored = store_part(&mut writer, &env_config, &part, file, &scratch, job.id).await;
+        if let Err(e) = stored {
+            writer.abort().await;
+            return Err(if cancel.is_cancelled() {
+                RepoError::Cancelled
+            } else {
+                e
+            });
+        }
+    }
+    let expires = chrono::Duration::from_std(env_config.retention)
+        .ok()
+        .map(|r| chrono::Utc::now() + r);
+    writer
+        .commit(BackupMeta {
+            env: env.to_owned(),
+            name: name.to_owned(),
+            version,
+            trigger: "import".to_owned(),
+            user: job.user.clone(),
+            expires,
+        })
+        .await
+}
+
+/// Checks and stores one file as the part `part` of the environment.
+async fn store_part(
+    writer: &mut BackupWriter,
+    env: &EnvConfig,
+    part: &str,
+    file: OwnedFd,
+    scratch: &Path,
+    job: i64,
+) -> Result<(), RepoError> {
+    let refused = |message: String| RepoError::Source(format!("importing {part}: {message}"));
+    let target = env
+        .parts()
+        .into_iter()
+        .find(|p| p.name == part)
+        .ok_or_else(|| refused(format!("environment {} has no such part", env.name)))?;
+    let input = crate::import::decompressed(std::fs::File::from(file))
+        .await
+        .map_err(|e| refused(format!("cannot read the file: {e}")))?;
+    match &target.source {
+        PartSource::Tree { .. } => {
+            let staging = Staging::create(scratch, job).map_err(refused)?;
+            let root = staging.path.join("root");
+            std::fs::create_dir(&root).map_err(|e| refused(format!("{}: {e}", root.display())))?;
+            crate::import::unpack_tar(input, root.clone())
+                .await
+                .map_err(refused)?;
+            let options = TreeOptions {
+                parent: None,
+                exclude: Vec::new(),
+            };
+            writer.add_tree(part, root, options).await?;
+        }
+        PartSource::Database(db) => {
+            let dump = crate::import::checked_dump(input, db.kind)
+                .await
+                .map_err(refused)?;
+            writer
+                .add_stream(part, crate::sources::format_for(db.kind), dump)
+                .await
+                .map_err(|e| match e {
+                    RepoError::InPart { source, .. } => refused(source.to_string()),
+                    other => other,
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// A private (0700) directory an archive is unpacked into, below it at `root` (whose
+/// metadata the archive sets); removed when dropped.
+struct Staging {
+    path: std::path::PathBuf,
+}
+
+impl Staging {
+    fn create(scratch: &Path, job: i64) -> Result<Staging, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+        let path = scratch.join(format!("import-{job}"));
+        let _ = std::fs::remove_dir_all(&path); // a leftover of an interrupted run
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Staging { path })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
