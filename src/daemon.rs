@@ -43,6 +43,11 @@ pub enum DaemonError {
     },
     #[error("control socket {path}: {problem}")]
     Socket { path: String, problem: String },
+    #[error("metrics listener {address} (daemon.metrics_listen): {source}")]
+    Metrics {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Everything the server, the runner and the jobs share.
@@ -149,12 +154,13 @@ impl Daemon {
                 c.daemon.host.clone(),
                 c.daemon.state_dir.clone(),
                 c.daemon.socket.clone(),
+                c.daemon.metrics_listen,
                 c.store.url.clone(),
             )
         };
         if fixed(&fresh) != fixed(&current) {
             tracing::warn!(
-                "daemon.host, daemon.state_dir, daemon.socket and [store] changes take effect at the next start"
+                "daemon.host, daemon.state_dir, daemon.socket, daemon.metrics_listen and [store] changes take effect at the next start"
             );
         }
         let fresh = Arc::new(fresh);
@@ -214,13 +220,27 @@ pub async fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixListene
     Ok(listener)
 }
 
+/// The metrics listener, bound before the daemon reports itself ready.
+pub async fn bind_metrics(
+    address: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, DaemonError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| DaemonError::Metrics { address, source })
+}
+
 /// Runs the daemon until SIGTERM/SIGINT (or `daemon.shutdown` fires).
-pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    listener: UnixListener,
+    metrics: Option<tokio::net::TcpListener>,
+) {
     let socket: PathBuf = daemon.config().daemon.socket.clone();
     let runner = tokio::spawn(jobs::run(daemon.clone()));
     let scheduler = tokio::spawn(crate::schedule::run(daemon.clone()));
     let pruner = tokio::spawn(crate::jobs::prune::daily(daemon.clone()));
     let server = tokio::spawn(crate::control::server::run(listener, daemon.clone()));
+    let metrics = metrics.map(|l| tokio::spawn(crate::metrics::serve(l, daemon.clone())));
     let signals = tokio::spawn(handle_signals(daemon.clone()));
     let watchdog = tokio::spawn(feed_watchdog());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -231,6 +251,9 @@ pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
     let _ = runner.await;
     daemon.runner.wait_idle().await;
     let _ = server.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     let _ = scheduler.await;
     let _ = pruner.await;
     signals.abort();

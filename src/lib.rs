@@ -15,6 +15,7 @@
 //! - [`download`]: one part of a backup as tar, tar.zst or its native dump.
 //! - [`import`]: archives made elsewhere, checked entry by entry before they are stored.
 //! - [`jobs`]: the persisted job queue and runner; one file per job kind.
+//! - [`metrics`]: Prometheus metrics from the catalog, on an opt-in loopback listener.
 //! - [`schedule`]: cron schedules → due backups, from persisted last runs.
 //! - [`retention`]: which backups to prune (pure planning).
 //! - [`sources`]: how each kind of part is read (database dumps).
@@ -38,6 +39,7 @@ pub mod download;
 pub mod import;
 pub mod jobs;
 pub mod memory;
+pub mod metrics;
 pub mod repo;
 pub mod retention;
 pub mod schedule;

@@ -568,15 +568,7 @@ fn an_unusable_store_stops_the_daemon_with_one_line() {
         "url = \"file:///dev/null/store\"",
     );
     std::fs::write(&config, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_envsnapd"))
-        .arg("--config")
-        .arg(&config)
-        .env("ENVSNAP_LOG", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = support::start_failing(&config);
     assert!(
         stderr.starts_with("envsnapd: store file:///dev/null/store:"),
         "{stderr}"

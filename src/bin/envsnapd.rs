@@ -76,16 +76,21 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
 }
 
 async fn run(config: Config) -> Result<(), daemon::DaemonError> {
-    let (socket, group) = (
+    let (socket, group, metrics) = (
         config.daemon.socket.clone(),
         config.daemon.socket_group.clone(),
+        config.daemon.metrics_listen,
     );
     if !config.path.is_file() {
         tracing::info!(state_dir = %config.daemon.state_dir.display(), "no config file: running the built-in demo setup");
     }
     let daemon = Daemon::open(config).await?;
     let listener = daemon::bind_socket(&socket, group.as_deref()).await?;
-    daemon::serve(daemon, listener).await;
+    let metrics = match metrics {
+        Some(address) => Some(daemon::bind_metrics(address).await?),
+        None => None,
+    };
+    daemon::serve(daemon, listener, metrics).await;
     Ok(())
 }
 

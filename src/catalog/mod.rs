@@ -14,6 +14,7 @@ mod chunks;
 mod jobs;
 mod migrations;
 mod records;
+mod stats;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +25,7 @@ pub use backups::{CompletedBackup, NewBackup};
 pub use chunks::ChunkLocation;
 pub use jobs::QueueError;
 pub use records::{ActivityEntry, BackupRecord, EnvState, JobCounts, JobRecord, PartSize};
+pub use stats::{EnvStats, JobOutcomes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

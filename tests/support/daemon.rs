@@ -280,6 +280,22 @@ impl Drop for TestDaemon {
 
 /// A Unix user for access tests (created once; tests running at the same time may
 /// race on /etc/passwd's lock, so creation is retried).
+/// Runs envsnapd on `config`, which must stop it at start with exit status 1 and one
+/// line on stderr; returns that line.
+#[allow(dead_code)] // not every test binary starts a failing daemon
+pub fn start_failing(config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_envsnapd"))
+        .arg("--config")
+        .arg(config)
+        .env("ENVSNAP_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    stderr.trim().to_owned()
+}
+
 pub fn ensure_user(name: &str) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
