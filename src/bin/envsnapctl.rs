@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use envsnap::cli::{self, CliError};
 use envsnap::control::client::Client;
 use envsnap::control::protocol::Request;
@@ -119,6 +119,11 @@ enum Command {
     /// The daemon's catalog
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (envsnapctl.1 and one per command) into DIR
+    #[command(hide = true)]
+    ManPages { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,7 +297,32 @@ impl Command {
             },
             Command::Prune { dry_run } => Request::Prune { dry_run },
             Command::Catalog(CatalogCommand::Rebuild) => Request::CatalogRebuild,
+            Command::Completions { .. } | Command::ManPages { .. } => {
+                unreachable!("answered without the daemon")
+            }
         }
+    }
+}
+
+/// Commands answered without the daemon: completions and man pages.
+fn answer_locally(command: &Command) -> Option<Result<(), CliError>> {
+    match command {
+        Command::Completions { shell } => {
+            let mut stdout = std::io::stdout();
+            clap_complete::generate(*shell, &mut Arguments::command(), "envsnapctl", &mut stdout);
+            Some(Ok(()))
+        }
+        Command::ManPages { dir } => Some(
+            std::fs::create_dir_all(dir)
+                .and_then(|()| clap_mangen::generate_to(Arguments::command(), dir))
+                .map_err(|e| {
+                    CliError::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", dir.display()),
+                    ))
+                }),
+        ),
+        _ => None,
     }
 }
 
@@ -341,6 +371,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(arguments: Arguments) -> Result<(), CliError> {
+    if let Some(answered) = answer_locally(&arguments.command) {
+        return answered;
+    }
     let client = Client::new(cli::resolve_socket(arguments.socket));
     if let Command::Backup(BackupCommand::Delete {
         env,
@@ -410,7 +443,6 @@ fn confirmed_restore(command: &Command) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     fn request(line: &str) -> Request {
         Arguments::try_parse_from(line.split_whitespace())
@@ -422,6 +454,28 @@ mod tests {
     #[test]
     fn arguments_are_consistent() {
         Arguments::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_and_man_pages_cover_the_commands() {
+        let mut script = Vec::new();
+        let shell = clap_complete::Shell::Bash;
+        clap_complete::generate(shell, &mut Arguments::command(), "envsnapctl", &mut script);
+        let script = String::from_utf8(script).unwrap();
+        assert!(script.contains("complete -F _envsnapctl"), "{script}");
+        assert!(script.contains("download") && script.contains("import"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let pages = dir.path().join("man");
+        let command = Command::ManPages { dir: pages.clone() };
+        answer_locally(&command).unwrap().unwrap();
+        let page = std::fs::read_to_string(pages.join("envsnapctl-backup-download.1")).unwrap();
+        assert!(
+            page.contains("\n.TH envsnapctl-backup-download 1 "),
+            "{page}"
+        );
+        assert!(page.contains("\\-\\-part"), "{page}");
+        assert!(pages.join("envsnapctl.1").exists());
     }
 
     #[test]
