@@ -121,6 +121,22 @@ pub async fn handle(
             to_value(views)
         }
         Request::EnvShow { env } => to_value(env_view(daemon, &env).await?),
+        Request::BackupLink {
+            env,
+            backup,
+            part,
+            format,
+            ttl_seconds,
+        } => {
+            let ttl = ttl_seconds.map_or(crate::link::DEFAULT_TTL, std::time::Duration::from_secs);
+            let what = PartExport {
+                env: &env,
+                backup: &backup,
+                part: &part,
+                format: format.as_deref(),
+            };
+            backup_link(daemon, caller, what, ttl).await
+        }
         Request::Import {
             env,
             parts,
@@ -145,16 +161,13 @@ pub async fn handle(
             let file = files.pop().ok_or_else(|| {
                 ApiError::new(ErrorCode::BadRequest, "a download needs the client's file")
             })?;
-            backup_download(
-                daemon,
-                caller,
-                &env,
-                &backup,
-                &part,
-                format.as_deref(),
-                file,
-            )
-            .await
+            let what = PartExport {
+                env: &env,
+                backup: &backup,
+                part: &part,
+                format: format.as_deref(),
+            };
+            backup_download(daemon, caller, what, file).await
         }
         Request::BackupKeep { env, backup, until } => {
             backup_keep(daemon, caller, env, backup, until).await
@@ -273,7 +286,7 @@ async fn status(daemon: &Arc<Daemon>) -> Outcome {
 }
 
 /// URLs may carry credentials (`s3://key:secret@...`): never show them.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() || !parsed.username().is_empty() => {
             let _ = parsed.set_username("");
@@ -914,38 +927,83 @@ async fn restore_plan(
     }))
 }
 
+/// One part of one backup, as a download or a link asks for it.
+struct PartExport<'a> {
+    env: &'a str,
+    backup: &'a str,
+    part: &'a str,
+    format: Option<&'a str>,
+}
+
+impl PartExport<'_> {
+    /// The backup's manifest and the format to write, checked.
+    async fn resolve(
+        &self,
+        daemon: &Arc<Daemon>,
+    ) -> Result<(crate::repo::manifest::Manifest, crate::download::Format), ApiError> {
+        let manifest = find_restorable(daemon, &daemon.repo, None, self.env, self.backup).await?;
+        let format = crate::download::choose_format(&manifest, self.part, self.format)?;
+        Ok((manifest, format))
+    }
+
+    /// Records the export in the activity log as `action`, with its outcome.
+    async fn log<T>(
+        &self,
+        daemon: &Arc<Daemon>,
+        caller: &Caller,
+        action: &str,
+        result: &Result<T, crate::download::DownloadError>,
+        describe: impl FnOnce(&T) -> String,
+    ) {
+        let part = self.part;
+        let (outcome, detail) = match result {
+            Ok(done) => ("succeeded", format!("part {part}: {}", describe(done))),
+            Err(e) => ("failed", format!("part {part}: {e}")),
+        };
+        let entry = ActivityEntry::now(
+            &caller.user,
+            Some(self.env),
+            action,
+            Some(self.backup),
+            outcome,
+            Some(detail),
+        );
+        let _ = daemon
+            .catalog
+            .blocking(move |c| c.add_activity(&entry))
+            .await;
+    }
+}
+
 async fn backup_download(
     daemon: &Arc<Daemon>,
     caller: &Caller,
-    env: &str,
-    backup: &str,
-    part: &str,
-    format: Option<&str>,
+    what: PartExport<'_>,
     file: std::os::fd::OwnedFd,
 ) -> Outcome {
-    let manifest = find_restorable(daemon, &daemon.repo, None, env, backup).await?;
-    let format = crate::download::choose_format(&manifest, part, format)?;
-    let downloaded = crate::download::download(&daemon.repo, &manifest, part, format, file).await;
-    let (outcome, detail) = match &downloaded {
-        Ok(done) => (
-            "succeeded",
-            format!("part {part} as {:?}, {} bytes", done.format, done.bytes),
-        ),
-        Err(e) => ("failed", format!("part {part}: {e}")),
-    };
-    let entry = ActivityEntry::now(
-        &caller.user,
-        Some(env),
-        "download",
-        Some(backup),
-        outcome,
-        Some(detail),
-    );
-    let _ = daemon
-        .catalog
-        .blocking(move |c| c.add_activity(&entry))
-        .await;
+    let (manifest, format) = what.resolve(daemon).await?;
+    let downloaded =
+        crate::download::download(&daemon.repo, &manifest, what.part, format, file).await;
+    what.log(daemon, caller, "download", &downloaded, |done| {
+        format!("{:?}, {} bytes", done.format, done.bytes)
+    })
+    .await;
     to_value(downloaded?)
+}
+
+async fn backup_link(
+    daemon: &Arc<Daemon>,
+    caller: &Caller,
+    what: PartExport<'_>,
+    ttl: std::time::Duration,
+) -> Outcome {
+    let (manifest, format) = what.resolve(daemon).await?;
+    let linked = crate::link::create(daemon, &manifest, what.part, format, ttl).await;
+    what.log(daemon, caller, "link", &linked, |link| {
+        format!("expires {}", link.expires.to_rfc3339())
+    })
+    .await;
+    to_value(linked?)
 }
 
 async fn backup_keep(

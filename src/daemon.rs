@@ -63,6 +63,8 @@ pub struct Daemon {
     pub shutdown: CancellationToken,
     /// Wakes the scheduler when the config (and so the schedules) changed.
     pub schedule_changed: tokio::sync::Notify,
+    /// Wakes the sweeper of expired link exports when a new one was made.
+    pub exports_changed: tokio::sync::Notify,
     started: Instant,
 }
 
@@ -111,6 +113,7 @@ impl Daemon {
             runner: Runner::default(),
             shutdown: CancellationToken::new(),
             schedule_changed: tokio::sync::Notify::new(),
+            exports_changed: tokio::sync::Notify::new(),
             started: Instant::now(),
         }))
     }
@@ -239,6 +242,7 @@ pub async fn serve(
     let runner = tokio::spawn(jobs::run(daemon.clone()));
     let scheduler = tokio::spawn(crate::schedule::run(daemon.clone()));
     let pruner = tokio::spawn(crate::jobs::prune::daily(daemon.clone()));
+    let sweeper = tokio::spawn(crate::link::sweep(daemon.clone()));
     let server = tokio::spawn(crate::control::server::run(listener, daemon.clone()));
     let metrics = metrics.map(|l| tokio::spawn(crate::metrics::serve(l, daemon.clone())));
     let signals = tokio::spawn(handle_signals(daemon.clone()));
@@ -256,6 +260,7 @@ pub async fn serve(
     }
     let _ = scheduler.await;
     let _ = pruner.await;
+    let _ = sweeper.await;
     signals.abort();
     watchdog.abort();
     let _ = std::fs::remove_file(&socket);

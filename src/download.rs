@@ -11,6 +11,8 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 
 use serde::Serialize;
+use tokio::io::AsyncWrite;
+use tokio_util::io::SyncIoBridge;
 
 use crate::repo::manifest::{Manifest, PartLayout};
 use crate::repo::{RepoError, Repository};
@@ -98,40 +100,64 @@ pub async fn download(
     file: OwnedFd,
 ) -> Result<Downloaded, DownloadError> {
     check_writable(&file)?;
-    let file = std::fs::File::from(file);
-    let record = manifest.part(part).expect("checked by choose_format");
-    let counted = Counting {
-        inner: file,
+    let out = tokio::fs::File::from_std(std::fs::File::from(file));
+    let (bytes, out) = write_part(repo, manifest, part, format, out).await?;
+    let out = out.into_std().await;
+    // A pipe or a terminal cannot be synced, and need not be.
+    if out.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        out.sync_all().map_err(DownloadError::Output)?;
+    }
+    Ok(Downloaded::of(manifest, part, format, bytes))
+}
+
+impl Downloaded {
+    pub fn of(manifest: &Manifest, part: &str, format: Format, bytes: u64) -> Downloaded {
+        let record = manifest.part(part).expect("checked by choose_format");
+        Downloaded {
+            env: manifest.meta.env.clone(),
+            backup: manifest.meta.name.clone(),
+            part: part.to_owned(),
+            format,
+            dump: (record.layout == PartLayout::Stream).then(|| record.format.clone()),
+            bytes,
+        }
+    }
+}
+
+/// Writes `part` of `manifest` to `out` in `format` (flushed, not shut down); returns
+/// the bytes written and `out`.
+pub async fn write_part<W>(
+    repo: &Repository,
+    manifest: &Manifest,
+    part: &str,
+    format: Format,
+    mut out: W,
+) -> Result<(u64, W), DownloadError>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let blocking = |out: W| Counting {
+        inner: SyncIoBridge::new(out),
         bytes: 0,
     };
     let counted = match format {
-        Format::Tar => repo.export_tar(manifest, part, counted).await?.1,
+        Format::Native => {
+            let bytes = repo.read_stream(manifest, part, &mut out).await?;
+            return Ok((bytes, out));
+        }
+        Format::Tar => repo.export_tar(manifest, part, blocking(out)).await?.1,
         Format::TarZst => {
-            let encoder = zstd::stream::write::Encoder::new(counted, TAR_ZST_LEVEL)
+            let encoder = zstd::stream::write::Encoder::new(blocking(out), TAR_ZST_LEVEL)
                 .map_err(DownloadError::Output)?;
             let (_, encoder) = repo.export_tar(manifest, part, encoder).await?;
-            encoder.finish().map_err(DownloadError::Output)?
-        }
-        Format::Native => {
-            let mut out = tokio::fs::File::from_std(counted.inner);
-            let bytes = repo.read_stream(manifest, part, &mut out).await?;
-            let inner = out.into_std().await;
-            Counting { inner, bytes }
+            // Finishing writes the frame's end: blocking writes, off the runtime.
+            tokio::task::spawn_blocking(move || encoder.finish())
+                .await
+                .map_err(|e| DownloadError::Output(std::io::Error::other(e)))?
+                .map_err(DownloadError::Output)?
         }
     };
-    let Counting { inner, bytes } = counted;
-    // A pipe or a terminal cannot be synced, and need not be.
-    if inner.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        inner.sync_all().map_err(DownloadError::Output)?;
-    }
-    Ok(Downloaded {
-        env: manifest.meta.env.clone(),
-        backup: manifest.meta.name.clone(),
-        part: part.to_owned(),
-        format,
-        dump: (record.layout == PartLayout::Stream).then(|| record.format.clone()),
-        bytes,
-    })
+    Ok((counted.bytes, counted.inner.into_inner()))
 }
 
 /// The descriptor must be open for writing.

@@ -15,6 +15,7 @@
 //! - [`download`]: one part of a backup as tar, tar.zst or its native dump.
 //! - [`import`]: archives made elsewhere, checked entry by entry before they are stored.
 //! - [`jobs`]: the persisted job queue and runner; one file per job kind.
+//! - [`link`]: temporary signed URLs to exported parts, deleted when they expire.
 //! - [`metrics`]: Prometheus metrics from the catalog, on an opt-in loopback listener.
 //! - [`schedule`]: cron schedules → due backups, from persisted last runs.
 //! - [`retention`]: which backups to prune (pure planning).
@@ -38,6 +39,7 @@ pub mod daemon;
 pub mod download;
 pub mod import;
 pub mod jobs;
+pub mod link;
 pub mod memory;
 pub mod metrics;
 pub mod repo;

@@ -12,10 +12,12 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
+use object_store::signer::Signer;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use url::Url;
 
@@ -79,6 +81,8 @@ pub struct Store {
     prefix: ObjectPath,
     /// For a local directory store: its root on disk (for cleaning partial uploads).
     local_root: Option<std::path::PathBuf>,
+    /// The same store as a URL signer, when it can sign (S3, GCS, Azure).
+    signer: Option<Arc<dyn Signer>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -94,6 +98,7 @@ impl Store {
             inner,
             prefix: ObjectPath::from(prefix),
             local_root: None,
+            signer: None,
         }
     }
 
@@ -125,6 +130,16 @@ impl Store {
         if parsed.scheme() == "memory" {
             return Ok(Store::memory());
         }
+        if let Some(signing) = signing_store(&parsed).map_err(|e| bad(e.to_string()))? {
+            let prefix =
+                ObjectPath::from_url_path(parsed.path()).map_err(|e| bad(e.to_string()))?;
+            return Ok(Store {
+                inner: signing.0,
+                prefix,
+                local_root: None,
+                signer: Some(signing.1),
+            });
+        }
         let (inner, prefix) = object_store::parse_url_opts(
             &parsed,
             std::env::vars().filter(|(k, _)| is_store_var(k)),
@@ -134,7 +149,34 @@ impl Store {
             inner: Arc::from(inner),
             prefix,
             local_root: None,
+            signer: None,
         })
+    }
+
+    /// Whether the store can sign URLs ([`Store::signed_get_url`]).
+    pub fn can_sign(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// A URL that lets anyone holding it GET `key` for `ttl`, signed with the store's
+    /// credentials (which it does not reveal).
+    pub async fn signed_get_url(&self, key: &str, ttl: Duration) -> Result<String, StoreError> {
+        let signer = self.signer.as_ref().ok_or_else(|| StoreError::Permanent {
+            key: key.to_owned(),
+            reason: "this store cannot sign URLs".into(),
+        })?;
+        signer
+            .signed_url(object_store::signer::Method::GET, &self.path(key), ttl)
+            .await
+            .map(|url| url.to_string())
+            .map_err(|e| StoreError::classify(key, e))
+    }
+
+    /// A writer that uploads `key` in parts as it is written (multipart where the
+    /// store has it): memory stays bounded whatever the size. The object exists once
+    /// `shutdown` returns.
+    pub fn writer(&self, key: &str) -> object_store::buffered::BufWriter {
+        object_store::buffered::BufWriter::new(self.inner.clone(), self.path(key))
     }
 
     /// The same store, narrowed further to `sub` (e.g. one host's directory).
@@ -143,6 +185,7 @@ impl Store {
             inner: self.inner.clone(),
             prefix: self.path(sub),
             local_root: self.local_root.clone(),
+            signer: self.signer.clone(),
         }
     }
 
@@ -270,6 +313,36 @@ impl Store {
 
 /// Credentials and options for cloud stores come from the environment, as the
 /// cloud SDKs do (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, `GOOGLE_*`, `AZURE_*`).
+/// S3, GCS and Azure stores built directly, so that the same object also serves as
+/// a URL signer (`parse_url_opts` hides it behind `dyn ObjectStore`). Their settings
+/// come from the same environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+type SigningStore = (Arc<dyn ObjectStore>, Arc<dyn Signer>);
+
+fn signing_store(url: &Url) -> object_store::Result<Option<SigningStore>> {
+    fn both<T: ObjectStore + Signer>(store: T) -> Option<SigningStore> {
+        let store = Arc::new(store);
+        Some((store.clone(), store))
+    }
+    Ok(match url.scheme() {
+        "s3" | "s3a" => both(
+            object_store::aws::AmazonS3Builder::from_env()
+                .with_url(url.as_str())
+                .build()?,
+        ),
+        "gs" => both(
+            object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_url(url.as_str())
+                .build()?,
+        ),
+        "az" | "azure" | "abfs" | "abfss" => both(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(url.as_str())
+                .build()?,
+        ),
+        _ => None,
+    })
+}
+
 fn is_store_var(name: &str) -> bool {
     ["AWS_", "GOOGLE_", "AZURE_"]
         .iter()

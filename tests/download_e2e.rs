@@ -196,6 +196,16 @@ fn bad_downloads_fail_in_one_line_and_write_nothing() {
         );
     }
 
+    // A local directory store cannot sign URLs: a link is refused, saying what to use.
+    let refused = daemon.ctl(&["backup", "link", "live", "b1", "--part", "code"]);
+    assert_eq!(
+        refused.stderr.trim(),
+        format!(
+            "envsnapctl: store file://{} cannot sign URLs (S3, GCS and Azure stores can); use backup download",
+            daemon.path("store").display()
+        )
+    );
+
     // An existing file stays as it was when a download fails.
     std::fs::write(&target, b"precious").unwrap();
     let failed = daemon.ctl(&download_args("nope", target_arg));

@@ -3,11 +3,8 @@
 //! `Store::from_url("s3://...")` and the AWS_* settings operators use.
 
 mod common;
-
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/s3.rs"]
+mod s3;
 
 use common::{HOST, assert_same_tree, backup_dir, pseudo_random, small_options};
 use envsnap::catalog::Catalog;
@@ -15,80 +12,16 @@ use envsnap::repo::Repository;
 use envsnap::repo::crypto::Keys;
 use envsnap::store::Store;
 
-const ACCESS_KEY: &str = "envsnap-test";
-const SECRET_KEY: &str = "envsnap-test-secret";
-
-fn s3s_fs() -> Option<PathBuf> {
-    let from_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("s3s-fs"));
-    let cargo_home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/s3s-fs"));
-    from_path.chain(cargo_home).find(|p| p.is_file())
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(binary: &PathBuf, root: &std::path::Path) -> (Server, u16) {
-    std::fs::create_dir_all(root.join("backups")).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(binary)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--access-key",
-            ACCESS_KEY,
-            "--secret-key",
-            SECRET_KEY,
-        ])
-        .arg(root)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "s3s-fs did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Server(child), port)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_round_trips_through_a_real_s3_server() {
-    let Some(binary) = s3s_fs() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI installs s3s-fs (cargo install s3s-fs)"
-        );
-        eprintln!("skipped: s3s-fs is not installed");
+    let Some(binary) = s3::s3s_fs() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_server, port) = start_server(&binary, &dir.path().join("s3"));
+    let (_server, port) = s3::start_server(&binary, &dir.path().join("s3"));
     // The settings an operator gives the daemon's environment. Set once, in the only
     // test of this binary, before any thread reads the environment.
-    unsafe {
-        std::env::set_var("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"));
-        std::env::set_var("AWS_ALLOW_HTTP", "true");
-        std::env::set_var("AWS_REGION", "us-east-1");
-        std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
-        std::env::set_var("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false");
-    }
+    unsafe { s3::point_aws_settings_at(port) };
     let root = Store::from_url("s3://backups/fleet").unwrap();
     let keys = Keys::from_secret(b"0123456789abcdef0123456789abcdef-s3");
     Repository::init(&root, HOST, &keys, small_options())

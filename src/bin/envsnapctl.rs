@@ -180,6 +180,20 @@ enum BackupCommand {
         #[arg(long)]
         format: Option<String>,
     },
+    /// A temporary private URL to one part of a backup (S3, GCS and Azure stores)
+    Link {
+        env: String,
+        backup: String,
+        /// The part, as `backup show` lists it (code, files:NAME, database:NAME)
+        #[arg(long)]
+        part: String,
+        /// How long the link works: 90s, 5m, 1h (at most 1h)
+        #[arg(long, default_value = "5m", value_parser = envsnap::config::parse_duration)]
+        ttl: std::time::Duration,
+        /// tar or tar.zst for code and files (default tar); native for databases
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// Delete a backup (asks to type its name unless --yes)
     Delete {
         env: String,
@@ -236,6 +250,19 @@ impl Command {
             Command::Backup(BackupCommand::Delete { env, backup, .. }) => {
                 Request::BackupDelete { env, backup }
             }
+            Command::Backup(BackupCommand::Link {
+                env,
+                backup,
+                part,
+                ttl,
+                format,
+            }) => Request::BackupLink {
+                env,
+                backup,
+                part,
+                format,
+                ttl_seconds: Some(ttl.as_secs()),
+            },
             Command::Backup(BackupCommand::Download {
                 env,
                 backup,

@@ -85,6 +85,11 @@ const STEPS: &[&str] = &[
          last_run TEXT NOT NULL,
          PRIMARY KEY (env, schedule)
      );",
+    // 5: temporary links: export objects in the store and when they are deleted.
+    "CREATE TABLE exports (
+         key TEXT PRIMARY KEY,
+         expires TEXT NOT NULL
+     );",
 ];
 
 pub fn migrate(conn: &mut Connection, name: &str) -> Result<(), CatalogError> {

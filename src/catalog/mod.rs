@@ -11,6 +11,7 @@
 
 mod backups;
 mod chunks;
+mod exports;
 mod jobs;
 mod migrations;
 mod records;

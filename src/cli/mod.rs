@@ -139,6 +139,20 @@ pub fn render(
             blocks::backup(&decode(data)?, zone)
         }
         Request::BackupDownload { .. } => download::summary(data, None),
+        Request::BackupLink { .. } => {
+            let expires = data["expires"]
+                .as_str()
+                .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                .map_or_else(String::new, |t| time::block_time(t, zone));
+            format!(
+                "{}\nexpires {expires}; part {} of backup {} ({}, {})\n",
+                data["url"].as_str().unwrap_or_default(),
+                data["part"].as_str().unwrap_or_default(),
+                data["backup"].as_str().unwrap_or_default(),
+                data["format"].as_str().unwrap_or_default(),
+                text::human_size(data["bytes"].as_u64().unwrap_or_default()),
+            )
+        }
         Request::BackupDelete { .. } => {
             let deleted: DeletedBackup = decode(data)?;
             format!(

@@ -84,6 +84,17 @@ pub enum Request {
         #[serde(default)]
         format: Option<String>,
     },
+    /// Exports one part of a backup into the store and answers a signed URL to it
+    /// that expires after `ttl_seconds` (default 300, at most 3600).
+    BackupLink {
+        env: String,
+        backup: String,
+        part: String,
+        #[serde(default)]
+        format: Option<String>,
+        #[serde(default)]
+        ttl_seconds: Option<u64>,
+    },
     /// Stores archives made elsewhere as a backup with trigger `import`; the client
     /// passes one file per part, in order, each after a [`Reply::SendFile`].
     Import {
@@ -164,7 +175,7 @@ impl Request {
             | Request::Prune { .. }
             | Request::CatalogRebuild
             | Request::Reload => Action::Restore,
-            Request::BackupDownload { .. } => Action::Download,
+            Request::BackupDownload { .. } | Request::BackupLink { .. } => Action::Download,
             _ => Action::Read,
         }
     }
@@ -187,6 +198,7 @@ impl Request {
             | Request::BackupShow { env, .. }
             | Request::BackupDelete { env, .. }
             | Request::BackupDownload { env, .. }
+            | Request::BackupLink { env, .. }
             | Request::BackupKeep { env, .. }
             | Request::Restore { env, .. }
             | Request::Import { env, .. }

@@ -1,0 +1,171 @@
+//! Temporary links: one part of a backup, exported into the store as the file a
+//! download gives, and shared as a signed URL that expires.
+//!
+//! Only stores that sign URLs (S3, GCS, Azure) can give links; a local directory store
+//! says so and points to `backup download`. The export object lives under the host's
+//! `exports/` prefix, is recorded in the catalog before its upload starts, and is
+//! deleted when its link expires ([`sweep`]), also after a crash or restart. The URL
+//! itself is signed by the store's credentials and never logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+
+use crate::daemon::Daemon;
+use crate::download::{DownloadError, Downloaded, Format};
+use crate::repo::manifest::Manifest;
+
+/// A link's lifetime unless asked otherwise, and the longest allowed.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
+pub const MAX_TTL: Duration = Duration::from_secs(60 * 60);
+/// How soon a failed deletion of an expired export is tried again.
+const RETRY: Duration = Duration::from_secs(60);
+
+/// What `backup link` answers.
+#[derive(Debug, Serialize)]
+pub struct Linked {
+    #[serde(flatten)]
+    pub export: Downloaded,
+    pub url: String,
+    pub expires: DateTime<Utc>,
+}
+
+/// Exports `part` of `manifest` in `format` and signs a URL to it valid for `ttl`.
+pub async fn create(
+    daemon: &Arc<Daemon>,
+    manifest: &Manifest,
+    part: &str,
+    format: Format,
+    ttl: Duration,
+) -> Result<Linked, DownloadError> {
+    let store = daemon.repo.store();
+    if !store.can_sign() {
+        return Err(DownloadError::Invalid(format!(
+            "store {} cannot sign URLs (S3, GCS and Azure stores can); use backup download",
+            crate::api::redact_url(&daemon.config().store.url)
+        )));
+    }
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err(DownloadError::Invalid(format!(
+            "a link lasts from 1 second to 1 hour, not {}s",
+            ttl.as_secs()
+        )));
+    }
+    let key = export_key(manifest, part, format);
+    let expires = Utc::now() + chrono::Duration::from_std(ttl).expect("at most an hour");
+    let recorded = key.clone();
+    daemon
+        .catalog
+        .blocking(move |c| c.add_export(&recorded, expires))
+        .await
+        .map_err(|e| DownloadError::Invalid(format!("recording the export: {e}")))?;
+    daemon.exports_changed.notify_one();
+    let exported = async {
+        let (bytes, mut writer) =
+            crate::download::write_part(&daemon.repo, manifest, part, format, store.writer(&key))
+                .await?;
+        writer.shutdown().await.map_err(DownloadError::Output)?;
+        let url = store
+            .signed_get_url(&key, ttl)
+            .await
+            .map_err(|e| DownloadError::Output(std::io::Error::other(e)))?;
+        Ok::<_, DownloadError>((bytes, url))
+    }
+    .await;
+    let (bytes, url) = match exported {
+        Ok(done) => done,
+        Err(e) => {
+            // Gone now rather than at its expiry; the sweep retries if this fails.
+            if delete_export(daemon, &key).await.is_ok() {
+                let key = key.clone();
+                let _ = daemon
+                    .catalog
+                    .blocking(move |c| c.remove_export(&key))
+                    .await;
+            }
+            return Err(e);
+        }
+    };
+    Ok(Linked {
+        export: Downloaded::of(manifest, part, format, bytes),
+        url,
+        expires,
+    })
+}
+
+/// `exports/RANDOM/ENV-BACKUP-PART.EXT`: unguessable, and a file name that says what
+/// it is when the link is opened.
+fn export_key(manifest: &Manifest, part: &str, format: Format) -> String {
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).expect("the operating system's random source failed");
+    let extension = match format {
+        Format::Tar => "tar",
+        Format::TarZst => "tar.zst",
+        Format::Native => match manifest.part(part).map(|p| p.format.as_str()) {
+            Some("postgres-custom") => "dump",
+            Some("sqlite") => "db",
+            Some("redis-rdb") => "rdb",
+            Some("mariadb-sql" | "postgres-roles-sql") => "sql",
+            _ => "bin",
+        },
+    };
+    let name: String = format!("{}-{}-{part}", manifest.meta.env, manifest.meta.name)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("exports/{}/{name}.{extension}", hex::encode(random))
+}
+
+async fn delete_export(daemon: &Daemon, key: &str) -> Result<(), crate::store::StoreError> {
+    match daemon.repo.store().delete(key).await {
+        Err(crate::store::StoreError::NotFound { .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// Deletes export objects whose links have expired, at each expiry, until shutdown.
+pub async fn sweep(daemon: Arc<Daemon>) {
+    loop {
+        let now = Utc::now();
+        let expired = daemon
+            .catalog
+            .blocking(move |c| c.expired_exports(now))
+            .await;
+        let mut failed = false;
+        for key in expired.unwrap_or_default() {
+            match delete_export(&daemon, &key).await {
+                Ok(()) => {
+                    let key = key.clone();
+                    let _ = daemon
+                        .catalog
+                        .blocking(move |c| c.remove_export(&key))
+                        .await;
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(key = %key, error = %e, "cannot delete an expired export; retrying in a minute");
+                }
+            }
+        }
+        let next = daemon.catalog.blocking(|c| c.next_export_expiry()).await;
+        let wait = match (failed, next.ok().flatten()) {
+            (true, _) => RETRY,
+            (false, Some(at)) => (at - Utc::now()).to_std().unwrap_or_default(),
+            (false, None) => MAX_TTL,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait.min(MAX_TTL)) => {}
+            () = daemon.exports_changed.notified() => {}
+            () = daemon.shutdown.cancelled() => return,
+        }
+    }
+}

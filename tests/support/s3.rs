@@ -1,0 +1,90 @@
+//! A real S3-compatible server on loopback for tests: s3s-fs (which checks request
+//! signatures), installed by .ci/run with `cargo install s3s-fs`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY: &str = "envsnap-test";
+pub const SECRET_KEY: &str = "envsnap-test-secret";
+
+/// The s3s-fs binary; None (with a note) where it is not installed, which CI (`CI`
+/// set) does not accept.
+pub fn s3s_fs() -> Option<PathBuf> {
+    let found = find_s3s_fs();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs s3s-fs (cargo install s3s-fs)"
+        );
+        eprintln!("skipped: s3s-fs is not installed");
+    }
+    found
+}
+
+fn find_s3s_fs() -> Option<PathBuf> {
+    let from_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("s3s-fs"));
+    let cargo_home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/s3s-fs"));
+    from_path.chain(cargo_home).find(|p| p.is_file())
+}
+
+pub struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn start_server(binary: &PathBuf, root: &std::path::Path) -> (Server, u16) {
+    std::fs::create_dir_all(root.join("backups")).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(binary)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            ACCESS_KEY,
+            "--secret-key",
+            SECRET_KEY,
+        ])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "s3s-fs did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Server(child), port)
+}
+
+/// Sets the AWS_* settings an operator gives the daemon, for the server on `port`
+/// (the daemon a test starts inherits them).
+///
+/// # Safety
+/// Changes the process environment: call it before any other thread reads it (once,
+/// in the only test of a binary).
+pub unsafe fn point_aws_settings_at(port: u16) {
+    unsafe {
+        std::env::set_var("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"));
+        std::env::set_var("AWS_ALLOW_HTTP", "true");
+        std::env::set_var("AWS_REGION", "us-east-1");
+        std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        std::env::set_var("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false");
+    }
+}
