@@ -34,6 +34,7 @@ pub mod index;
 pub mod lock;
 pub mod manifest;
 pub mod pack;
+mod pinned;
 pub mod prune;
 mod readahead;
 pub mod reader;

@@ -35,6 +35,7 @@ use super::archiver::STAGING_PREFIX;
 use super::id::Id;
 use super::manifest::{Manifest, PartLayout};
 use super::pack::{PackEntry, decode_blob};
+use super::pinned::{self, Pinned, PinnedPath, Resolver};
 use super::reader::{TreeEntries, part_of};
 use super::tree::{Entry, EntryKind, Xattr};
 use super::{RepoError, Repository, pack_key};
@@ -120,22 +121,30 @@ impl Repository {
         let _reading = self.writers().begin_read().await;
         remove_stale_stages(target);
         let (work, plan, chunks) = self.prepare(manifest, part, target, exclude).await?;
-        let stage = create_stage(target)?;
+        std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
+        let root = Pinned::target(target).map_err(|e| RepoError::io(target, e))?;
+        let stage_name = new_stage_name();
+        let stage = root
+            .stage(&stage_name)
+            .map_err(|e| RepoError::io(target.join(&stage_name), e))?;
+        let stage_path = stage.path();
         let fetched = self
-            .fetch_into_stage(&work, chunks, &stage)
+            .fetch_into_stage(&work, chunks, &stage_path)
             .await
             .map_err(|e| e.in_part(part));
-        let applied = match fetched {
+        let (applied, root) = match fetched {
             Ok(()) => {
+                let stage_dir = stage_path.clone();
                 let target = target.to_path_buf();
-                let stage_dir = stage.clone();
-                tokio::task::spawn_blocking(move || apply(&work, &target, &stage_dir))
-                    .await
-                    .map_err(|e| RepoError::Pipeline(e.to_string()))?
+                tokio::task::spawn_blocking(move || {
+                    (apply(&work, &root, &stage_dir, &target), root)
+                })
+                .await
+                .map_err(|e| RepoError::Pipeline(e.to_string()))?
             }
-            Err(e) => Err(e),
+            Err(e) => (Err(e), root),
         };
-        let _ = std::fs::remove_dir_all(&stage);
+        remove_stage(&root, &stage_name, &stage_path);
         applied.map(|()| plan)
     }
 
@@ -518,16 +527,19 @@ fn remove_stale_stages(target: &Path) {
     }
 }
 
-fn create_stage(target: &Path) -> Result<PathBuf, RepoError> {
-    std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
+/// A staging directory's name: hidden, recognisable, unpredictable.
+fn new_stage_name() -> String {
     let mut random = [0u8; 6];
     getrandom::fill(&mut random).expect("the operating system's random source failed");
-    let stage = target.join(format!("{STAGING_PREFIX}{}", hex::encode(random)));
-    // Private to root: nobody else may swap what is staged before it is put in place.
-    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-        .create(&stage)
-        .map_err(|e| RepoError::io(&stage, e))?;
-    Ok(stage)
+    format!("{STAGING_PREFIX}{}", hex::encode(random))
+}
+
+/// Empties the stage through its pinned path, then removes it from the target.
+fn remove_stage(root: &Pinned, name: &str, stage: &Path) {
+    for entry in std::fs::read_dir(stage).into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir_all(stage.join(entry.file_name()));
+    }
+    let _ = root.remove_dir(name);
 }
 
 /// Staged files go 1024 to a directory: one directory of a hundred thousand names
@@ -556,67 +568,24 @@ fn create_staged_file(stage: &Path, index: usize, size: u64) -> Result<(), RepoE
     file.set_len(size).map_err(|e| RepoError::io(&path, e))
 }
 
-fn full_path(target: &Path, rel: &[u8]) -> PathBuf {
-    if rel.is_empty() {
-        target.to_path_buf()
-    } else {
-        target.join(OsStr::from_bytes(rel))
-    }
-}
-
 /// Step 3: puts everything in place. Runs only once every byte is staged and checked.
-fn apply(work: &Work, target: &Path, stage: &Path) -> Result<(), RepoError> {
+/// Every target path goes through a [`Resolver`] (`pinned.rs`): none can be
+/// redirected. Errors name the path under `target`, as people know it.
+fn apply(work: &Work, root: &Pinned, stage: &Path, target: &Path) -> Result<(), RepoError> {
+    let mut resolver = Resolver::new(root);
+    let named = |rel: &[u8]| {
+        let shown = target.join(OsStr::from_bytes(rel));
+        move |e: RepoError| match e {
+            RepoError::Io { source, .. } => RepoError::io(&shown, source),
+            other => other,
+        }
+    };
     for rel in &work.remove {
-        let path = full_path(target, rel);
-        let removed = match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
-            Ok(_) => std::fs::remove_file(&path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        };
-        removed.map_err(|e| RepoError::io(&path, e))?;
+        remove_path(&mut resolver, rel).map_err(named(rel))?;
     }
     let owners = Owners::new();
     for (index, entry) in work.entries.iter().enumerate() {
-        let path = full_path(target, &entry.path);
-        let create = work.create[index];
-        match entry.kind {
-            EntryKind::Dir => {
-                if create {
-                    std::fs::create_dir(&path)
-                        .or_else(ignore_exists)
-                        .map_err(|e| RepoError::io(&path, e))?;
-                }
-            }
-            EntryKind::File if create => {
-                let staged = staged_path(stage, index);
-                set_metadata(&staged, entry, &owners, true)?;
-                std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
-            }
-            EntryKind::Symlink | EntryKind::Fifo if create => {
-                let staged = staging_slot(stage, index)?;
-                if entry.kind == EntryKind::Symlink {
-                    let link = OsStr::from_bytes(entry.target.as_deref().unwrap_or_default());
-                    std::os::unix::fs::symlink(link, &staged)
-                        .map_err(|e| RepoError::io(&staged, e))?;
-                } else {
-                    nix::unistd::mkfifo(&staged, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                        .map_err(|e| RepoError::io(&staged, e.into()))?;
-                }
-                set_metadata(&staged, entry, &owners, true)?;
-                std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
-            }
-            EntryKind::Hardlink if create => {
-                let first = full_path(target, entry.target.as_deref().unwrap_or_default());
-                let staged = staging_slot(stage, index)?;
-                std::fs::hard_link(&first, &staged).map_err(|e| RepoError::io(&first, e))?;
-                std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
-            }
-            EntryKind::Hardlink => {}
-            EntryKind::File | EntryKind::Symlink | EntryKind::Fifo => {
-                set_metadata(&path, entry, &owners, false)?;
-            }
-        }
+        put_in_place(&mut resolver, work, index, stage, &owners).map_err(named(&entry.path))?;
     }
     for entry in work
         .entries
@@ -624,9 +593,84 @@ fn apply(work: &Work, target: &Path, stage: &Path) -> Result<(), RepoError> {
         .rev()
         .filter(|e| e.kind == EntryKind::Dir)
     {
-        let path = full_path(target, &entry.path);
         let known = work.existing.contains_key(&entry.path);
-        set_metadata(&path, entry, &owners, !known || entry.path.is_empty())?;
+        let fresh = !known || entry.path.is_empty();
+        resolve(&mut resolver, &entry.path)
+            .and_then(|path| set_metadata(&path, entry, &owners, fresh))
+            .map_err(named(&entry.path))?;
+    }
+    Ok(())
+}
+
+fn resolve(resolver: &mut Resolver<'_>, rel: &[u8]) -> Result<PinnedPath, RepoError> {
+    resolver
+        .path(rel)
+        .map_err(|e| RepoError::io(OsStr::from_bytes(rel), e))
+}
+
+/// Removes what the backup does not have (gone already is fine).
+fn remove_path(resolver: &mut Resolver<'_>, rel: &[u8]) -> Result<(), RepoError> {
+    let path = match resolver.path(rel) {
+        Ok(path) => path,
+        // Its directory went with an earlier removal.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(RepoError::io(OsStr::from_bytes(rel), e)),
+    };
+    let removed = match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+        Ok(_) => std::fs::remove_file(&path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    removed.map_err(|e| RepoError::io(&path, e))
+}
+
+/// Puts entry `index` in place: created from the stage, or its metadata corrected.
+fn put_in_place(
+    resolver: &mut Resolver<'_>,
+    work: &Work,
+    index: usize,
+    stage: &Path,
+    owners: &Owners,
+) -> Result<(), RepoError> {
+    let entry = &work.entries[index];
+    let path = resolve(resolver, &entry.path)?;
+    let create = work.create[index];
+    match entry.kind {
+        EntryKind::Dir => {
+            if create {
+                std::fs::create_dir(&path)
+                    .or_else(ignore_exists)
+                    .map_err(|e| RepoError::io(&path, e))?;
+            }
+        }
+        EntryKind::File if create => {
+            let staged = staged_path(stage, index);
+            set_metadata(&staged, entry, owners, true)?;
+            std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
+        }
+        EntryKind::Symlink | EntryKind::Fifo if create => {
+            let staged = staging_slot(stage, index)?;
+            if entry.kind == EntryKind::Symlink {
+                let link = OsStr::from_bytes(entry.target.as_deref().unwrap_or_default());
+                std::os::unix::fs::symlink(link, &staged).map_err(|e| RepoError::io(&staged, e))?;
+            } else {
+                nix::unistd::mkfifo(&staged, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .map_err(|e| RepoError::io(&staged, e.into()))?;
+            }
+            set_metadata(&staged, entry, owners, true)?;
+            std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
+        }
+        EntryKind::Hardlink if create => {
+            let first = resolve(resolver, entry.target.as_deref().unwrap_or_default())?;
+            let staged = staging_slot(stage, index)?;
+            std::fs::hard_link(&first, &staged).map_err(|e| RepoError::io(&first, e))?;
+            std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
+        }
+        EntryKind::Hardlink => {}
+        EntryKind::File | EntryKind::Symlink | EntryKind::Fifo => {
+            set_metadata(&path, entry, owners, false)?;
+        }
     }
     Ok(())
 }
@@ -690,25 +734,24 @@ impl Owners {
 /// the next backup still recognises them.
 fn set_metadata(path: &Path, entry: &Entry, owners: &Owners, fresh: bool) -> Result<(), RepoError> {
     let io = |e: std::io::Error| RepoError::io(path, e);
-    let meta = std::fs::symlink_metadata(path).map_err(io)?;
-    let is_symlink = meta.file_type().is_symlink();
+    let node = pinned::Entry::open(path).map_err(io)?;
+    let meta = &node.stat;
     let (uid, gid) = (owners.uid(entry), owners.gid(entry));
-    if owners.is_root && (meta.uid(), meta.gid()) != (uid, gid) {
+    if owners.is_root && (meta.st_uid, meta.st_gid) != (uid, gid) {
         std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io)?;
     }
     // chown clears setuid bits, so the mode comes after it.
-    if !is_symlink && (fresh || meta.mode() & 0o7777 != entry.mode) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(entry.mode)).map_err(io)?;
+    if !node.is_symlink() && (fresh || meta.st_mode & 0o7777 != entry.mode) {
+        node.chmod(entry.mode).map_err(io)?;
     }
     // A file made by this restore has no xattrs yet: nothing to list or remove.
     if !(fresh && entry.xattrs.is_empty() && entry.kind != EntryKind::Dir) {
         sync_xattrs(path, &entry.xattrs)?;
     }
     let mtime = meta
-        .mtime()
+        .st_mtime
         .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec());
+        .saturating_add(meta.st_mtime_nsec);
     if fresh || mtime != entry.mtime {
         let time = TimeSpec::new(
             entry.mtime.div_euclid(1_000_000_000),
