@@ -33,6 +33,7 @@ pub mod id;
 pub mod index;
 pub mod lock;
 pub mod manifest;
+mod metadata;
 pub mod pack;
 mod pinned;
 pub mod prune;

@@ -3,43 +3,45 @@
 //! A restore runs as root in directories other users may write (an app's uploads).
 //! Such a user could swap a directory for a symlink between the restore's plan and
 //! its writes, and a path like `target/uploads/x` would then lead root anywhere. So
-//! every path the restore changes is reached through directory descriptors opened one
-//! component at a time with `O_NOFOLLOW` from the target's own descriptor, and named
-//! as `/proc/self/fd/DIR/NAME`: the kernel resolves `DIR` to the directory already
-//! opened, never to a path again, and the final `NAME` is handled by calls that do
-//! not follow symlinks (rename, mkdir, unlink, lchown, utimensat with NOFOLLOW).
-//! chmod, which follows a symlink by path, goes through an `O_PATH|O_NOFOLLOW`
-//! descriptor of the entry itself ([`Entry`]), whose type is checked first
-//! (extended attributes are set with the `l*` calls, which do not follow).
+//! every entry the restore changes is reached as a [`Place`]: a directory descriptor,
+//! opened one component at a time with `O_NOFOLLOW` from the target's own descriptor,
+//! and a final name, used with calls that take a directory descriptor and do not
+//! follow a final symlink (`mkdirat`, `renameat`, `unlinkat`, `linkat`, `fstatat`).
+//! Metadata is set through a descriptor of the entry itself ([`Node`]), opened with
+//! `O_NOFOLLOW`: a symlink there can never lead a chmod, chown or setxattr elsewhere.
 //!
 //! The staging directory is pinned the same way ([`Pinned::stage`]): created by root,
-//! opened without following, and checked to be root's own 0700 directory, so nothing
-//! staged can be swapped before it is put in place.
+//! opened without following, checked to be root's own 0700 directory, and used only
+//! through its descriptor. Paths of the form `/proc/self/fd/DIR/NAME` (resolved by
+//! the kernel to the directory already opened, never to a path again) serve the few
+//! calls without a descriptor form: removing a whole tree, a symlink's xattrs.
 
-use std::ffi::OsStr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use nix::fcntl::{AT_FDCWD, OFlag, openat};
-use nix::sys::stat::{Mode, fstat};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 
-/// An open directory, named through `/proc/self/fd`.
+/// An open directory.
 pub struct Pinned {
     fd: OwnedFd,
 }
+
+const DIRECTORY: OFlag = OFlag::O_PATH
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
 
 impl Pinned {
     /// Opens the restore target (a configured path: a symlink there is the operator's
     /// own, e.g. a `current` release link, and is followed).
     pub fn target(path: &Path) -> std::io::Result<Pinned> {
-        let fd = openat(
-            AT_FDCWD,
-            path,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = openat(AT_FDCWD, path, flags, Mode::empty())?;
         Ok(Pinned { fd })
     }
 
@@ -47,12 +49,7 @@ impl Pinned {
     /// refuses anything that is not root's (our own) 0700 directory once opened.
     pub fn stage(&self, name: &str) -> std::io::Result<Pinned> {
         nix::sys::stat::mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700))?;
-        let fd = openat(
-            &self.fd,
-            name,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
+        let fd = openat(&self.fd, name, DIRECTORY, Mode::empty())?;
         let stat = fstat(&fd)?;
         if stat.st_uid != nix::unistd::geteuid().as_raw() || stat.st_mode & 0o7777 != 0o700 {
             return Err(std::io::Error::other(
@@ -62,31 +59,54 @@ impl Pinned {
         Ok(Pinned { fd })
     }
 
-    /// This directory's name for path calls (`/proc/self/fd/N/.`: the directory
-    /// itself, not the descriptor's link).
+    /// This directory's name for path calls: `/proc/self/fd/N/.`, the directory
+    /// itself rather than the descriptor's link.
     pub fn path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}/.", self.fd.as_raw_fd()))
     }
 
-    /// The directory `rel` below this one, reached without following any symlink.
-    fn descend(&self, rel: &[u8]) -> std::io::Result<Pinned> {
-        let mut current = self.fd.try_clone()?;
-        for component in rel.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
-            current = openat(
-                &current,
-                OsStr::from_bytes(component),
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| match e {
+    fn child(&self, name: &[u8], shown: &[u8]) -> std::io::Result<Pinned> {
+        let fd = openat(&self.fd, OsStr::from_bytes(name), DIRECTORY, Mode::empty()).map_err(
+            |e| match e {
                 nix::Error::ELOOP | nix::Error::ENOTDIR => std::io::Error::other(format!(
                     "{} is no longer a directory (replaced by a symlink or file during the restore)",
-                    String::from_utf8_lossy(rel)
+                    String::from_utf8_lossy(shown)
                 )),
                 other => other.into(),
-            })?;
-        }
-        Ok(Pinned { fd: current })
+            },
+        )?;
+        Ok(Pinned { fd })
+    }
+
+    // Calls by a name relative to this directory. For the stage only: its inner
+    // directories are root's own, so a relative name cannot be redirected there.
+
+    pub fn mkdir(&self, name: &str) -> std::io::Result<()> {
+        nix::sys::stat::mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700)).map_err(Into::into)
+    }
+
+    /// Opens the file `name` (with `O_NOFOLLOW`; created 0600 with `O_CREAT`).
+    pub fn open_file(&self, name: &str, flags: OFlag) -> std::io::Result<File> {
+        let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(&self.fd, name, flags, Mode::from_bits_truncate(0o600))?;
+        Ok(File::from(fd))
+    }
+
+    pub fn symlink(&self, target: &OsStr, name: &str) -> std::io::Result<()> {
+        nix::unistd::symlinkat(target, &self.fd, name).map_err(Into::into)
+    }
+
+    pub fn mkfifo(&self, name: &str) -> std::io::Result<()> {
+        nix::unistd::mkfifoat(&self.fd, name, Mode::from_bits_truncate(0o600)).map_err(Into::into)
+    }
+
+    /// The entry `name`, opened for setting its metadata.
+    pub fn node(&self, name: &str) -> std::io::Result<Node> {
+        Node::open(self.fd.as_fd(), OsStr::new(name), || {
+            let mut path = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
+            path.push(name);
+            path
+        })
     }
 
     /// Removes the now empty directory `name` of this one (a stage, at the end).
@@ -96,96 +116,187 @@ impl Pinned {
     }
 }
 
-/// Resolves entry paths of a restore below a pinned target, keeping the last parent
-/// directory open (entries come in tree order, so most share it).
+/// An entry of the target: its directory, held open, and its name there. The target
+/// itself is `.` in the target's descriptor.
+pub struct Place {
+    dir: Rc<Pinned>,
+    name: OsString,
+}
+
+impl Place {
+    fn dir(&self) -> BorrowedFd<'_> {
+        self.dir.fd.as_fd()
+    }
+
+    /// A path naming the entry for calls without a descriptor form (removing a whole
+    /// tree, extended attributes of a symlink): `/proc/self/fd/DIR/NAME`.
+    pub fn path(&self) -> PathBuf {
+        let mut path = PathBuf::from(format!("/proc/self/fd/{}", self.dir.fd.as_raw_fd()));
+        path.push(&self.name);
+        path
+    }
+
+    /// Its metadata, not following a symlink; None if it does not exist.
+    pub fn stat(&self) -> std::io::Result<Option<FileStat>> {
+        match fstatat(
+            self.dir(),
+            self.name.as_os_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(stat) => Ok(Some(stat)),
+            Err(nix::Error::ENOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn mkdir(&self, mode: u32) -> std::io::Result<()> {
+        nix::sys::stat::mkdirat(
+            self.dir(),
+            self.name.as_os_str(),
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(Into::into)
+    }
+
+    /// Removes a file, symlink or fifo (never following it).
+    pub fn unlink(&self) -> std::io::Result<()> {
+        let flags = nix::unistd::UnlinkatFlags::NoRemoveDir;
+        nix::unistd::unlinkat(self.dir(), self.name.as_os_str(), flags).map_err(Into::into)
+    }
+
+    /// Moves `name` of the stage here, replacing what is here.
+    pub fn rename_from(&self, stage: &Pinned, name: &str) -> std::io::Result<()> {
+        nix::fcntl::renameat(&stage.fd, name, self.dir(), self.name.as_os_str()).map_err(Into::into)
+    }
+
+    /// Makes `name` of the stage another name of this entry.
+    pub fn link_to(&self, stage: &Pinned, name: &str) -> std::io::Result<()> {
+        let flags = AtFlags::empty();
+        nix::unistd::linkat(self.dir(), self.name.as_os_str(), &stage.fd, name, flags)
+            .map_err(Into::into)
+    }
+
+    /// Opens the entry itself for setting its metadata.
+    pub fn node(&self) -> std::io::Result<Node> {
+        Node::open(self.dir(), &self.name, || self.path())
+    }
+}
+
+/// Resolves entry paths of a restore below a pinned target. It keeps the chain of
+/// directories down to the last parent open: entries come in tree order, so each
+/// directory is opened once.
 pub struct Resolver<'a> {
     root: &'a Pinned,
-    last: Option<(Vec<u8>, Rc<Pinned>)>,
-}
-
-/// A resolved path; it keeps the directory it names through open while it lives.
-pub struct PinnedPath {
-    _dir: Option<Rc<Pinned>>,
-    path: PathBuf,
-}
-
-impl std::ops::Deref for PinnedPath {
-    type Target = Path;
-
-    fn deref(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl AsRef<Path> for PinnedPath {
-    fn as_ref(&self) -> &Path {
-        &self.path
-    }
+    /// (path relative to the target, directory), outermost first.
+    chain: Vec<(Vec<u8>, Rc<Pinned>)>,
 }
 
 impl<'a> Resolver<'a> {
     pub fn new(root: &'a Pinned) -> Self {
-        Resolver { root, last: None }
+        Resolver {
+            root,
+            chain: Vec::new(),
+        }
     }
 
-    /// The path to use for the entry at `rel` (relative to the target; empty for the
-    /// target itself): `/proc/self/fd/PARENT/NAME`.
-    pub fn path(&mut self, rel: &[u8]) -> std::io::Result<PinnedPath> {
+    /// The entry at `rel` (relative to the target; empty for the target itself).
+    pub fn place(&mut self, rel: &[u8]) -> std::io::Result<Place> {
         if rel.is_empty() {
-            return Ok(PinnedPath {
-                _dir: None,
-                path: self.root.path(),
+            let root = Pinned {
+                fd: self.root.fd.try_clone()?,
+            };
+            return Ok(Place {
+                dir: Rc::new(root),
+                name: OsString::from("."),
             });
         }
         let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
             Some(slash) => (&rel[..slash], &rel[slash + 1..]),
             None => (&rel[..0], rel),
         };
-        let dir = match &self.last {
-            Some((known, dir)) if known == parent => dir.clone(),
-            _ => {
-                let dir = Rc::new(self.root.descend(parent)?);
-                self.last = Some((parent.to_vec(), dir.clone()));
-                dir
-            }
-        };
-        let mut path = PathBuf::from(format!("/proc/self/fd/{}", dir.fd.as_raw_fd()));
-        path.push(OsStr::from_bytes(name));
-        Ok(PinnedPath {
-            _dir: Some(dir),
-            path,
+        let dir = self.directory(parent)?;
+        Ok(Place {
+            dir,
+            name: OsStr::from_bytes(name).to_owned(),
         })
     }
-}
 
-/// One existing entry, opened without following it: its metadata as it is, and a
-/// name for chmod, which would follow a symlink by path.
-pub struct Entry {
-    fd: OwnedFd,
-    pub stat: nix::sys::stat::FileStat,
-}
-
-impl Entry {
-    pub fn open(path: &Path) -> std::io::Result<Entry> {
-        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = openat(AT_FDCWD, path, flags, Mode::empty())?;
-        let stat = fstat(fd.as_fd())?;
-        Ok(Entry { fd, stat })
-    }
-
-    pub fn is_symlink(&self) -> bool {
-        self.stat.st_mode & libc::S_IFMT == libc::S_IFLNK
-    }
-
-    /// Sets the mode of exactly this inode (never a symlink's target: symlinks have
-    /// no mode of their own, and are refused).
-    pub fn chmod(&self, mode: u32) -> std::io::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        if self.is_symlink() {
-            return Err(std::io::Error::other("a symlink has no mode to set"));
+    /// The directory `rel`, opened from the deepest open ancestor down.
+    fn directory(&mut self, rel: &[u8]) -> std::io::Result<Rc<Pinned>> {
+        let is_within = |ancestor: &[u8]| {
+            rel == ancestor || (rel.starts_with(ancestor) && rel.get(ancestor.len()) == Some(&b'/'))
+        };
+        while let Some((known, _)) = self.chain.last() {
+            if is_within(known) {
+                break;
+            }
+            self.chain.pop();
         }
-        let name = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
-        std::fs::set_permissions(name, std::fs::Permissions::from_mode(mode))
+        let (mut done, mut dir) = match self.chain.last() {
+            Some((known, dir)) => (known.len(), dir.clone()),
+            None => (
+                0,
+                Rc::new(Pinned {
+                    fd: self.root.fd.try_clone()?,
+                }),
+            ),
+        };
+        while done < rel.len() {
+            let start = if done == 0 { 0 } else { done + 1 };
+            let end = rel[start..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(rel.len(), |n| start + n);
+            dir = Rc::new(dir.child(&rel[start..end], &rel[..end])?);
+            self.chain.push((rel[..end].to_vec(), dir.clone()));
+            done = end;
+        }
+        Ok(dir)
+    }
+}
+
+/// One entry opened without following it, to set its metadata. Files, directories
+/// and fifos are opened for reading and changed through the descriptor (fchown,
+/// fchmod, f*xattr, futimens); a symlink cannot be opened so, and is changed by a
+/// path whose directory is pinned and whose final name is never followed (lchown,
+/// `l*` xattr calls, utimensat with NOFOLLOW; a symlink has no mode).
+pub enum Node {
+    Open { file: File, stat: FileStat },
+    Symlink { path: PathBuf, stat: FileStat },
+}
+
+const ENTRY: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_NOCTTY)
+    .union(OFlag::O_CLOEXEC);
+
+impl Node {
+    fn open(
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        path: impl FnOnce() -> PathBuf,
+    ) -> std::io::Result<Node> {
+        match openat(dir, name, ENTRY, Mode::empty()) {
+            Ok(fd) => {
+                let stat = fstat(&fd)?;
+                Ok(Node::Open {
+                    file: File::from(fd),
+                    stat,
+                })
+            }
+            Err(nix::Error::ELOOP) => {
+                let stat = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+                Ok(Node::Symlink { path: path(), stat })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn stat(&self) -> &FileStat {
+        match self {
+            Node::Open { stat, .. } | Node::Symlink { stat, .. } => stat,
+        }
     }
 }
 
@@ -195,50 +306,68 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     /// A directory swapped for a symlink after the restore looked at it leads nowhere
-    /// outside: resolving through it fails, and a parent resolved before the swap
-    /// still names the original directory.
+    /// outside: resolving through it fails, and a directory opened before the swap
+    /// still is the original one.
     #[test]
     fn a_directory_swapped_for_a_symlink_cannot_redirect_writes() {
         let dir = tempfile::tempdir().unwrap();
         let (target, outside) = (dir.path().join("target"), dir.path().join("outside"));
-        std::fs::create_dir_all(target.join("uploads")).unwrap();
+        std::fs::create_dir_all(target.join("uploads/deeper")).unwrap();
         std::fs::create_dir_all(&outside).unwrap();
         std::fs::write(outside.join("x"), "victim").unwrap();
 
         let root = Pinned::target(&target).unwrap();
         let mut resolver = Resolver::new(&root);
-        let before = resolver.path(b"uploads/x").unwrap();
+        let before = resolver.place(b"uploads/x").unwrap();
         std::fs::rename(target.join("uploads"), target.join("moved")).unwrap();
         std::os::unix::fs::symlink(&outside, target.join("uploads")).unwrap();
 
-        std::fs::write(&before, "restored").unwrap();
-        assert_eq!(std::fs::read_to_string(target.join("moved/x")).unwrap(), "restored");
-        assert_eq!(std::fs::read_to_string(outside.join("x")).unwrap(), "victim");
+        std::fs::write(before.path(), "restored").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(target.join("moved/x")).unwrap(),
+            "restored"
+        );
+        assert_eq!(
+            std::fs::read_to_string(outside.join("x")).unwrap(),
+            "victim"
+        );
 
         let mut fresh = Resolver::new(&root);
-        let err = fresh.path(b"uploads/x").err().expect("resolving through a symlink");
-        assert_eq!(
-            err.to_string(),
-            "uploads is no longer a directory (replaced by a symlink or file during the restore)"
-        );
+        for rel in [&b"uploads/x"[..], b"uploads/deeper/y"] {
+            let err = fresh.place(rel).err().expect("resolving through a symlink");
+            assert_eq!(
+                err.to_string(),
+                "uploads is no longer a directory (replaced by a symlink or file during the restore)"
+            );
+        }
+        // The chain of open directories follows tree order: siblings and cousins.
+        let mut walk = Resolver::new(&root);
+        for rel in [
+            &b"moved/deeper/a"[..],
+            b"moved/b",
+            b"moved/deeper/c",
+            b"top",
+        ] {
+            walk.place(rel).unwrap();
+        }
     }
 
     #[test]
-    fn chmod_never_follows_a_symlink() {
+    fn a_symlink_entry_is_never_opened_through() {
         let dir = tempfile::tempdir().unwrap();
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "x").unwrap();
-        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&victim, &link).unwrap();
-        let entry = Entry::open(&link).unwrap();
-        assert!(entry.is_symlink());
-        assert!(entry.chmod(0o666).is_err());
-        let mode = std::fs::metadata(&victim).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-
-        let file = Entry::open(&victim).unwrap();
-        file.chmod(0o640).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("link")).unwrap();
+        let root = Pinned::target(dir.path()).unwrap();
+        let mut resolver = Resolver::new(&root);
+        let link = resolver.place(b"link").unwrap().node().unwrap();
+        assert!(matches!(link, Node::Symlink { .. }));
+        let file = resolver.place(b"victim").unwrap().node().unwrap();
+        let Node::Open { file, .. } = file else {
+            panic!("a file opens")
+        };
+        file.set_permissions(std::fs::Permissions::from_mode(0o640))
+            .unwrap();
         let mode = std::fs::metadata(&victim).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o640);
     }
@@ -255,6 +384,9 @@ mod tests {
             std::fs::read_to_string(dir.path().join(".envsnap-stage-test/f")).unwrap(),
             "staged"
         );
-        assert!(root.stage(".envsnap-stage-test").is_err(), "an existing name is refused");
+        assert!(
+            root.stage(".envsnap-stage-test").is_err(),
+            "an existing name is refused"
+        );
     }
 }

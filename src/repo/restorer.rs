@@ -17,27 +17,25 @@
 //! does), and only when running as root. A staging directory left by a crash is
 //! removed by the next restore.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use nix::sys::stat::{UtimensatFlags, utimensat};
-use nix::sys::time::TimeSpec;
+use nix::fcntl::OFlag;
 use serde::Serialize;
 
 use super::archiver::STAGING_PREFIX;
 use super::id::Id;
 use super::manifest::{Manifest, PartLayout};
+use super::metadata::{self, Owners};
 use super::pack::{PackEntry, decode_blob};
-use super::pinned::{self, Pinned, PinnedPath, Resolver};
+use super::pinned::{Pinned, Place, Resolver};
 use super::reader::{TreeEntries, part_of};
-use super::tree::{Entry, EntryKind, Xattr};
+use super::tree::{Entry, EntryKind};
 use super::{RepoError, Repository, pack_key};
 
 /// Packs fetched at once during a restore.
@@ -127,14 +125,14 @@ impl Repository {
         let stage = root
             .stage(&stage_name)
             .map_err(|e| RepoError::io(target.join(&stage_name), e))?;
-        let stage_path = stage.path();
+        let stage = Arc::new(stage);
         let fetched = self
-            .fetch_into_stage(&work, chunks, &stage_path)
+            .fetch_into_stage(&work, chunks, &stage)
             .await
             .map_err(|e| e.in_part(part));
         let (applied, root) = match fetched {
             Ok(()) => {
-                let stage_dir = stage_path.clone();
+                let stage_dir = stage.clone();
                 let target = target.to_path_buf();
                 tokio::task::spawn_blocking(move || {
                     (apply(&work, &root, &stage_dir, &target), root)
@@ -144,7 +142,7 @@ impl Repository {
             }
             Err(e) => (Err(e), root),
         };
-        remove_stage(&root, &stage_name, &stage_path);
+        remove_stage(&root, &stage_name, &stage);
         applied.map(|()| plan)
     }
 
@@ -210,7 +208,7 @@ impl Repository {
         &self,
         work: &Work,
         chunks: Vec<(Id, PackEntry)>,
-        stage: &Path,
+        stage: &Arc<Pinned>,
     ) -> Result<(), RepoError> {
         // Where each chunk goes: (staged file index, offset in the file).
         let mut targets: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
@@ -230,7 +228,7 @@ impl Repository {
         futures::stream::iter(by_pack)
             .map(|(pack, mut entries)| {
                 entries.sort_by_key(|e| e.offset);
-                self.restore_pack(pack, entries, targets.clone(), stage.to_path_buf())
+                self.restore_pack(pack, entries, targets.clone(), stage.clone())
             })
             .buffer_unordered(PACKS_IN_FLIGHT)
             .try_collect::<()>()
@@ -242,7 +240,7 @@ impl Repository {
         pack: Id,
         entries: Vec<PackEntry>,
         targets: Arc<HashMap<Id, Vec<(usize, u64)>>>,
-        stage: PathBuf,
+        stage: Arc<Pinned>,
     ) -> Result<(), RepoError> {
         let key = pack_key(&pack);
         let start = entries.first().map_or(0, |e| e.offset);
@@ -285,13 +283,10 @@ impl Repository {
                         .map(Vec::as_slice)
                         .unwrap_or_default()
                     {
-                        let path = staged_path(&stage, *index);
-                        let file = std::fs::OpenOptions::new()
-                            .write(true)
-                            .open(&path)
-                            .map_err(|e| RepoError::io(&path, e))?;
-                        file.write_all_at(&plain, *offset)
-                            .map_err(|e| RepoError::io(&path, e))?;
+                        let name = staged_name(*index);
+                        let io = |e: std::io::Error| RepoError::io(&name, e);
+                        let file = stage.open_file(&name, OFlag::O_WRONLY).map_err(io)?;
+                        file.write_all_at(&plain, *offset).map_err(io)?;
                     }
                 }
                 Ok::<_, RepoError>(())
@@ -535,9 +530,10 @@ fn new_stage_name() -> String {
 }
 
 /// Empties the stage through its pinned path, then removes it from the target.
-fn remove_stage(root: &Pinned, name: &str, stage: &Path) {
-    for entry in std::fs::read_dir(stage).into_iter().flatten().flatten() {
-        let _ = std::fs::remove_dir_all(stage.join(entry.file_name()));
+fn remove_stage(root: &Pinned, name: &str, stage: &Pinned) {
+    let path = stage.path();
+    for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir_all(path.join(entry.file_name()));
     }
     let _ = root.remove_dir(name);
 }
@@ -546,32 +542,34 @@ fn remove_stage(root: &Pinned, name: &str, stage: &Path) {
 /// makes every create and rename search a huge directory.
 const STAGED_PER_DIR: usize = 1024;
 
-fn staged_path(stage: &Path, index: usize) -> PathBuf {
+/// Entry `index`'s name in the stage, relative to it (`3/3172`).
+fn staged_name(index: usize) -> String {
+    format!("{}/{index}", index / STAGED_PER_DIR)
+}
+
+/// The staging name of entry `index`, its directory created if needed.
+fn staging_slot(stage: &Pinned, index: usize) -> Result<String, RepoError> {
+    let dir = (index / STAGED_PER_DIR).to_string();
     stage
-        .join((index / STAGED_PER_DIR).to_string())
-        .join(index.to_string())
+        .mkdir(&dir)
+        .or_else(ignore_exists)
+        .map_err(|e| RepoError::io(&dir, e))?;
+    Ok(staged_name(index))
 }
 
-/// The staging path of entry `index`, its directory created if needed.
-fn staging_slot(stage: &Path, index: usize) -> Result<PathBuf, RepoError> {
-    let path = staged_path(stage, index);
-    let dir = path.parent().expect("staged paths have a directory");
-    if !dir.exists() {
-        std::fs::create_dir(dir).map_err(|e| RepoError::io(dir, e))?;
-    }
-    Ok(path)
-}
-
-fn create_staged_file(stage: &Path, index: usize, size: u64) -> Result<(), RepoError> {
-    let path = staging_slot(stage, index)?;
-    let file = File::create(&path).map_err(|e| RepoError::io(&path, e))?;
-    file.set_len(size).map_err(|e| RepoError::io(&path, e))
+fn create_staged_file(stage: &Pinned, index: usize, size: u64) -> Result<(), RepoError> {
+    let name = staging_slot(stage, index)?;
+    let io = |e: std::io::Error| RepoError::io(&name, e);
+    let file = stage
+        .open_file(&name, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)
+        .map_err(io)?;
+    file.set_len(size).map_err(io)
 }
 
 /// Step 3: puts everything in place. Runs only once every byte is staged and checked.
 /// Every target path goes through a [`Resolver`] (`pinned.rs`): none can be
 /// redirected. Errors name the path under `target`, as people know it.
-fn apply(work: &Work, root: &Pinned, stage: &Path, target: &Path) -> Result<(), RepoError> {
+fn apply(work: &Work, root: &Pinned, stage: &Pinned, target: &Path) -> Result<(), RepoError> {
     let mut resolver = Resolver::new(root);
     let named = |rel: &[u8]| {
         let shown = target.join(OsStr::from_bytes(rel));
@@ -595,34 +593,37 @@ fn apply(work: &Work, root: &Pinned, stage: &Path, target: &Path) -> Result<(), 
     {
         let known = work.existing.contains_key(&entry.path);
         let fresh = !known || entry.path.is_empty();
-        resolve(&mut resolver, &entry.path)
-            .and_then(|path| set_metadata(&path, entry, &owners, fresh))
-            .map_err(named(&entry.path))?;
+        let at = place(&mut resolver, &entry.path).map_err(named(&entry.path))?;
+        at.node()
+            .and_then(|node| metadata::set(&node, entry, &owners, fresh))
+            .map_err(|e| RepoError::io(target.join(OsStr::from_bytes(&entry.path)), e))?;
     }
     Ok(())
 }
 
-fn resolve(resolver: &mut Resolver<'_>, rel: &[u8]) -> Result<PinnedPath, RepoError> {
+fn place(resolver: &mut Resolver<'_>, rel: &[u8]) -> Result<Place, RepoError> {
     resolver
-        .path(rel)
+        .place(rel)
         .map_err(|e| RepoError::io(OsStr::from_bytes(rel), e))
 }
 
 /// Removes what the backup does not have (gone already is fine).
 fn remove_path(resolver: &mut Resolver<'_>, rel: &[u8]) -> Result<(), RepoError> {
-    let path = match resolver.path(rel) {
-        Ok(path) => path,
+    let io = |e: std::io::Error| RepoError::io(OsStr::from_bytes(rel), e);
+    let place = match resolver.place(rel) {
+        Ok(place) => place,
         // Its directory went with an earlier removal.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(RepoError::io(OsStr::from_bytes(rel), e)),
+        Err(e) => return Err(io(e)),
     };
-    let removed = match std::fs::symlink_metadata(&path) {
-        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
-        Ok(_) => std::fs::remove_file(&path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    };
-    removed.map_err(|e| RepoError::io(&path, e))
+    match place.stat().map_err(io)? {
+        None => Ok(()),
+        Some(stat) if stat.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+            // Below its pinned directory, std removes the tree without following links.
+            std::fs::remove_dir_all(place.path()).map_err(io)
+        }
+        Some(_) => place.unlink().map_err(io),
+    }
 }
 
 /// Puts entry `index` in place: created from the stage, or its metadata corrected.
@@ -630,46 +631,47 @@ fn put_in_place(
     resolver: &mut Resolver<'_>,
     work: &Work,
     index: usize,
-    stage: &Path,
+    stage: &Pinned,
     owners: &Owners,
 ) -> Result<(), RepoError> {
     let entry = &work.entries[index];
-    let path = resolve(resolver, &entry.path)?;
+    let at = place(resolver, &entry.path)?;
+    let io = |e: std::io::Error| RepoError::io(OsStr::from_bytes(&entry.path), e);
     let create = work.create[index];
     match entry.kind {
         EntryKind::Dir => {
             if create {
-                std::fs::create_dir(&path)
-                    .or_else(ignore_exists)
-                    .map_err(|e| RepoError::io(&path, e))?;
+                at.mkdir(0o700).or_else(ignore_exists).map_err(io)?;
             }
         }
         EntryKind::File if create => {
-            let staged = staged_path(stage, index);
-            set_metadata(&staged, entry, owners, true)?;
-            std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
+            let staged = staged_name(index);
+            let node = stage.node(&staged).map_err(io)?;
+            metadata::set(&node, entry, owners, true).map_err(io)?;
+            at.rename_from(stage, &staged).map_err(io)?;
         }
         EntryKind::Symlink | EntryKind::Fifo if create => {
             let staged = staging_slot(stage, index)?;
             if entry.kind == EntryKind::Symlink {
                 let link = OsStr::from_bytes(entry.target.as_deref().unwrap_or_default());
-                std::os::unix::fs::symlink(link, &staged).map_err(|e| RepoError::io(&staged, e))?;
+                stage.symlink(link, &staged).map_err(io)?;
             } else {
-                nix::unistd::mkfifo(&staged, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                    .map_err(|e| RepoError::io(&staged, e.into()))?;
+                stage.mkfifo(&staged).map_err(io)?;
             }
-            set_metadata(&staged, entry, owners, true)?;
-            std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
+            let node = stage.node(&staged).map_err(io)?;
+            metadata::set(&node, entry, owners, true).map_err(io)?;
+            at.rename_from(stage, &staged).map_err(io)?;
         }
         EntryKind::Hardlink if create => {
-            let first = resolve(resolver, entry.target.as_deref().unwrap_or_default())?;
+            let first = place(resolver, entry.target.as_deref().unwrap_or_default())?;
             let staged = staging_slot(stage, index)?;
-            std::fs::hard_link(&first, &staged).map_err(|e| RepoError::io(&first, e))?;
-            std::fs::rename(&staged, &path).map_err(|e| RepoError::io(&path, e))?;
+            first.link_to(stage, &staged).map_err(io)?;
+            at.rename_from(stage, &staged).map_err(io)?;
         }
         EntryKind::Hardlink => {}
         EntryKind::File | EntryKind::Symlink | EntryKind::Fifo => {
-            set_metadata(&path, entry, owners, false)?;
+            let node = at.node().map_err(io)?;
+            metadata::set(&node, entry, owners, false).map_err(io)?;
         }
     }
     Ok(())
@@ -681,112 +683,4 @@ fn ignore_exists(e: std::io::Error) -> std::io::Result<()> {
     } else {
         Err(e)
     }
-}
-
-/// Looks up owner names on this host; chown only works (and is only tried) as root.
-struct Owners {
-    is_root: bool,
-    // Name lookups read /etc/passwd and /etc/group: once per name, not per entry.
-    users: RefCell<HashMap<String, Option<u32>>>,
-    groups: RefCell<HashMap<String, Option<u32>>>,
-}
-
-impl Owners {
-    fn new() -> Self {
-        Owners {
-            is_root: nix::unistd::geteuid().is_root(),
-            users: RefCell::default(),
-            groups: RefCell::default(),
-        }
-    }
-
-    fn uid(&self, entry: &Entry) -> u32 {
-        let Some(name) = entry.user.as_deref() else {
-            return entry.uid;
-        };
-        let mut users = self.users.borrow_mut();
-        let found = users.entry(name.to_owned()).or_insert_with(|| {
-            nix::unistd::User::from_name(name)
-                .ok()
-                .flatten()
-                .map(|u| u.uid.as_raw())
-        });
-        found.unwrap_or(entry.uid)
-    }
-
-    fn gid(&self, entry: &Entry) -> u32 {
-        let Some(name) = entry.group.as_deref() else {
-            return entry.gid;
-        };
-        let mut groups = self.groups.borrow_mut();
-        let found = groups.entry(name.to_owned()).or_insert_with(|| {
-            nix::unistd::Group::from_name(name)
-                .ok()
-                .flatten()
-                .map(|g| g.gid.as_raw())
-        });
-        found.unwrap_or(entry.gid)
-    }
-}
-
-/// Gives `path` the entry's owner, mode, xattrs and mtime. With `fresh` false (a
-/// kept entry), only what differs is changed, so unchanged files keep their ctime and
-/// the next backup still recognises them.
-fn set_metadata(path: &Path, entry: &Entry, owners: &Owners, fresh: bool) -> Result<(), RepoError> {
-    let io = |e: std::io::Error| RepoError::io(path, e);
-    let node = pinned::Entry::open(path).map_err(io)?;
-    let meta = &node.stat;
-    let (uid, gid) = (owners.uid(entry), owners.gid(entry));
-    if owners.is_root && (meta.st_uid, meta.st_gid) != (uid, gid) {
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io)?;
-    }
-    // chown clears setuid bits, so the mode comes after it.
-    if !node.is_symlink() && (fresh || meta.st_mode & 0o7777 != entry.mode) {
-        node.chmod(entry.mode).map_err(io)?;
-    }
-    // A file made by this restore has no xattrs yet: nothing to list or remove.
-    if !(fresh && entry.xattrs.is_empty() && entry.kind != EntryKind::Dir) {
-        sync_xattrs(path, &entry.xattrs)?;
-    }
-    let mtime = meta
-        .st_mtime
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.st_mtime_nsec);
-    if fresh || mtime != entry.mtime {
-        let time = TimeSpec::new(
-            entry.mtime.div_euclid(1_000_000_000),
-            entry.mtime.rem_euclid(1_000_000_000),
-        );
-        utimensat(
-            nix::fcntl::AT_FDCWD,
-            path,
-            &TimeSpec::UTIME_OMIT,
-            &time,
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(|e| io(e.into()))?;
-    }
-    Ok(())
-}
-
-/// Makes the path's extended attributes exactly the entry's.
-fn sync_xattrs(path: &Path, wanted: &[Xattr]) -> Result<(), RepoError> {
-    let io = |e: std::io::Error| RepoError::io(path, e);
-    let present: Vec<_> = match xattr::list(path) {
-        Ok(names) => names.collect(),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) && wanted.is_empty() => return Ok(()),
-        Err(e) => return Err(io(e)),
-    };
-    for name in &present {
-        if !wanted.iter().any(|x| x.name == name.as_bytes()) {
-            xattr::remove(path, name).map_err(io)?;
-        }
-    }
-    for x in wanted {
-        let name = OsStr::from_bytes(&x.name);
-        if xattr::get(path, name).ok().flatten().as_deref() != Some(&x.value[..]) {
-            xattr::set(path, name, &x.value).map_err(io)?;
-        }
-    }
-    Ok(())
 }

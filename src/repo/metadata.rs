@@ -1,0 +1,147 @@
+//! Setting one restored entry's metadata: owner, mode, extended attributes, mtime.
+//!
+//! Everything goes through a [`Node`] (`pinned.rs`): the entry's own descriptor, or
+//! for a symlink a path whose final name is never followed. With `fresh` false (an
+//! entry kept from before the restore) only what differs is changed, so unchanged
+//! files keep their ctime and the next backup still recognises them.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+
+use nix::sys::stat::{UtimensatFlags, futimens, utimensat};
+use nix::sys::time::TimeSpec;
+use xattr::FileExt;
+
+use super::pinned::Node;
+use super::tree::{Entry, EntryKind, Xattr};
+
+/// Looks up owner names on this host; chown only works (and is only tried) as root.
+pub struct Owners {
+    is_root: bool,
+    // Name lookups read /etc/passwd and /etc/group: once per name, not per entry.
+    users: RefCell<HashMap<String, Option<u32>>>,
+    groups: RefCell<HashMap<String, Option<u32>>>,
+}
+
+impl Owners {
+    pub fn new() -> Self {
+        Owners {
+            is_root: nix::unistd::geteuid().is_root(),
+            users: RefCell::default(),
+            groups: RefCell::default(),
+        }
+    }
+
+    fn uid(&self, entry: &Entry) -> u32 {
+        let Some(name) = entry.user.as_deref() else {
+            return entry.uid;
+        };
+        let mut users = self.users.borrow_mut();
+        let found = users.entry(name.to_owned()).or_insert_with(|| {
+            nix::unistd::User::from_name(name)
+                .ok()
+                .flatten()
+                .map(|u| u.uid.as_raw())
+        });
+        found.unwrap_or(entry.uid)
+    }
+
+    fn gid(&self, entry: &Entry) -> u32 {
+        let Some(name) = entry.group.as_deref() else {
+            return entry.gid;
+        };
+        let mut groups = self.groups.borrow_mut();
+        let found = groups.entry(name.to_owned()).or_insert_with(|| {
+            nix::unistd::Group::from_name(name)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+        });
+        found.unwrap_or(entry.gid)
+    }
+}
+
+/// Gives `node` the entry's owner, mode, xattrs and mtime.
+pub fn set(node: &Node, entry: &Entry, owners: &Owners, fresh: bool) -> io::Result<()> {
+    let stat = node.stat();
+    let (uid, gid) = (owners.uid(entry), owners.gid(entry));
+    if owners.is_root && (stat.st_uid, stat.st_gid) != (uid, gid) {
+        match node {
+            Node::Open { file, .. } => std::os::unix::fs::fchown(file, Some(uid), Some(gid))?,
+            Node::Symlink { path, .. } => std::os::unix::fs::lchown(path, Some(uid), Some(gid))?,
+        }
+    }
+    // chown clears setuid bits, so the mode comes after it. A symlink has no mode.
+    if let Node::Open { file, .. } = node
+        && (fresh || stat.st_mode & 0o7777 != entry.mode)
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(entry.mode))?;
+    }
+    // A file made by this restore has no xattrs yet: nothing to list or remove.
+    if !(fresh && entry.xattrs.is_empty() && entry.kind != EntryKind::Dir) {
+        sync_xattrs(node, &entry.xattrs)?;
+    }
+    let mtime = stat
+        .st_mtime
+        .saturating_mul(1_000_000_000)
+        .saturating_add(stat.st_mtime_nsec);
+    if fresh || mtime != entry.mtime {
+        let time = TimeSpec::new(
+            entry.mtime.div_euclid(1_000_000_000),
+            entry.mtime.rem_euclid(1_000_000_000),
+        );
+        match node {
+            Node::Open { file, .. } => futimens(file, &TimeSpec::UTIME_OMIT, &time)?,
+            Node::Symlink { path, .. } => utimensat(
+                nix::fcntl::AT_FDCWD,
+                path,
+                &TimeSpec::UTIME_OMIT,
+                &time,
+                UtimensatFlags::NoFollowSymlink,
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// Makes the node's extended attributes exactly the entry's.
+fn sync_xattrs(node: &Node, wanted: &[Xattr]) -> io::Result<()> {
+    let present: Vec<_> = match list(node) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) && wanted.is_empty() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for name in &present {
+        if !wanted.iter().any(|x| x.name == name.as_bytes()) {
+            match node {
+                Node::Open { file, .. } => file.remove_xattr(name)?,
+                Node::Symlink { path, .. } => xattr::remove(path, name)?,
+            }
+        }
+    }
+    for x in wanted {
+        let name = OsStr::from_bytes(&x.name);
+        let current = match node {
+            Node::Open { file, .. } => file.get_xattr(name),
+            Node::Symlink { path, .. } => xattr::get(path, name),
+        };
+        if current.ok().flatten().as_deref() != Some(&x.value[..]) {
+            match node {
+                Node::Open { file, .. } => file.set_xattr(name, &x.value)?,
+                Node::Symlink { path, .. } => xattr::set(path, name, &x.value)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list(node: &Node) -> io::Result<Vec<std::ffi::OsString>> {
+    Ok(match node {
+        Node::Open { file, .. } => file.list_xattr()?.collect(),
+        Node::Symlink { path, .. } => xattr::list(path)?.collect(),
+    })
+}
