@@ -140,6 +140,7 @@ pub async fn handle(
         Request::Import {
             env,
             parts,
+            urls,
             name,
             version,
             wait,
@@ -147,6 +148,7 @@ pub async fn handle(
             let ask = ImportAsk {
                 env,
                 parts,
+                urls,
                 name,
                 version,
             };
@@ -457,9 +459,25 @@ async fn backup_job_outcome(
 /// An import as asked for, before its checks.
 struct ImportAsk {
     env: String,
+    /// Parts whose files the client passed, in order.
     parts: Vec<String>,
+    /// Parts to fetch from a URL.
+    urls: std::collections::BTreeMap<String, String>,
     name: Option<String>,
     version: Option<String>,
+}
+
+/// An import URL must be http(s) or a store's: never a local path, which the daemon
+/// (root) would read for whoever asked.
+fn check_import_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("invalid import URL {text:?}: {e}"))?;
+    match crate::import::URL_SCHEMES.contains(&url.scheme()) {
+        true => Ok(()),
+        false => Err(format!(
+            "import URLs are http(s) or a store's (s3://, gs://, az://), not {}:// (pass a local file as PART=FILE)",
+            url.scheme()
+        )),
+    }
 }
 
 /// Queues an import of the client's files (one per part) as a backup with trigger
@@ -476,25 +494,30 @@ async fn import(
     let ImportAsk {
         env,
         parts,
+        urls,
         name,
         version,
     } = ask;
     let config = daemon.config();
     let env_config = config.env(&env).expect("checked by handle");
     let known: Vec<String> = env_config.parts().into_iter().map(|p| p.name).collect();
-    if parts.is_empty() {
+    let all: Vec<String> = parts.iter().chain(urls.keys()).cloned().collect();
+    if all.is_empty() {
         return Err(invalid(
             "an import needs at least one --part PART=FILE".into(),
         ));
     }
-    for (i, part) in parts.iter().enumerate() {
+    for url in urls.values() {
+        check_import_url(url).map_err(invalid)?;
+    }
+    for (i, part) in all.iter().enumerate() {
         if !known.contains(part) {
             return Err(invalid(format!(
                 "environment {env} has no part {part} (it has: {})",
                 known.join(", ")
             )));
         }
-        if parts[..i].contains(part) {
+        if all[..i].contains(part) {
             return Err(invalid(format!("part {part} is given twice")));
         }
     }
@@ -521,8 +544,12 @@ async fn import(
             "invalid backup name {name:?}: use 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit"
         )));
     }
-    let args =
-        serde_json::to_string(&crate::jobs::import::ImportArgs { version }).expect("serializes");
+    let args = crate::jobs::import::ImportArgs {
+        version,
+        file_parts: parts.clone(),
+        urls: urls.into_iter().collect(),
+    };
+    let args = serde_json::to_string(&args).expect("serializes");
     let host = config.daemon.host.clone();
     let (user, env_c, name_c) = (caller.user.clone(), env.clone(), name.clone());
     let job = daemon

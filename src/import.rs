@@ -1,6 +1,7 @@
 //! Import: archives made elsewhere, checked before anything is stored.
 //!
-//! An import takes, per part, a file in the formats a download gives: a tar archive
+//! An import takes, per part, a file (passed by the client) or a URL (fetched by the
+//! daemon: http(s), or a store URL) in the formats a download gives: a tar archive
 //! for code and files, the native dump for a database, each plain or compressed with
 //! gzip or zstd (told by their magic bytes, not by names). Everything in them is
 //! hostile until checked:
@@ -32,9 +33,74 @@ use crate::config::DatabaseKind;
 /// A decompressed input.
 pub type Input = Pin<Box<dyn AsyncRead + Send>>;
 
-/// `file` as its decompressed stream: gzip and zstd by their magic bytes, else as is.
-pub async fn decompressed(file: std::fs::File) -> io::Result<Input> {
-    let mut reader = BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+/// A file the client passed, as its decompressed stream.
+pub async fn from_file(file: std::fs::File) -> io::Result<Input> {
+    decompressed(tokio::fs::File::from_std(file)).await
+}
+
+/// The object at `url`, as its decompressed stream: `http(s)://` (query strings kept,
+/// so signed links work), or a store URL (`s3://`, `gs://`, `az://`) read with the
+/// daemon's store credentials (`AWS_*`, `GOOGLE_*`, `AZURE_*`). Nothing else: the
+/// daemon never opens a local path for a client.
+pub async fn from_url(text: &str) -> io::Result<Input> {
+    use futures::TryStreamExt;
+    let url = url::Url::parse(text).map_err(io::Error::other)?;
+    let body: Pin<Box<dyn futures::Stream<Item = io::Result<bytes::Bytes>> + Send>> =
+        match url.scheme() {
+            "http" | "https" => {
+                // reqwest's errors name the URL, signature and all: never passed on.
+                let hide = |e: reqwest::Error| io::Error::other(e.without_url());
+                let response = reqwest::get(url.clone())
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .map_err(hide)?;
+                Box::pin(response.bytes_stream().map_err(hide))
+            }
+            scheme if STORE_SCHEMES.contains(&scheme) => {
+                let vars = std::env::vars().filter(|(k, _)| {
+                    ["AWS_", "GOOGLE_", "AZURE_"]
+                        .iter()
+                        .any(|p| k.starts_with(p))
+                });
+                let (store, path) =
+                    object_store::parse_url_opts(&url, vars).map_err(io::Error::other)?;
+                let found = object_store::ObjectStoreExt::get(&store, &path)
+                    .await
+                    .map_err(io::Error::other)?;
+                Box::pin(found.into_stream().map_err(io::Error::other))
+            }
+            other => {
+                return Err(io::Error::other(format!(
+                    "unsupported URL scheme {other:?}"
+                )));
+            }
+        };
+    decompressed(tokio_util::io::StreamReader::new(body)).await
+}
+
+/// A URL as it may be shown and logged: without user, password and query (a signed
+/// URL's query is a credential).
+pub fn shown_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.to_string()
+        }
+        Err(_) => "(an invalid URL)".to_owned(),
+    }
+}
+
+/// The URL schemes an import may name: web and object stores, never local files.
+pub const URL_SCHEMES: &[&str] = &[
+    "http", "https", "s3", "s3a", "gs", "az", "azure", "abfs", "abfss",
+];
+const STORE_SCHEMES: &[&str] = &["s3", "s3a", "gs", "az", "azure", "abfs", "abfss"];
+
+/// `reader` as its decompressed stream: gzip and zstd by their magic bytes, else as is.
+async fn decompressed(reader: impl AsyncRead + Send + Unpin + 'static) -> io::Result<Input> {
+    let mut reader = BufReader::with_capacity(1 << 20, reader);
     let head = reader.fill_buf().await?;
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
         let mut decoder = GzipDecoder::new(reader);

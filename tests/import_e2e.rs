@@ -253,6 +253,11 @@ fn hostile_and_broken_archives_are_refused_and_change_nothing() {
         failed.stderr.trim(),
         "envsnapctl: environment live has no part nope (it has: code, files:uploads, database:main)"
     );
+    let failed = daemon.ctl(&["import", "live", "--part", "code=file:///etc/shadow"]);
+    assert_eq!(
+        failed.stderr.trim(),
+        "envsnapctl: import URLs are http(s) or a store's (s3://, gs://, az://), not file:// (pass a local file as PART=FILE)"
+    );
     let missing = dir.join("missing.tar");
     let failed = ctl(
         &daemon,

@@ -139,6 +139,53 @@ fn a_link_serves_the_part_until_it_expires() {
     }
     let (status, _) = fetch(url);
     assert_ne!(status, 200);
+    // Import from URLs: a link (http, signed) and the store URL of the same object.
+    let link = daemon.json(&[
+        "backup", "link", "live", "b1", "--part", "code", "--format", "tar.zst", "--ttl", "10m",
+    ]);
+    let url = link["url"].as_str().unwrap();
+    let key = url::Url::parse(url).unwrap().path().to_owned();
+    let store_url = format!("s3:/{key}");
+    for (name, from) in [("via-link", url), ("via-store", store_url.as_str())] {
+        let imported = daemon.json(&[
+            "import",
+            "live",
+            "--name",
+            name,
+            "--wait",
+            "--part",
+            &format!("code={from}"),
+        ]);
+        assert_eq!(imported["job"]["state"], "succeeded", "{imported}");
+    }
+    let size = |backup: &str| {
+        let shown = daemon.json(&["backup", "show", "live", backup]);
+        shown["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["part"] == "code")
+            .unwrap()["size"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(size("via-link"), size("b1"));
+    assert_eq!(size("via-store"), size("b1"));
+    let missing = daemon.ctl(&[
+        "import",
+        "live",
+        "--wait",
+        "--part",
+        "code=s3://backups/nothing-here.tar",
+    ]);
+    assert!(
+        missing
+            .stderr
+            .contains("failed: importing code: cannot fetch s3://backups/nothing-here.tar: "),
+        "{}",
+        missing.stderr
+    );
+
     assert!(
         !daemon.log().contains("X-Amz-Signature"),
         "a signed URL is a credential: never in the log"

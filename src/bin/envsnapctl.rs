@@ -47,7 +47,8 @@ enum Command {
     /// Store archives made elsewhere (tar, dumps; plain, gzip or zstd) as a backup
     Import {
         env: String,
-        /// PART=FILE: the part the archive is for and the file (repeat per part)
+        /// PART=FILE or PART=URL (http(s)://, s3://, gs://, az://, fetched by the
+        /// daemon): the part the archive is for and where it is (repeat per part)
         #[arg(long = "part", value_name = "PART=FILE", required = true, value_parser = cli::import::parse_part)]
         parts: Vec<(String, PathBuf)>,
         /// The backup's name (default: generated from the time)
@@ -288,13 +289,22 @@ impl Command {
                 wait,
                 restore,
                 ..
-            } => Request::Import {
-                env,
-                parts: parts.into_iter().map(|(part, _)| part).collect(),
-                name,
-                version,
-                wait: wait || restore,
-            },
+            } => {
+                let (urls, files): (Vec<_>, Vec<_>) = parts
+                    .into_iter()
+                    .partition(|(_, from)| cli::import::is_url(from));
+                Request::Import {
+                    env,
+                    parts: files.into_iter().map(|(part, _)| part).collect(),
+                    urls: urls
+                        .into_iter()
+                        .map(|(part, url)| (part, url.to_string_lossy().into_owned()))
+                        .collect(),
+                    name,
+                    version,
+                    wait: wait || restore,
+                }
+            }
             Command::Restore {
                 env,
                 backup,
@@ -430,7 +440,11 @@ async fn run(arguments: Arguments) -> Result<(), CliError> {
         ..
     } = &arguments.command
     {
-        let files: Vec<PathBuf> = parts.iter().map(|(_, file)| file.clone()).collect();
+        let files: Vec<PathBuf> = parts
+            .iter()
+            .map(|(_, from)| from.clone())
+            .filter(|from| !cli::import::is_url(from))
+            .collect();
         let restore = *restore;
         if restore && !yes {
             let what = format!("import into {env} and replace the environment with it");

@@ -1,7 +1,8 @@
 //! `import`: the client opens the archives and passes them to the daemon.
 //!
 //! Each `--part PART=FILE` file is opened here, with the caller's own rights, and
-//! passed over the socket; the daemon never opens a path for a client. With
+//! passed over the socket; the daemon never opens a path for a client. A
+//! `PART=URL` (http(s) or a store URL) is fetched by the daemon instead. With
 //! `--restore`, the imported backup is then restored like `envsnapctl restore ENV
 //! BACKUP --yes --wait` (the caller confirmed before anything was sent, unless
 //! `--yes`), and `--json` prints one document with both results.
@@ -15,7 +16,12 @@ use super::progress::ProgressDisplay;
 use crate::control::client::Client;
 use crate::control::protocol::Request;
 
-/// `PART=FILE` as given on the command line.
+/// Whether a `--part` source is a URL for the daemon to fetch rather than a file.
+pub fn is_url(from: &std::path::Path) -> bool {
+    from.to_str().is_some_and(|text| text.contains("://"))
+}
+
+/// `PART=FILE` (or `PART=URL`) as given on the command line.
 pub fn parse_part(text: &str) -> Result<(String, PathBuf), String> {
     match text.split_once('=') {
         Some((part, file)) if !part.is_empty() && !file.is_empty() => {

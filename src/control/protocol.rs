@@ -101,6 +101,9 @@ pub enum Request {
         env: String,
         /// The environment's parts the files are for, in the order they come.
         parts: Vec<String>,
+        /// Parts the daemon fetches instead: part → `http(s)://` or store URL.
+        #[serde(default)]
+        urls: std::collections::BTreeMap<String, String>,
         #[serde(default)]
         name: Option<String>,
         /// The version the backup records (default: the environment's current one).
@@ -178,6 +181,14 @@ impl Request {
             Request::BackupDownload { .. } | Request::BackupLink { .. } => Action::Download,
             _ => Action::Read,
         }
+    }
+
+    /// The request's command as sent (`backup-create`).
+    pub fn name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("command").and_then(|c| c.as_str()).map(str::to_owned))
+            .unwrap_or_default()
     }
 
     /// How many files the client passes over the socket for this request.

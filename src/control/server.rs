@@ -138,7 +138,8 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
         .await;
         return;
     }
-    tracing::debug!(user = %caller.user, ?request, "request");
+    // The command and environment only: arguments may carry credentials (a signed URL).
+    tracing::debug!(user = %caller.user, command = request.name(), env = request.env(), "request");
     let files = match receive_files(&request, &read_half, &mut write_half).await {
         Ok(files) => files,
         Err(message) => {

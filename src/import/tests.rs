@@ -201,11 +201,11 @@ async fn compression_is_told_by_magic_and_must_be_complete() {
         .await
         .unwrap();
     for bytes in [&plain, &zst, &gz] {
-        let input = decompressed(file_with(bytes)).await.unwrap();
+        let input = from_file(file_with(bytes)).await.unwrap();
         assert_eq!(read_all(input).await.unwrap(), plain);
     }
     for cut in [&zst[..zst.len() - 10], &gz[..gz.len() - 10]] {
-        let input = decompressed(file_with(cut)).await.unwrap();
+        let input = from_file(file_with(cut)).await.unwrap();
         assert!(
             read_all(input).await.is_err(),
             "a truncated stream was accepted"

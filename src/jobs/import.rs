@@ -1,7 +1,7 @@
 //! The import job: archives made elsewhere become a backup with trigger `import`.
 //!
 //! The client passed one open file per part with the request (`api.rs` holds them in
-//! the runner until the job runs). Each is decompressed and checked as it is stored
+//! the runner until the job runs), or named a URL the job fetches. Each is decompressed and checked as it is stored
 //! (`import.rs`): a tree part's tar archive is unpacked, entry by entry, into a
 //! private staging directory and archived from there like a live directory; a
 //! database part's dump is stored as a stream part in its native format. The first
@@ -23,38 +23,29 @@ use crate::repo::archiver::TreeOptions;
 use crate::repo::manifest::{BackupMeta, Manifest};
 use crate::repo::writer::BackupWriter;
 
-/// An import job's arguments, stored with it in the catalog.
+/// An import job's arguments, stored with it in the catalog (the files the client
+/// passed are held by the runner; URLs survive a restart).
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImportArgs {
     /// The version the backup records (default: the environment's current one).
     pub version: Option<String>,
+    /// Parts read from the client's files, in the order they were passed.
+    #[serde(default)]
+    pub file_parts: Vec<String>,
+    /// Parts fetched from URLs: (part, URL).
+    #[serde(default)]
+    pub urls: Vec<(String, String)>,
+}
+
+/// Where one part's archive comes from.
+enum Source {
+    File(OwnedFd),
+    Url(String),
 }
 
 pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToken) {
     let env = job.env.clone().unwrap_or_default();
     let name = job.backup.clone().unwrap_or_default();
-    let outcome = match daemon.runner.take_files(job.id) {
-        Some(files) => import(daemon, job, &env, &name, files, &cancel).await,
-        None => Err(RepoError::Source(
-            "the import's files were lost when the daemon restarted; run the import again".into(),
-        )),
-    };
-    super::backup::finish(daemon, job, &env, &name, outcome).await;
-}
-
-async fn import(
-    daemon: &Arc<Daemon>,
-    job: &JobRecord,
-    env: &str,
-    name: &str,
-    files: Vec<(String, OwnedFd)>,
-    cancel: &CancellationToken,
-) -> Result<Manifest, RepoError> {
-    let config = daemon.config();
-    let env_config = config
-        .env(env)
-        .ok_or_else(|| RepoError::Source(format!("environment {env} is no longer in the config")))?
-        .clone();
     let args = {
         let id = job.id;
         daemon.catalog.blocking(move |c| c.job_args(id)).await
@@ -64,7 +55,38 @@ async fn import(
         .flatten()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default();
-    let version = match args.version {
+    let files = daemon.runner.take_files(job.id).unwrap_or_default();
+    let outcome = if files.len() != args.file_parts.len() {
+        Err(RepoError::Source(
+            "the import's files were lost when the daemon restarted; run the import again".into(),
+        ))
+    } else {
+        let urls = args.urls.iter();
+        let sources = files
+            .into_iter()
+            .map(|(part, fd)| (part, Source::File(fd)))
+            .chain(urls.map(|(part, url)| (part.clone(), Source::Url(url.clone()))))
+            .collect();
+        import(daemon, job, &env, &name, &args, sources, &cancel).await
+    };
+    super::backup::finish(daemon, job, &env, &name, outcome).await;
+}
+
+async fn import(
+    daemon: &Arc<Daemon>,
+    job: &JobRecord,
+    env: &str,
+    name: &str,
+    args: &ImportArgs,
+    sources: Vec<(String, Source)>,
+    cancel: &CancellationToken,
+) -> Result<Manifest, RepoError> {
+    let config = daemon.config();
+    let env_config = config
+        .env(env)
+        .ok_or_else(|| RepoError::Source(format!("environment {env} is no longer in the config")))?
+        .clone();
+    let version = match args.version.clone() {
         Some(version) => version,
         None => env_config
             .version
@@ -74,8 +96,8 @@ async fn import(
     };
     let scratch = config.daemon.state_dir.join("tmp");
     let mut writer = daemon.repo.start_backup(cancel.clone()).await?;
-    for (part, file) in files {
-        let stored = store_part(&mut writer, &env_config, &part, file, &scratch, job.id).await;
+    for (part, source) in sources {
+        let stored = store_part(&mut writer, &env_config, &part, source, &scratch, job.id).await;
         if let Err(e) = stored {
             writer.abort().await;
             return Err(if cancel.is_cancelled() {
@@ -105,7 +127,7 @@ async fn store_part(
     writer: &mut BackupWriter,
     env: &EnvConfig,
     part: &str,
-    file: OwnedFd,
+    source: Source,
     scratch: &Path,
     job: i64,
 ) -> Result<(), RepoError> {
@@ -115,9 +137,17 @@ async fn store_part(
         .into_iter()
         .find(|p| p.name == part)
         .ok_or_else(|| refused(format!("environment {} has no such part", env.name)))?;
-    let input = crate::import::decompressed(std::fs::File::from(file))
-        .await
-        .map_err(|e| refused(format!("cannot read the file: {e}")))?;
+    let input = match source {
+        Source::File(fd) => crate::import::from_file(std::fs::File::from(fd))
+            .await
+            .map_err(|e| refused(format!("cannot read the file: {e}")))?,
+        Source::Url(url) => crate::import::from_url(&url).await.map_err(|e| {
+            refused(format!(
+                "cannot fetch {}: {e}",
+                crate::import::shown_url(&url)
+            ))
+        })?,
+    };
     match &target.source {
         PartSource::Tree { .. } => {
             let staging = Staging::create(scratch, job).map_err(refused)?;
