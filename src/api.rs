@@ -467,6 +467,43 @@ struct ImportAsk {
     version: Option<String>,
 }
 
+/// What an import by someone other than root may contain, and the owner its trees
+/// get (the caller's user and primary group). URLs are fetched with the daemon's own
+/// network access and store credentials, and a PostgreSQL or MariaDB dump runs its
+/// SQL as the database's configured user: both are root's alone.
+fn check_user_import(
+    env: &crate::config::EnvConfig,
+    parts: &[String],
+    urls: &std::collections::BTreeMap<String, String>,
+    caller: &Caller,
+) -> Result<(u32, u32), ApiError> {
+    let forbidden = |message: String| ApiError::new(ErrorCode::Forbidden, message);
+    if !urls.is_empty() {
+        return Err(forbidden(format!(
+            "user {} may not import from URLs (only root may); pass the files instead",
+            caller.user
+        )));
+    }
+    for target in env.parts().into_iter().filter(|t| parts.contains(&t.name)) {
+        if let crate::config::PartSource::Database(db) = &target.source
+            && matches!(
+                db.kind,
+                crate::config::DatabaseKind::Postgres | crate::config::DatabaseKind::Mariadb
+            )
+        {
+            return Err(forbidden(format!(
+                "user {} may not import {}: loading a dump runs its SQL as the database's user (only root may)",
+                caller.user, target.name
+            )));
+        }
+    }
+    let gid = nix::unistd::User::from_uid(caller.uid.into())
+        .ok()
+        .flatten()
+        .map_or(caller.uid, |u| u.gid.as_raw());
+    Ok((caller.uid, gid))
+}
+
 /// An import URL must be http(s) or a store's: never a local path, which the daemon
 /// (root) would read for whoever asked.
 fn check_import_url(text: &str) -> Result<(), String> {
@@ -532,6 +569,18 @@ async fn import(
             "an import needs one file per part",
         ));
     }
+    for (part, file) in parts.iter().zip(&files) {
+        let stat = nix::sys::stat::fstat(file).map_err(|e| invalid(format!("{part}: {e}")))?;
+        if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(invalid(format!(
+                "the file for part {part} is not a regular file"
+            )));
+        }
+    }
+    let owner = match caller.is_unrestricted() {
+        true => None,
+        false => Some(check_user_import(env_config, &parts, &urls, caller)?),
+    };
     if daemon.shutdown.is_cancelled() {
         return Err(ApiError::new(
             ErrorCode::ShuttingDown,
@@ -544,22 +593,42 @@ async fn import(
             "invalid backup name {name:?}: use 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit"
         )));
     }
+    // The sources are held before the job exists, so the runner always finds them.
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).expect("the operating system's random source failed");
+    let token = hex::encode(random);
+    let sources = parts
+        .into_iter()
+        .zip(files.into_iter().map(crate::jobs::import::Source::File))
+        .chain(
+            urls.into_iter()
+                .map(|(part, url)| (part, crate::jobs::import::Source::Url(url))),
+        )
+        .collect();
+    daemon.runner.hold_import(&token, sources);
     let args = crate::jobs::import::ImportArgs {
         version,
-        file_parts: parts.clone(),
-        urls: urls.into_iter().collect(),
+        token: token.clone(),
+        owner,
     };
     let args = serde_json::to_string(&args).expect("serializes");
     let host = config.daemon.host.clone();
     let (user, env_c, name_c) = (caller.user.clone(), env.clone(), name.clone());
-    let job = daemon
+    let queued = daemon
         .catalog
         .blocking(move |c| Ok(c.queue_backup(&env_c, &name_c, &host, "import", &user, Some(&args))))
-        .await?
-        .map_err(|e| ApiError::new(ErrorCode::Conflict, e.to_string()))?;
-    daemon
-        .runner
-        .attach_files(job.id, parts.into_iter().zip(files).collect());
+        .await;
+    let job = match queued {
+        Ok(Ok(job)) => job,
+        failed => {
+            drop(daemon.runner.take_import(&token));
+            return Err(match failed {
+                Ok(Err(e)) => ApiError::new(ErrorCode::Conflict, e.to_string()),
+                Err(e) => e.into(),
+                Ok(Ok(_)) => unreachable!("matched above"),
+            });
+        }
+    };
     tracing::info!(job = job.id, env = %env, backup = %name, user = %caller.user, "import queued");
     daemon.runner.wake();
     backup_job_outcome(daemon, job, wait, replies).await
@@ -649,7 +718,11 @@ async fn job_cancel(daemon: &Arc<Daemon>, caller: &Caller, id: i64) -> Outcome {
             .blocking(move |c| c.cancel_queued(id, &activity))
             .await?;
         if cancelled {
-            drop(daemon.runner.take_files(id)); // an import's files are closed
+            if job.kind == "import" {
+                // Its files are closed.
+                let args = crate::jobs::import::args_of(daemon, id).await;
+                drop(daemon.runner.take_import(&args.token));
+            }
         } else {
             // It started in the meantime: stop it like any running job.
             daemon.runner.cancel(id);

@@ -119,24 +119,32 @@ async fn decompressed(reader: impl AsyncRead + Send + Unpin + 'static) -> io::Re
 
 /// Unpacks the tar archive `input` into `root` (a new, private directory), checking
 /// every entry first; returns the number of entries.
-pub async fn unpack_tar(input: Input, root: PathBuf) -> Result<u64, String> {
+/// With `owner` (an import by someone other than root), every entry becomes that
+/// user's and group's, setuid and setgid bits are dropped and extended attributes left
+/// out: an archive from a user can never plant a setuid-root file or a capability.
+pub async fn unpack_tar(
+    input: Input,
+    root: PathBuf,
+    owner: Option<(u32, u32)>,
+) -> Result<u64, String> {
     tokio::task::spawn_blocking(move || {
         let reader = tokio_util::io::SyncIoBridge::new(input);
-        unpack(reader, &root)
+        unpack(reader, &root, owner)
     })
     .await
     .map_err(|e| format!("unpacking stopped: {e}"))?
 }
 
-fn unpack(reader: impl Read, root: &Path) -> Result<u64, String> {
+fn unpack(reader: impl Read, root: &Path, owner: Option<(u32, u32)>) -> Result<u64, String> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
-    archive.set_unpack_xattrs(true);
+    archive.set_preserve_ownerships(owner.is_none());
+    archive.set_unpack_xattrs(owner.is_none());
     archive.set_preserve_mtime(true);
     let corrupt =
         |e: io::Error| format!("the archive is corrupt or truncated: {}", with_causes(&e));
     let mut files: HashSet<PathBuf> = HashSet::new();
+    let mut symlinks: HashSet<PathBuf> = HashSet::new();
     let mut directories = Vec::new();
     let mut root_meta: Option<(tar::Header, (i64, i64))> = None;
     let mut count = 0;
@@ -146,6 +154,12 @@ fn unpack(reader: impl Read, root: &Path) -> Result<u64, String> {
         let path = inside_path(&raw)
             .ok_or_else(|| format!("entry {} leaves the part (absolute or ..)", raw.display()))?;
         let shown = path.display();
+        if let Some(link) = path.ancestors().skip(1).find(|a| symlinks.contains(*a)) {
+            return Err(format!(
+                "entry {shown} lies below symlink {}",
+                link.display()
+            ));
+        }
         use tar::EntryType::*;
         match entry.header().entry_type() {
             Regular | Continuous | GNUSparse => {
@@ -154,12 +168,13 @@ fn unpack(reader: impl Read, root: &Path) -> Result<u64, String> {
             Directory => {}
             Symlink => {
                 let target = link_target(&entry, &shown)?;
-                if !symlink_stays_inside(&path, &target) {
+                if !symlink_stays_inside(&path, &target, &symlinks) {
                     return Err(format!(
                         "symlink {shown} points outside the part (to {})",
                         target.display()
                     ));
                 }
+                symlinks.insert(path.clone());
             }
             Link => {
                 let target = link_target(&entry, &shown)?;
@@ -186,6 +201,9 @@ fn unpack(reader: impl Read, root: &Path) -> Result<u64, String> {
         if !unpacked {
             return Err(format!("entry {shown} leaves the part"));
         }
+        if let Some(owner) = owner {
+            make_theirs(&root.join(&path), entry.header(), owner)?;
+        }
         // The tar crate sets whole seconds; a PAX record may hold nanoseconds.
         match entry.header().entry_type() {
             Directory => directories.push((path, mtime)),
@@ -198,7 +216,7 @@ fn unpack(reader: impl Read, root: &Path) -> Result<u64, String> {
         set_mtime(&root.join(dir), *mtime);
     }
     if let Some((header, mtime)) = root_meta {
-        apply_root_metadata(root, &header, mtime)?;
+        apply_root_metadata(root, &header, mtime, owner)?;
     }
     Ok(count)
 }
@@ -231,14 +249,26 @@ fn set_mtime(path: &Path, (seconds, nanos): (i64, i64)) {
 
 /// The archive's own root entry (`./`) describes the part's directory: its mode,
 /// owner (when run as root) and time.
-fn apply_root_metadata(root: &Path, header: &tar::Header, mtime: (i64, i64)) -> Result<(), String> {
+fn apply_root_metadata(
+    root: &Path,
+    header: &tar::Header,
+    mtime: (i64, i64),
+    owner: Option<(u32, u32)>,
+) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let bad = |e: io::Error| format!("the archive's root entry: {}", with_causes(&e));
-    let mode = header.mode().map_err(bad)? & 0o7777;
+    let mask = if owner.is_some() { 0o1777 } else { 0o7777 };
+    let mode = header.mode().map_err(bad)? & mask;
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode)).map_err(bad)?;
+    let (uid, gid) = match owner {
+        Some(owner) => owner,
+        None => (
+            header.uid().map_err(bad)? as u32,
+            header.gid().map_err(bad)? as u32,
+        ),
+    };
     if nix::unistd::geteuid().is_root() {
-        let (uid, gid) = (header.uid().map_err(bad)?, header.gid().map_err(bad)?);
-        std::os::unix::fs::lchown(root, Some(uid as u32), Some(gid as u32)).map_err(bad)?;
+        std::os::unix::fs::lchown(root, Some(uid), Some(gid)).map_err(bad)?;
     }
     set_mtime(root, mtime);
     Ok(())
@@ -281,16 +311,22 @@ fn inside_path(path: &Path) -> Option<PathBuf> {
     Some(inside)
 }
 
-/// Whether a symlink at `link` (inside the part) to `target` resolves inside it.
-fn symlink_stays_inside(link: &Path, target: &Path) -> bool {
-    let mut depth = link.components().count().saturating_sub(1) as i64;
+/// Whether a symlink at `link` (inside the part) to `target` resolves inside it,
+/// judged lexically, and never through one of the archive's `symlinks` (whose own
+/// target would change where the rest leads).
+fn symlink_stays_inside(link: &Path, target: &Path, symlinks: &HashSet<PathBuf>) -> bool {
+    let mut resolved: PathBuf = link.parent().map(Path::to_path_buf).unwrap_or_default();
     for component in target.components() {
         match component {
-            Component::Normal(_) => depth += 1,
+            Component::Normal(name) => {
+                resolved.push(name);
+                if symlinks.contains(&resolved) {
+                    return false;
+                }
+            }
             Component::CurDir => {}
             Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
+                if !resolved.pop() {
                     return false;
                 }
             }
@@ -298,6 +334,20 @@ fn symlink_stays_inside(link: &Path, target: &Path) -> bool {
         }
     }
     true
+}
+
+/// An entry of a user's import becomes theirs: owner, group, no setuid/setgid bits.
+/// The staging directory is root's alone, so nothing can swap the entry meanwhile.
+fn make_theirs(path: &Path, header: &tar::Header, (uid, gid): (u32, u32)) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |e: io::Error| format!("{}: {e}", path.display());
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(bad)?;
+    let kind = header.entry_type();
+    if kind.is_file() || kind.is_dir() {
+        let mode = header.mode().map_err(bad)? & 0o1777;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bad)?;
+    }
+    Ok(())
 }
 
 // ----------------------------------------------------------------------- dumps --

@@ -284,13 +284,35 @@ fn import_needs_the_restore_right() {
         eprintln!("skipped: needs root to run envsnapctl as another user");
         return;
     }
-    let user = "envsnap-e2e-dl";
-    let uid = support::ensure_user(user);
-    let daemon = TestDaemon::start(&format!("[access]\ndownload = [\"user:{user}\"]\n"));
+    let (user, restorer) = ("envsnap-e2e-dl", "envsnap-e2e");
+    let (uid, restorer_uid) = (support::ensure_user(user), support::ensure_user(restorer));
+    let daemon = TestDaemon::start(&format!(
+        "[access]\ndownload = [\"user:{user}\"]\nrestore = [\"user:{restorer}\"]\n"
+    ));
     daemon.open_socket_to_everyone();
     let denied = daemon.ctl_as(Some(uid), &["import", "live", "--part", "code=/dev/null"]);
     assert_eq!(
         denied.stderr.trim(),
         format!("envsnapctl: user {user} may not restore on environment live")
+    );
+    // Allowed to import, but not to make the daemon fetch URLs with its own access.
+    let fetch = daemon.ctl_as(
+        Some(restorer_uid),
+        &["import", "live", "--part", "code=http://127.0.0.1:9/x.tar"],
+    );
+    assert_eq!(
+        fetch.stderr.trim(),
+        format!(
+            "envsnapctl: user {restorer} may not import from URLs (only root may); pass the files instead"
+        )
+    );
+    // Nor to pass something that is not a regular file.
+    let fifo = daemon.ctl_as(
+        Some(restorer_uid),
+        &["import", "live", "--part", "code=/dev/null"],
+    );
+    assert_eq!(
+        fifo.stderr.trim(),
+        "envsnapctl: the file for part code is not a regular file"
     );
 }

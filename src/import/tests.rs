@@ -31,7 +31,7 @@ fn finished(mut archive: Vec<u8>) -> Vec<u8> {
 
 fn unpack_bytes(archive: Vec<u8>) -> (tempfile::TempDir, Result<u64, String>) {
     let dir = tempfile::tempdir().unwrap();
-    let result = unpack(&archive[..], dir.path());
+    let result = unpack(&archive[..], dir.path(), None);
     (dir, result)
 }
 
@@ -162,17 +162,28 @@ fn paths_and_links_are_judged_lexically() {
         Some(PathBuf::from("a/b"))
     );
     assert_eq!(inside_path(Path::new("a/../b")), None);
+    let none = HashSet::new();
     assert!(symlink_stays_inside(
         Path::new("a/b/link"),
-        Path::new("../../c")
+        Path::new("../../c"),
+        &none
     ));
     assert!(!symlink_stays_inside(
         Path::new("a/b/link"),
-        Path::new("../../../c")
+        Path::new("../../../c"),
+        &none
     ));
     assert!(!symlink_stays_inside(
         Path::new("link"),
-        Path::new("x/../../y")
+        Path::new("x/../../y"),
+        &none
+    ));
+    // Through another symlink of the archive: refused, wherever it seems to lead.
+    let up = HashSet::from([PathBuf::from("a/b/up")]);
+    assert!(!symlink_stays_inside(
+        Path::new("q"),
+        Path::new("a/b/up/../../x"),
+        &up
     ));
 }
 
@@ -278,4 +289,55 @@ async fn dumps_must_be_their_kind_and_whole() {
     ] {
         assert_eq!(check(bytes, kind).await.unwrap_err(), expected);
     }
+}
+
+#[test]
+fn symlinks_cannot_be_chained_or_entered() {
+    let mut archive = Vec::new();
+    raw_entry(&mut archive, "up", tar::EntryType::Symlink, Some("."), b"");
+    raw_entry(
+        &mut archive,
+        "q",
+        tar::EntryType::Symlink,
+        Some("up/../../etc"),
+        b"",
+    );
+    let (_dir, result) = unpack_bytes(finished(archive));
+    assert_eq!(
+        result,
+        Err("symlink q points outside the part (to up/../../etc)".to_owned())
+    );
+
+    let mut archive = Vec::new();
+    raw_entry(&mut archive, "up", tar::EntryType::Symlink, Some("."), b"");
+    raw_entry(&mut archive, "up/file", tar::EntryType::Regular, None, b"x");
+    let (_dir, result) = unpack_bytes(finished(archive));
+    assert_eq!(
+        result,
+        Err("entry up/file lies below symlink up".to_owned())
+    );
+}
+
+/// A user's import: entries become theirs, setuid and setgid bits are dropped.
+#[test]
+fn a_users_import_cannot_plant_setuid_root_files() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to give files to another user");
+        return;
+    }
+    let mut archive = Vec::new();
+    raw_entry(&mut archive, "sh", tar::EntryType::Regular, None, b"#!");
+    // Mode 06755, owned by root (raw_entry sets uid 0).
+    let header = tar::Header::from_byte_slice(&archive[..512]).clone();
+    let mut header = header;
+    header.set_mode(0o6755);
+    header.set_cksum();
+    archive[..512].copy_from_slice(header.as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let result = unpack(&finished(archive)[..], dir.path(), Some((4321, 4322)));
+    assert_eq!(result, Ok(1));
+    let meta = std::fs::symlink_metadata(dir.path().join("sh")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
+    assert_eq!(meta.mode() & 0o7777, 0o755);
 }

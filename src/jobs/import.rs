@@ -23,22 +23,20 @@ use crate::repo::archiver::TreeOptions;
 use crate::repo::manifest::{BackupMeta, Manifest};
 use crate::repo::writer::BackupWriter;
 
-/// An import job's arguments, stored with it in the catalog (the files the client
-/// passed are held by the runner; URLs survive a restart).
+/// An import job's arguments, stored with it in the catalog. Its sources are held
+/// by the runner under `token` (never stored: a URL may carry a signature).
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImportArgs {
     /// The version the backup records (default: the environment's current one).
     pub version: Option<String>,
-    /// Parts read from the client's files, in the order they were passed.
-    #[serde(default)]
-    pub file_parts: Vec<String>,
-    /// Parts fetched from URLs: (part, URL).
-    #[serde(default)]
-    pub urls: Vec<(String, String)>,
+    pub token: String,
+    /// For a caller who is not root: every entry of a tree becomes theirs (uid, gid),
+    /// without setuid/setgid bits or extended attributes.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Where one part's archive comes from.
-enum Source {
+pub enum Source {
     File(OwnedFd),
     Url(String),
 }
@@ -46,30 +44,23 @@ enum Source {
 pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToken) {
     let env = job.env.clone().unwrap_or_default();
     let name = job.backup.clone().unwrap_or_default();
-    let args = {
-        let id = job.id;
-        daemon.catalog.blocking(move |c| c.job_args(id)).await
-    };
-    let args: ImportArgs = args
-        .ok()
-        .flatten()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_default();
-    let files = daemon.runner.take_files(job.id).unwrap_or_default();
-    let outcome = if files.len() != args.file_parts.len() {
-        Err(RepoError::Source(
+    let args = args_of(daemon, job.id).await;
+    let outcome = match daemon.runner.take_import(&args.token) {
+        Some(sources) => import(daemon, job, &env, &name, &args, sources, &cancel).await,
+        None => Err(RepoError::Source(
             "the import's files were lost when the daemon restarted; run the import again".into(),
-        ))
-    } else {
-        let urls = args.urls.iter();
-        let sources = files
-            .into_iter()
-            .map(|(part, fd)| (part, Source::File(fd)))
-            .chain(urls.map(|(part, url)| (part.clone(), Source::Url(url.clone()))))
-            .collect();
-        import(daemon, job, &env, &name, &args, sources, &cancel).await
+        )),
     };
     super::backup::finish(daemon, job, &env, &name, outcome).await;
+}
+
+/// The arguments of import job `id` (defaults if unreadable).
+pub async fn args_of(daemon: &Daemon, id: i64) -> ImportArgs {
+    let args = daemon.catalog.blocking(move |c| c.job_args(id)).await;
+    args.ok()
+        .flatten()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
 }
 
 async fn import(
@@ -97,7 +88,16 @@ async fn import(
     let scratch = config.daemon.state_dir.join("tmp");
     let mut writer = daemon.repo.start_backup(cancel.clone()).await?;
     for (part, source) in sources {
-        let stored = store_part(&mut writer, &env_config, &part, source, &scratch, job.id).await;
+        let stored = store_part(
+            &mut writer,
+            &env_config,
+            &part,
+            source,
+            args,
+            &scratch,
+            job.id,
+        )
+        .await;
         if let Err(e) = stored {
             writer.abort().await;
             return Err(if cancel.is_cancelled() {
@@ -128,6 +128,7 @@ async fn store_part(
     env: &EnvConfig,
     part: &str,
     source: Source,
+    args: &ImportArgs,
     scratch: &Path,
     job: i64,
 ) -> Result<(), RepoError> {
@@ -153,7 +154,7 @@ async fn store_part(
             let staging = Staging::create(scratch, job).map_err(refused)?;
             let root = staging.path.join("root");
             std::fs::create_dir(&root).map_err(|e| refused(format!("{}: {e}", root.display())))?;
-            crate::import::unpack_tar(input, root.clone())
+            crate::import::unpack_tar(input, root.clone(), args.owner)
                 .await
                 .map_err(refused)?;
             let options = TreeOptions {

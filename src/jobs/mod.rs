@@ -14,7 +14,6 @@ pub mod prune;
 pub mod restore;
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, broadcast};
@@ -33,9 +32,10 @@ struct Active {
 pub struct Runner {
     wake: Notify,
     active: Mutex<HashMap<i64, Active>>,
-    /// The files an import job reads, passed by its client; held until it runs (a
-    /// restart loses them, and the job then fails saying so).
-    files: Mutex<HashMap<i64, Vec<(String, OwnedFd)>>>,
+    /// What an import job reads (its client's files, URLs), by the job's token: held
+    /// before the job is queued, until it runs (a restart loses them, and the job then
+    /// fails saying so).
+    imports: Mutex<HashMap<String, Vec<(String, import::Source)>>>,
     finished: broadcast::Sender<i64>,
     tracker: TaskTracker,
 }
@@ -45,7 +45,7 @@ impl Default for Runner {
         Runner {
             wake: Notify::new(),
             active: Mutex::new(HashMap::new()),
-            files: Mutex::new(HashMap::new()),
+            imports: Mutex::new(HashMap::new()),
             finished: broadcast::channel(64).0,
             tracker: TaskTracker::new(),
         }
@@ -53,13 +53,17 @@ impl Default for Runner {
 }
 
 impl Runner {
-    /// Holds an import job's files (part name, open file) until it runs.
-    pub fn attach_files(&self, job: i64, files: Vec<(String, OwnedFd)>) {
-        self.files.lock().expect("runner lock").insert(job, files);
+    /// Holds an import's sources (part name, where from) under `token` until its job
+    /// runs.
+    pub fn hold_import(&self, token: &str, sources: Vec<(String, import::Source)>) {
+        self.imports
+            .lock()
+            .expect("runner lock")
+            .insert(token.to_owned(), sources);
     }
 
-    pub(crate) fn take_files(&self, job: i64) -> Option<Vec<(String, OwnedFd)>> {
-        self.files.lock().expect("runner lock").remove(&job)
+    pub(crate) fn take_import(&self, token: &str) -> Option<Vec<(String, import::Source)>> {
+        self.imports.lock().expect("runner lock").remove(token)
     }
 
     /// Asks the loop to look at the queue again.
