@@ -73,6 +73,8 @@ impl Daemon {
     pub async fn open(config: Config) -> Result<Arc<Self>, DaemonError> {
         let state_dir = &config.daemon.state_dir;
         create_private_dir(state_dir)?;
+        // Scratch of a run that was killed (import staging, credential files).
+        let _ = std::fs::remove_dir_all(state_dir.join("tmp"));
         let catalog = Catalog::open(&state_dir.join("catalog.sqlite"))?;
         let keys = match &config.store.key_file {
             Some(path) => Keys::from_key_file(path)?,

@@ -101,7 +101,11 @@ pub async fn download(
 ) -> Result<Downloaded, DownloadError> {
     check_writable(&file)?;
     let out = tokio::fs::File::from_std(std::fs::File::from(file));
-    let (bytes, out) = write_part(repo, manifest, part, format, out).await?;
+    let (bytes, mut out) = write_part(repo, manifest, part, format, out).await?;
+    // A write still in flight reports its error here, not after `into_std`.
+    tokio::io::AsyncWriteExt::flush(&mut out)
+        .await
+        .map_err(DownloadError::Output)?;
     let out = out.into_std().await;
     // A pipe or a terminal cannot be synced, and need not be.
     if out.metadata().map(|m| m.is_file()).unwrap_or(false) {

@@ -21,6 +21,8 @@ use crate::repo::manifest::Manifest;
 /// A link's lifetime unless asked otherwise, and the longest allowed.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
 pub const MAX_TTL: Duration = Duration::from_secs(60 * 60);
+/// How long an export's upload may take before a sweep may delete it.
+const UPLOAD_GRACE: Duration = Duration::from_secs(6 * 60 * 60);
 /// How soon a failed deletion of an expired export is tried again.
 const RETRY: Duration = Duration::from_secs(60);
 
@@ -55,11 +57,13 @@ pub async fn create(
         )));
     }
     let key = export_key(manifest, part, format);
-    let expires = Utc::now() + chrono::Duration::from_std(ttl).expect("at most an hour");
+    // Until its URL is signed, the export is kept at least for the longest upload a
+    // sweep must not cut short; then its expiry becomes the link's.
+    let provisional = Utc::now() + chrono::Duration::from_std(UPLOAD_GRACE + ttl).expect("hours");
     let recorded = key.clone();
     daemon
         .catalog
-        .blocking(move |c| c.add_export(&recorded, expires))
+        .blocking(move |c| c.add_export(&recorded, provisional))
         .await
         .map_err(|e| DownloadError::Invalid(format!("recording the export: {e}")))?;
     daemon.exports_changed.notify_one();
@@ -68,14 +72,22 @@ pub async fn create(
             crate::download::write_part(&daemon.repo, manifest, part, format, store.writer(&key))
                 .await?;
         writer.shutdown().await.map_err(DownloadError::Output)?;
+        let expires = Utc::now() + chrono::Duration::from_std(ttl).expect("at most an hour");
         let url = store
             .signed_get_url(&key, ttl)
             .await
             .map_err(|e| DownloadError::Output(std::io::Error::other(e)))?;
-        Ok::<_, DownloadError>((bytes, url))
+        let recorded = key.clone();
+        daemon
+            .catalog
+            .blocking(move |c| c.set_export_expiry(&recorded, expires))
+            .await
+            .map_err(|e| DownloadError::Invalid(format!("recording the export: {e}")))?;
+        daemon.exports_changed.notify_one();
+        Ok::<_, DownloadError>((bytes, url, expires))
     }
     .await;
-    let (bytes, url) = match exported {
+    let (bytes, url, expires) = match exported {
         Ok(done) => done,
         Err(e) => {
             // Gone now rather than at its expiry; the sweep retries if this fails.
@@ -145,10 +157,11 @@ pub async fn sweep(daemon: Arc<Daemon>) {
             match delete_export(&daemon, &key).await {
                 Ok(()) => {
                     let key = key.clone();
-                    let _ = daemon
+                    let removed = daemon
                         .catalog
                         .blocking(move |c| c.remove_export(&key))
                         .await;
+                    failed |= removed.is_err();
                 }
                 Err(e) => {
                     failed = true;

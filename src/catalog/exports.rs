@@ -17,6 +17,15 @@ impl Catalog {
         Ok(())
     }
 
+    pub fn set_export_expiry(&self, key: &str, expires: DateTime<Utc>) -> Result<(), CatalogError> {
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE exports SET expires = ?2 WHERE key = ?1",
+            params![key, time_text(expires)],
+        )?;
+        Ok(())
+    }
+
     /// Exports whose links have expired by `now`.
     pub fn expired_exports(&self, now: DateTime<Utc>) -> Result<Vec<String>, CatalogError> {
         let conn = self.lock();
