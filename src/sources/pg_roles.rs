@@ -5,48 +5,128 @@
 //! --no-role-passwords` (readable without superuser rights; passwords are never
 //! stored) as the part's `roles` companion, a plain SQL script.
 //!
-//! A restore creates only the roles the target server lacks, with their attributes,
-//! settings, comments and memberships from the script; roles that exist are left
-//! exactly as they are (another database on the server may rely on them). This module
-//! picks those statements out of the script: it splits it into statements (outside
-//! string literals, quoted identifiers and comments) and keeps the ones about a
-//! missing role. Everything else in the script is left out.
+//! A restore creates only the roles the target server lacks; roles that exist are
+//! left exactly as they are (another database on the server may rely on them). The
+//! script comes from the store, so it is hostile until checked: this module picks
+//! statements out of it (splitting outside string literals, quoted identifiers and
+//! comments) and keeps only these, about roles the script itself creates:
+//!
+//! - `CREATE ROLE name`, for a name the server lacks (never `PUBLIC`, `ALL`, ...);
+//! - `ALTER ROLE name WITH ...` whose options are all harmless (login, inherit,
+//!   createdb, createrole, connection limit, valid until, and the `NO` forms): a
+//!   restore never grants superuser, replication or bypassrls, nor sets a password;
+//! - `COMMENT ON ROLE name IS '...'`;
+//! - `GRANT role, ... TO role, ...` where every role named was created by the script:
+//!   memberships in roles that already exist (which could lead to a superuser by `SET
+//!   ROLE`) are not restored.
+//!
+//! Per-role settings (`ALTER ROLE ... SET`) and everything else are left out. A kept
+//! statement holding a backslash (a psql meta-command, an escape string), a `$`
+//! (dollar quoting) or a block comment refuses the whole script: pg_dumpall writes
+//! none there, and each could hide a statement from this splitter.
 
 use std::collections::HashSet;
 
+/// Role names that are not roles.
+const RESERVED: &[&str] = &[
+    "PUBLIC",
+    "ALL",
+    "CURRENT_USER",
+    "SESSION_USER",
+    "CURRENT_ROLE",
+    "NONE",
+];
+
+/// Options an `ALTER ROLE ... WITH` may carry to be kept (besides numbers and
+/// literals for `CONNECTION LIMIT` and `VALID UNTIL`).
+const HARMLESS: &[&str] = &[
+    "LOGIN",
+    "NOLOGIN",
+    "INHERIT",
+    "NOINHERIT",
+    "CREATEDB",
+    "NOCREATEDB",
+    "CREATEROLE",
+    "NOCREATEROLE",
+    "NOSUPERUSER",
+    "NOREPLICATION",
+    "NOBYPASSRLS",
+    "CONNECTION",
+    "LIMIT",
+    "VALID",
+    "UNTIL",
+];
+
 /// The statements of `script` that create the roles not in `existing`, in script
-/// order: `CREATE ROLE`, `ALTER ROLE` (attributes and settings, but not settings for
-/// one database, which may not exist), `COMMENT ON ROLE`, and `GRANT ... TO` the new
-/// role (memberships and parameter privileges). Session `SET`s are kept.
-pub fn statements_for_missing(script: &str, existing: &HashSet<String>) -> Vec<String> {
-    let missing =
-        |role: Option<&Word>| matches!(role, Some(Word::Name(name)) if !existing.contains(name));
-    split_statements(script)
-        .into_iter()
-        .filter(|statement| {
-            let words = words(statement);
-            let keyword = |i: usize, expected: &str| {
-                matches!(words.get(i), Some(Word::Name(w)) if w.eq_ignore_ascii_case(expected))
-            };
-            if keyword(0, "SET") {
-                true
-            } else if keyword(0, "CREATE") && keyword(1, "ROLE") {
-                missing(words.get(2))
-            } else if keyword(0, "ALTER") && keyword(1, "ROLE") {
-                missing(words.get(2)) && !(keyword(3, "IN") && keyword(4, "DATABASE"))
-            } else if keyword(0, "COMMENT") && keyword(1, "ON") && keyword(2, "ROLE") {
-                missing(words.get(3))
-            } else if keyword(0, "GRANT") {
-                let to = words
-                    .iter()
-                    .position(|w| matches!(w, Word::Name(n) if n.eq_ignore_ascii_case("TO")));
-                to.is_some_and(|i| missing(words.get(i + 1)))
-            } else {
-                false
+/// order; an error if a kept statement is not as pg_dumpall writes them.
+pub fn statements_for_missing(
+    script: &str,
+    existing: &HashSet<String>,
+) -> Result<Vec<String>, String> {
+    let statements = split_statements(script);
+    let created: HashSet<String> = statements
+        .iter()
+        .filter_map(|statement| match &words(statement)[..] {
+            [create, role, Word::Name { text, .. }]
+                if create.is_keyword("CREATE") && role.is_keyword("ROLE") =>
+            {
+                let creatable = !existing.contains(text)
+                    && !RESERVED.iter().any(|r| r.eq_ignore_ascii_case(text));
+                creatable.then(|| text.clone())
             }
+            _ => None,
         })
-        .map(|statement| format!("{};", statement.trim()))
-        .collect()
+        .collect();
+    let is_created =
+        |word: &Word| matches!(word, Word::Name { text, .. } if created.contains(text));
+    let mut kept = Vec::new();
+    for statement in statements {
+        let words = words(statement);
+        let keyword =
+            |i: usize, expected: &str| words.get(i).is_some_and(|w| w.is_keyword(expected));
+        let keep = if keyword(0, "CREATE") && keyword(1, "ROLE") {
+            words.len() == 3 && is_created(&words[2])
+        } else if keyword(0, "ALTER") && keyword(1, "ROLE") && keyword(3, "WITH") {
+            is_created(&words[2])
+                && words[4..].iter().all(|w| match w {
+                    Word::Name {
+                        text,
+                        quoted: false,
+                    } => {
+                        HARMLESS.iter().any(|h| h.eq_ignore_ascii_case(text))
+                            || text.bytes().all(|b| b.is_ascii_digit())
+                    }
+                    Word::Name { quoted: true, .. } => false,
+                    Word::Other => true,
+                })
+        } else if keyword(0, "COMMENT") && keyword(1, "ON") && keyword(2, "ROLE") {
+            words.get(3).is_some_and(is_created) && keyword(4, "IS")
+        } else if keyword(0, "GRANT") {
+            let end = words
+                .iter()
+                .position(|w| w.is_keyword("WITH") || w.is_keyword("GRANTED"))
+                .unwrap_or(words.len());
+            match words[..end].iter().position(|w| w.is_keyword("TO")) {
+                Some(to) => {
+                    let named = words[1..to].iter().chain(&words[to + 1..end]);
+                    to > 1 && to + 1 < end && named.into_iter().all(is_created)
+                }
+                None => false,
+            }
+        } else {
+            false
+        };
+        if keep {
+            if statement.contains('\\') || statement.contains('$') || statement.contains("/*") {
+                return Err(
+                    "the roles script holds a backslash, a $ or a block comment where pg_dumpall writes none; it was not run"
+                        .into(),
+                );
+            }
+            kept.push(format!("{};", statement.trim()));
+        }
+    }
+    Ok(kept)
 }
 
 /// The statements of an SQL script, without their `;` and the comments before them,
@@ -105,8 +185,15 @@ fn end_of_quoted(bytes: &[u8], open: usize, quote: u8) -> usize {
 /// unquoted) or anything else (literals, punctuation).
 #[derive(Debug, PartialEq)]
 enum Word {
-    Name(String),
+    Name { text: String, quoted: bool },
     Other,
+}
+
+impl Word {
+    /// Whether this is the bare keyword `expected` (a quoted identifier never is).
+    fn is_keyword(&self, expected: &str) -> bool {
+        matches!(self, Word::Name { text, quoted: false } if text.eq_ignore_ascii_case(expected))
+    }
 }
 
 fn words(statement: &str) -> Vec<Word> {
@@ -126,7 +213,10 @@ fn words(statement: &str) -> Vec<Word> {
             let end = end_of_quoted(bytes, i, b'"');
             let terminated = end - 1 > i && bytes[end - 1] == b'"';
             let inner = &statement[i + 1..if terminated { end - 1 } else { end }];
-            words.push(Word::Name(inner.replace("\"\"", "\"")));
+            words.push(Word::Name {
+                text: inner.replace("\"\"", "\""),
+                quoted: true,
+            });
             i = end;
         } else if b == b'\'' {
             words.push(Word::Other);
@@ -136,7 +226,10 @@ fn words(statement: &str) -> Vec<Word> {
                 .iter()
                 .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80))
                 .unwrap_or(bytes.len() - i);
-            words.push(Word::Name(statement[i..i + n].to_owned()));
+            words.push(Word::Name {
+                text: statement[i..i + n].to_owned(),
+                quoted: false,
+            });
             i += n;
         } else {
             words.push(Word::Other);
@@ -187,21 +280,17 @@ GRANT app TO postgres GRANTED BY postgres;
 "#;
 
     #[test]
-    fn only_missing_roles_are_created() {
+    fn only_missing_roles_are_created_and_only_harmlessly() {
         let existing = HashSet::from(["postgres".to_owned()]);
-        let statements = statements_for_missing(SCRIPT, &existing);
+        let statements = statements_for_missing(SCRIPT, &existing).unwrap();
         assert_eq!(
             statements,
             [
-                "SET default_transaction_read_only = off;",
-                "SET client_encoding = 'UTF8';",
-                "SET standard_conforming_strings = on;",
                 "CREATE ROLE app;",
                 "ALTER ROLE app WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS;",
                 "CREATE ROLE \"Odd \"\"one\"\"; x\";",
                 "ALTER ROLE \"Odd \"\"one\"\"; x\" WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;",
                 "COMMENT ON ROLE \"Odd \"\"one\"\"; x\" IS 'a role; with a semicolon -- and no comment';",
-                "ALTER ROLE app SET search_path TO 'shop', 'public';",
                 "GRANT \"Odd \"\"one\"\"; x\" TO app GRANTED BY postgres;",
             ]
         );
@@ -213,11 +302,41 @@ GRANT app TO postgres GRANTED BY postgres;
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let statements = statements_for_missing(SCRIPT, &existing);
         assert!(
-            statements.iter().all(|s| s.starts_with("SET ")),
-            "{statements:?}"
+            statements_for_missing(SCRIPT, &existing)
+                .unwrap()
+                .is_empty()
         );
+    }
+
+    #[test]
+    fn a_hostile_script_gains_nothing() {
+        let none = HashSet::new();
+        let script = "CREATE ROLE boss;
+ALTER ROLE boss WITH SUPERUSER LOGIN;
+ALTER ROLE boss WITH LOGIN PASSWORD 'x';
+ALTER ROLE boss SET session_preload_libraries TO 'evil';
+GRANT postgres TO boss;
+GRANT pg_execute_server_program TO boss;
+CREATE ROLE public;
+GRANT boss TO PUBLIC;
+SET a = b;
+";
+        let existing = HashSet::from([
+            "postgres".to_owned(),
+            "pg_execute_server_program".to_owned(),
+        ]);
+        assert_eq!(
+            statements_for_missing(script, &existing).unwrap(),
+            ["CREATE ROLE boss;"]
+        );
+        for hidden in [
+            "CREATE ROLE a; COMMENT ON ROLE a IS E'\\'' ; DROP DATABASE prod; --';",
+            "CREATE ROLE a; COMMENT ON ROLE a IS 'x' \\! id",
+            "CREATE ROLE a; COMMENT ON ROLE a IS $$x$$;",
+        ] {
+            assert!(statements_for_missing(hidden, &none).is_err(), "{hidden}");
+        }
     }
 
     #[test]
@@ -229,11 +348,12 @@ GRANT app TO postgres GRANTED BY postgres;
             "GRANT x TO",
             ";;;",
             "CREATE ROLE",
+            "GRANT TO",
         ] {
             let _ = statements_for_missing(script, &HashSet::new());
         }
         assert_eq!(
-            statements_for_missing("CREATE ROLE \"open", &HashSet::new()),
+            statements_for_missing("CREATE ROLE \"open", &HashSet::new()).unwrap(),
             ["CREATE ROLE \"open;"]
         );
     }

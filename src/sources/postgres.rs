@@ -192,8 +192,9 @@ async fn create_missing_roles(
     let existing: HashSet<String> = serde_json::from_str(existing.trim())
         .map_err(|e| error(format!("listing the server's roles: {e}")))?;
     let statements =
-        super::pg_roles::statements_for_missing(&String::from_utf8_lossy(&script), &existing);
-    if !statements.iter().any(|s| !s.starts_with("SET ")) {
+        super::pg_roles::statements_for_missing(&String::from_utf8_lossy(&script), &existing)
+            .map_err(error)?;
+    if statements.is_empty() {
         return Ok(());
     }
     let sql = format!("BEGIN;\n{}\nCOMMIT;\n", statements.join("\n"));
