@@ -67,6 +67,17 @@ impl Owners {
 /// Gives `node` the entry's owner, mode, xattrs and mtime.
 pub fn set(node: &Node, entry: &Entry, owners: &Owners, fresh: bool) -> io::Result<()> {
     let stat = node.stat();
+    let wanted = match entry.kind {
+        EntryKind::Dir => libc::S_IFDIR,
+        EntryKind::Symlink => libc::S_IFLNK,
+        EntryKind::Fifo => libc::S_IFIFO,
+        EntryKind::File | EntryKind::Hardlink => libc::S_IFREG,
+    };
+    if stat.st_mode & libc::S_IFMT != wanted {
+        return Err(io::Error::other(
+            "changed type during the restore (another writer)",
+        ));
+    }
     let (uid, gid) = (owners.uid(entry), owners.gid(entry));
     if owners.is_root && (stat.st_uid, stat.st_gid) != (uid, gid) {
         match node {

@@ -33,7 +33,7 @@ use super::id::Id;
 use super::manifest::{Manifest, PartLayout};
 use super::metadata::{self, Owners};
 use super::pack::{PackEntry, decode_blob};
-use super::pinned::{Pinned, Place, Resolver};
+use super::pinned::{Node, Pinned, Place, Resolver};
 use super::reader::{TreeEntries, part_of};
 use super::tree::{Entry, EntryKind};
 use super::{RepoError, Repository, pack_key};
@@ -582,23 +582,45 @@ fn apply(work: &Work, root: &Pinned, stage: &Pinned, target: &Path) -> Result<()
         remove_path(&mut resolver, rel).map_err(named(rel))?;
     }
     let owners = Owners::new();
+    // The directories this restore made, by identity: the last pass sets their
+    // metadata only on those very inodes.
+    let mut made: HashMap<usize, (u64, u64)> = HashMap::new();
     for (index, entry) in work.entries.iter().enumerate() {
-        put_in_place(&mut resolver, work, index, stage, &owners).map_err(named(&entry.path))?;
+        if let Some(identity) =
+            put_in_place(&mut resolver, work, index, stage, &owners).map_err(named(&entry.path))?
+        {
+            made.insert(index, identity);
+        }
     }
-    for entry in work
+    for (index, entry) in work
         .entries
         .iter()
+        .enumerate()
         .rev()
-        .filter(|e| e.kind == EntryKind::Dir)
+        .filter(|(_, e)| e.kind == EntryKind::Dir)
     {
-        let known = work.existing.contains_key(&entry.path);
-        let fresh = !known || entry.path.is_empty();
+        let known = work.existing.get(&entry.path);
+        let fresh = known.is_none() || entry.path.is_empty();
+        let expected = made.get(&index).copied().or(known.map(|k| k.dev_ino));
         let at = place(&mut resolver, &entry.path).map_err(named(&entry.path))?;
         at.node()
+            .and_then(|node| same_inode(&node, expected, entry.path.is_empty()).map(|()| node))
             .and_then(|node| metadata::set(&node, entry, &owners, fresh))
             .map_err(|e| RepoError::io(target.join(OsStr::from_bytes(&entry.path)), e))?;
     }
     Ok(())
+}
+
+/// A kept or made entry must still be the inode the restore saw or made: another
+/// writer that swapped it meanwhile gets an error, never our chown or chmod.
+fn same_inode(node: &Node, expected: Option<(u64, u64)>, is_root: bool) -> std::io::Result<()> {
+    let stat = node.stat();
+    match expected {
+        Some(identity) if !is_root && identity != (stat.st_dev, stat.st_ino) => Err(
+            std::io::Error::other("was replaced by another writer during the restore"),
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn place(resolver: &mut Resolver<'_>, rel: &[u8]) -> Result<Place, RepoError> {
@@ -633,15 +655,21 @@ fn put_in_place(
     index: usize,
     stage: &Pinned,
     owners: &Owners,
-) -> Result<(), RepoError> {
+) -> Result<Option<(u64, u64)>, RepoError> {
     let entry = &work.entries[index];
     let at = place(resolver, &entry.path)?;
     let io = |e: std::io::Error| RepoError::io(OsStr::from_bytes(&entry.path), e);
     let create = work.create[index];
     match entry.kind {
         EntryKind::Dir => {
-            if create {
-                at.mkdir(0o700).or_else(ignore_exists).map_err(io)?;
+            if create && !entry.path.is_empty() {
+                // It did not exist when planned: one there now is another writer's.
+                at.mkdir(0o700).map_err(io)?;
+                let stat = at
+                    .stat()
+                    .map_err(io)?
+                    .ok_or_else(|| io(std::io::Error::other("vanished as soon as it was made")))?;
+                return Ok(Some((stat.st_dev, stat.st_ino)));
             }
         }
         EntryKind::File if create => {
@@ -671,10 +699,12 @@ fn put_in_place(
         EntryKind::Hardlink => {}
         EntryKind::File | EntryKind::Symlink | EntryKind::Fifo => {
             let node = at.node().map_err(io)?;
+            let seen = work.existing.get(&entry.path).map(|e| e.dev_ino);
+            same_inode(&node, seen, false).map_err(io)?;
             metadata::set(&node, entry, owners, false).map_err(io)?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 fn ignore_exists(e: std::io::Error) -> std::io::Result<()> {
@@ -682,5 +712,35 @@ fn ignore_exists(e: std::io::Error) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// A kept entry swapped by another writer after the plan is refused, never
+    /// chowned or chmodded.
+    #[test]
+    fn a_swapped_entry_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kept"), "x").unwrap();
+        let seen = std::fs::metadata(dir.path().join("kept")).unwrap();
+        let seen = (seen.dev(), seen.ino());
+        let root = Pinned::target(dir.path()).unwrap();
+        let mut resolver = Resolver::new(&root);
+        let node = resolver.place(b"kept").unwrap().node().unwrap();
+        assert!(same_inode(&node, Some(seen), false).is_ok());
+
+        // Made while the old one still exists, so it cannot reuse its inode number.
+        std::fs::write(dir.path().join("other"), "y").unwrap();
+        std::fs::rename(dir.path().join("other"), dir.path().join("kept")).unwrap();
+        let node = resolver.place(b"kept").unwrap().node().unwrap();
+        let err = same_inode(&node, Some(seen), false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "was replaced by another writer during the restore"
+        );
     }
 }
