@@ -50,7 +50,14 @@ pub async fn from_url(text: &str) -> io::Result<Input> {
             "http" | "https" => {
                 // reqwest's errors name the URL, signature and all: never passed on.
                 let hide = |e: reqwest::Error| io::Error::other(e.without_url());
-                let response = reqwest::get(url.clone())
+                let client = reqwest::Client::builder()
+                    .connect_timeout(HTTP_CONNECT_TIMEOUT)
+                    .read_timeout(HTTP_READ_TIMEOUT)
+                    .build()
+                    .map_err(hide)?;
+                let response = client
+                    .get(url.clone())
+                    .send()
                     .await
                     .and_then(reqwest::Response::error_for_status)
                     .map_err(hide)?;
@@ -91,6 +98,11 @@ pub fn shown_url(text: &str) -> String {
         Err(_) => "(an invalid URL)".to_owned(),
     }
 }
+
+/// An http(s) source must connect within this time, and then never go this long
+/// without sending: a stalled server fails the import instead of holding it forever.
+const HTTP_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const HTTP_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The URL schemes an import may name: web and object stores, never local files.
 pub const URL_SCHEMES: &[&str] = &[
