@@ -517,28 +517,21 @@ fn check_import_url(text: &str) -> Result<(), String> {
     }
 }
 
-/// Queues an import of the client's files (one per part) as a backup with trigger
-/// `import`; the checks of the archives themselves run in the job (`jobs/import.rs`).
-async fn import(
-    daemon: &Arc<Daemon>,
-    caller: &Caller,
-    ask: ImportAsk,
-    files: Vec<std::os::fd::OwnedFd>,
-    wait: bool,
-    replies: &mpsc::Sender<Reply>,
-) -> Outcome {
+/// The checks of an import request that need none of its files: run before the
+/// server asks for them (`control/server.rs`), and again by the handler.
+pub fn check_import(
+    daemon: &Daemon,
+    env: &str,
+    parts: &[String],
+    urls: &std::collections::BTreeMap<String, String>,
+    version: Option<&str>,
+) -> Result<(), ApiError> {
     let invalid = |message: String| ApiError::new(ErrorCode::Invalid, message);
-    let ImportAsk {
-        env,
-        parts,
-        urls,
-        name,
-        version,
-    } = ask;
+    known_env(daemon, env)?;
     let config = daemon.config();
-    let env_config = config.env(&env).expect("checked by handle");
+    let env_config = config.env(env).expect("checked just above");
     let known: Vec<String> = env_config.parts().into_iter().map(|p| p.name).collect();
-    let all: Vec<String> = parts.iter().chain(urls.keys()).cloned().collect();
+    let all: Vec<&String> = parts.iter().chain(urls.keys()).collect();
     if all.is_empty() {
         return Err(invalid(
             "an import needs at least one --part PART=FILE".into(),
@@ -558,11 +551,35 @@ async fn import(
             return Err(invalid(format!("part {part} is given twice")));
         }
     }
-    if let Some(version) = &version
+    if let Some(version) = version
         && (version.trim().is_empty() || version.len() > 128 || version.contains('\n'))
     {
         return Err(invalid(format!("invalid version {version:?}")));
     }
+    Ok(())
+}
+
+/// Queues an import of the client's files (one per part) as a backup with trigger
+/// `import`; the checks of the archives themselves run in the job (`jobs/import.rs`).
+async fn import(
+    daemon: &Arc<Daemon>,
+    caller: &Caller,
+    ask: ImportAsk,
+    files: Vec<std::os::fd::OwnedFd>,
+    wait: bool,
+    replies: &mpsc::Sender<Reply>,
+) -> Outcome {
+    let invalid = |message: String| ApiError::new(ErrorCode::Invalid, message);
+    let ImportAsk {
+        env,
+        parts,
+        urls,
+        name,
+        version,
+    } = ask;
+    check_import(daemon, &env, &parts, &urls, version.as_deref())?;
+    let config = daemon.config();
+    let env_config = config.env(&env).expect("checked by check_import");
     if files.len() != parts.len() {
         return Err(ApiError::new(
             ErrorCode::BadRequest,

@@ -316,3 +316,22 @@ fn import_needs_the_restore_right() {
         "envsnapctl: the file for part code is not a regular file"
     );
 }
+
+/// A request its files cannot save is refused before any file is asked for.
+#[test]
+fn a_bad_import_is_refused_before_its_files_are_asked_for() {
+    use std::io::{BufRead, BufReader, Write};
+    let daemon = TestDaemon::start("");
+    let socket = std::os::unix::net::UnixStream::connect(daemon.path("run/envsnapd.sock")).unwrap();
+    let request = r#"{"v":1,"command":"import","args":{"env":"live","parts":["code","nope"]}}"#;
+    (&socket)
+        .write_all(format!("{request}\n").as_bytes())
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(&socket).read_line(&mut first).unwrap();
+    assert!(
+        first.starts_with(r#"{"type":"error","code":"invalid""#)
+            && first.contains("environment live has no part nope"),
+        "{first}"
+    );
+}

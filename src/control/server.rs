@@ -140,6 +140,23 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
     }
     // The command and environment only: arguments may carry credentials (a signed URL).
     tracing::debug!(user = %caller.user, command = request.name(), env = request.env(), "request");
+    // A request its files cannot save is refused before they are asked for.
+    if let Request::Import {
+        env,
+        parts,
+        urls,
+        version,
+        ..
+    } = &request
+        && let Err(e) = api::check_import(daemon, env, parts, urls, version.as_deref())
+    {
+        let reply = Reply::Error(ErrorReply {
+            code: e.code,
+            message: e.message,
+        });
+        let _ = write_reply(&mut write_half, &reply).await;
+        return;
+    }
     let files = match receive_files(&request, &read_half, &mut write_half).await {
         Ok(files) => files,
         Err(message) => {
