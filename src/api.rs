@@ -281,22 +281,10 @@ async fn status(daemon: &Arc<Daemon>) -> Outcome {
         "version": env!("CARGO_PKG_VERSION"),
         "host": config.daemon.host,
         "uptime_seconds": daemon.uptime().as_secs(),
-        "store": { "url": redact_url(&config.store.url), "reachable": store.is_ok(), "error": store.err().map(|e| e.to_string()) },
+        "store": { "url": crate::store::redact_url(&config.store.url), "reachable": store.is_ok(), "error": store.err().map(|e| e.to_string()) },
         "jobs": { "queued": jobs.queued, "running": jobs.running },
         "environments": config.environments.len(),
     }))
-}
-
-/// URLs may carry credentials (`s3://key:secret@...`): never show them.
-pub(crate) fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() || !parsed.username().is_empty() => {
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
 }
 
 #[derive(Serialize)]

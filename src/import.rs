@@ -64,13 +64,9 @@ pub async fn from_url(text: &str) -> io::Result<Input> {
                 Box::pin(response.bytes_stream().map_err(hide))
             }
             scheme if STORE_SCHEMES.contains(&scheme) => {
-                let vars = std::env::vars().filter(|(k, _)| {
-                    ["AWS_", "GOOGLE_", "AZURE_"]
-                        .iter()
-                        .any(|p| k.starts_with(p))
-                });
+                let settings = crate::store::settings_from_env();
                 let (store, path) =
-                    object_store::parse_url_opts(&url, vars).map_err(io::Error::other)?;
+                    object_store::parse_url_opts(&url, settings).map_err(io::Error::other)?;
                 let found = object_store::ObjectStoreExt::get(&store, &path)
                     .await
                     .map_err(io::Error::other)?;
@@ -83,20 +79,6 @@ pub async fn from_url(text: &str) -> io::Result<Input> {
             }
         };
     decompressed(tokio_util::io::StreamReader::new(body)).await
-}
-
-/// A URL as it may be shown and logged: without user, password and query (a signed
-/// URL's query is a credential).
-pub fn shown_url(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut url) => {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.set_query(None);
-            url.to_string()
-        }
-        Err(_) => "(an invalid URL)".to_owned(),
-    }
 }
 
 /// An http(s) source must connect within this time, and then never go this long

@@ -47,7 +47,7 @@ pub async fn create(
     if !store.can_sign() {
         return Err(DownloadError::Invalid(format!(
             "store {} cannot sign URLs (S3, GCS and Azure stores can); use backup download",
-            crate::api::redact_url(&daemon.config().store.url)
+            crate::store::redact_url(&daemon.config().store.url)
         )));
     }
     if ttl.is_zero() || ttl > MAX_TTL {

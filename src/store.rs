@@ -140,11 +140,8 @@ impl Store {
                 signer: Some(signing.1),
             });
         }
-        let (inner, prefix) = object_store::parse_url_opts(
-            &parsed,
-            std::env::vars().filter(|(k, _)| is_store_var(k)),
-        )
-        .map_err(|e| bad(e.to_string()))?;
+        let (inner, prefix) = object_store::parse_url_opts(&parsed, settings_from_env())
+            .map_err(|e| bad(e.to_string()))?;
         Ok(Store {
             inner: Arc::from(inner),
             prefix,
@@ -343,15 +340,44 @@ fn signing_store(url: &Url) -> object_store::Result<Option<SigningStore>> {
     })
 }
 
-fn is_store_var(name: &str) -> bool {
-    ["AWS_", "GOOGLE_", "AZURE_"]
-        .iter()
-        .any(|p| name.starts_with(p))
+/// The store settings operators give the daemon's environment (`AWS_*`,
+/// `GOOGLE_*`, `AZURE_*`), as `object_store` takes them.
+pub(crate) fn settings_from_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars().filter(|(name, _)| {
+        ["AWS_", "GOOGLE_", "AZURE_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+    })
+}
+
+/// A URL as it may be shown and logged: without user and password
+/// (`s3://key:secret@...`) or query (a signed URL's query is a credential).
+pub fn redact_url(text: &str) -> String {
+    match Url::parse(text) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.to_string()
+        }
+        Err(_) => "(an invalid URL)".to_owned(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(redact_url("s3://key:secret@bucket/fleet"), "s3://bucket/fleet");
+        assert_eq!(
+            redact_url("http://127.0.0.1:9000/b/x.tar?X-Amz-Signature=abc"),
+            "http://127.0.0.1:9000/b/x.tar"
+        );
+        assert_eq!(redact_url("file:///var/backups"), "file:///var/backups");
+        assert_eq!(redact_url("not a url"), "(an invalid URL)");
+    }
 
     #[tokio::test]
     async fn keys_are_relative_to_the_prefix() {

@@ -58,11 +58,12 @@ pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) {
 }
 
 async fn refuse_busy(mut stream: UnixStream) {
-    let reply = Reply::Error(ErrorReply {
-        code: ErrorCode::Internal,
-        message: "envsnapd is serving too many clients; try again".into(),
-    });
-    let _ = write_reply(&mut stream, &reply).await;
+    let _ = write_error(
+        &mut stream,
+        ErrorCode::Internal,
+        "envsnapd is serving too many clients; try again".into(),
+    )
+    .await;
 }
 
 async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
@@ -84,14 +85,7 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
     let envelope = match outcome {
         Ok(envelope) => envelope,
         Err(e) => {
-            let _ = write_reply(
-                &mut write_half,
-                &Reply::Error(ErrorReply {
-                    code: e.code,
-                    message: e.message,
-                }),
-            )
-            .await;
+            let _ = write_error(&mut write_half, e.code, e.message).await;
             return;
         }
     };
@@ -114,28 +108,14 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
     let source_denied = restore_source_denied(daemon, &caller, &request);
     if let Some(message) = source_denied {
         tracing::warn!(user = %caller.user, uid = caller.uid, "denied: {message}");
-        let _ = write_reply(
-            &mut write_half,
-            &Reply::Error(ErrorReply {
-                code: ErrorCode::Forbidden,
-                message,
-            }),
-        )
-        .await;
+        let _ = write_error(&mut write_half, ErrorCode::Forbidden, message).await;
         return;
     }
     if !allowed(daemon, &caller, action, env.as_deref()) {
         let target = env.map_or_else(String::new, |e| format!(" on environment {e}"));
         let message = format!("user {} may not {action}{target}", caller.user);
         tracing::warn!(user = %caller.user, uid = caller.uid, "denied: {message}");
-        let _ = write_reply(
-            &mut write_half,
-            &Reply::Error(ErrorReply {
-                code: ErrorCode::Forbidden,
-                message,
-            }),
-        )
-        .await;
+        let _ = write_error(&mut write_half, ErrorCode::Forbidden, message).await;
         return;
     }
     // The command and environment only: arguments may carry credentials (a signed URL).
@@ -150,21 +130,13 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
     } = &request
         && let Err(e) = api::check_import(daemon, env, parts, urls, version.as_deref())
     {
-        let reply = Reply::Error(ErrorReply {
-            code: e.code,
-            message: e.message,
-        });
-        let _ = write_reply(&mut write_half, &reply).await;
+        let _ = write_error(&mut write_half, e.code, e.message).await;
         return;
     }
     let files = match receive_files(&request, &read_half, &mut write_half).await {
         Ok(files) => files,
         Err(message) => {
-            let reply = Reply::Error(ErrorReply {
-                code: ErrorCode::BadRequest,
-                message,
-            });
-            let _ = write_reply(&mut write_half, &reply).await;
+            let _ = write_error(&mut write_half, ErrorCode::BadRequest, message).await;
             return;
         }
     };
@@ -197,26 +169,10 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
             }
             written
         }
-        Ok(Err(e)) => {
-            write_reply(
-                &mut write_half,
-                &Reply::Error(ErrorReply {
-                    code: e.code,
-                    message: e.message,
-                }),
-            )
-            .await
-        }
+        Ok(Err(e)) => write_error(&mut write_half, e.code, e.message).await,
         Err(e) => {
             let message = format!("request handler failed: {e}");
-            write_reply(
-                &mut write_half,
-                &Reply::Error(ErrorReply {
-                    code: ErrorCode::Internal,
-                    message,
-                }),
-            )
-            .await
+            write_error(&mut write_half, ErrorCode::Internal, message).await
         }
     };
 }
@@ -315,6 +271,15 @@ struct ResultLine<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     data: &'a serde_json::value::RawValue,
+}
+
+/// Writes the final error reply.
+async fn write_error<W: tokio::io::AsyncWrite + Unpin>(
+    out: &mut W,
+    code: ErrorCode,
+    message: String,
+) -> std::io::Result<()> {
+    write_reply(out, &Reply::Error(ErrorReply { code, message })).await
 }
 
 async fn write_reply<W: tokio::io::AsyncWrite + Unpin>(

@@ -145,7 +145,7 @@ async fn store_part(
         Source::Url(url) => crate::import::from_url(&url).await.map_err(|e| {
             refused(format!(
                 "cannot fetch {}: {e}",
-                crate::import::shown_url(&url)
+                crate::store::redact_url(&url)
             ))
         })?,
     };
