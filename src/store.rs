@@ -370,7 +370,10 @@ mod tests {
 
     #[test]
     fn urls_are_shown_without_credentials() {
-        assert_eq!(redact_url("s3://key:secret@bucket/fleet"), "s3://bucket/fleet");
+        assert_eq!(
+            redact_url("s3://key:secret@bucket/fleet"),
+            "s3://bucket/fleet"
+        );
         assert_eq!(
             redact_url("http://127.0.0.1:9000/b/x.tar?X-Amz-Signature=abc"),
             "http://127.0.0.1:9000/b/x.tar"

@@ -335,3 +335,40 @@ fn a_bad_import_is_refused_before_its_files_are_asked_for() {
         "{first}"
     );
 }
+
+/// An import queued when the daemon is killed cannot run after the restart (its files
+/// were the client's): it fails saying so, and lists nothing.
+#[test]
+fn a_restart_fails_a_queued_import_that_lost_its_files() {
+    let mut daemon = TestDaemon::start("");
+    let files = archives_of_live(&daemon);
+    // A slow backup runs first; the import waits behind it (one job per environment).
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 300000000 /dev/urandom > {}",
+            daemon.path("live/uploads/large.bin").display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let slow = daemon.json(&["backup", "create", "live", "--name", "slow"]);
+    daemon.wait_for_job(slow["id"].as_i64().unwrap(), &["running"]);
+    let mut args: Vec<String> = ["--json", "import", "live", "--name", "orphan"]
+        .map(str::to_owned)
+        .to_vec();
+    args.extend(part_args(&files[..1]));
+    let queued = ctl(&daemon, &args).ok().json();
+    assert_eq!(queued["state"], "queued", "{queued}");
+
+    daemon.signal_and_wait(nix::sys::signal::Signal::SIGKILL);
+    daemon.spawn();
+    let job = daemon.wait_for_job(queued["id"].as_i64().unwrap(), &["failed", "succeeded"]);
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(
+        job["error"],
+        "the import's files were lost when the daemon restarted; run the import again"
+    );
+    let shown = daemon.ctl(&["backup", "show", "live", "orphan"]);
+    assert_ne!(shown.status, 0, "a failed import is listed");
+}

@@ -278,8 +278,6 @@ impl Drop for TestDaemon {
     }
 }
 
-/// A Unix user for access tests (created once; tests running at the same time may
-/// race on /etc/passwd's lock, so creation is retried).
 /// Runs envsnapd on `config`, which must stop it at start with exit status 1 and one
 /// line on stderr; returns that line.
 #[allow(dead_code)] // not every test binary starts a failing daemon
@@ -296,6 +294,8 @@ pub fn start_failing(config: &Path) -> String {
     stderr.trim().to_owned()
 }
 
+/// A Unix user for access tests (created once; tests running at the same time may
+/// race on /etc/passwd's lock, so creation is retried).
 pub fn ensure_user(name: &str) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
