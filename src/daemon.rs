@@ -1,46 +1,36 @@
-//! The daemon's wiring and lifecycle.
+//! The daemon's wiring and lifecycle: the top of the library, imported only by the
+//! `envsnapd` binary.
 //!
-//! Start-up: config → catalog (migrated) → store and repository (format and key
-//! checked; created on first start) → jobs a crash left running are failed → job
-//! runner and socket server start → `READY=1` to systemd. SIGHUP (or `envsnapctl
-//! reload`) re-reads the config; an invalid one is refused, logged, and the old one
-//! kept. SIGTERM (or SIGINT) stops taking jobs, cancels running backups at a safe
-//! point, waits for them, and returns.
+//! Start-up: config → the context ([`Context::open`]: catalog, store and repository,
+//! jobs a crash left running failed) → control socket and metrics listener bound →
+//! job runner, scheduler, daily prune, link sweeper, control server and metrics
+//! started, each with the narrow handles it uses → `READY=1` to systemd. SIGHUP (or
+//! `envsnapctl reload`) re-reads the config; an invalid one is refused, logged, and
+//! the old one kept. SIGTERM (or SIGINT) stops taking jobs, cancels running backups
+//! at a safe point, waits for them, and returns.
 //!
 //! Settings that shape what is already open (`daemon.host`, `daemon.state_dir`,
 //! `daemon.socket`, `[store]`) take effect at the next start; a reload that changes
 //! them says so in the log.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio::net::UnixListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{Catalog, CatalogError};
-use crate::config::{Config, ConfigError};
-use crate::jobs::{self, Runner};
-use crate::repo::crypto::{KeyError, Keys};
-use crate::repo::{InitOptions, RepoError, Repository};
-use crate::store::Store;
+use crate::api::Api;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::context::{Context, OpenError};
+use crate::jobs::prune::Pruner;
+use crate::jobs::scheduler::Scheduler;
+use crate::link::Exports;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error("store {url}: {source}")]
-    Repo { url: String, source: RepoError },
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error("state directory {path}: {source}")]
-    StateDir {
-        path: String,
-        source: std::io::Error,
-    },
+    Open(#[from] OpenError),
     #[error("control socket {path}: {problem}")]
     Socket { path: String, problem: String },
     #[error("metrics listener {address} (daemon.metrics_listen): {source}")]
@@ -50,142 +40,9 @@ pub enum DaemonError {
     },
 }
 
-/// Everything the server, the runner and the jobs share.
-pub struct Daemon {
-    config: RwLock<Arc<Config>>,
-    pub catalog: Catalog,
-    pub repo: Repository,
-    /// The whole store (every host's prefix), for reading other hosts' backups.
-    store_root: Store,
-    keys: Keys,
-    pub runner: Runner,
-    /// Fired on SIGTERM: stop taking jobs, cancel running ones.
-    pub shutdown: CancellationToken,
-    /// Wakes the scheduler when the config (and so the schedules) changed.
-    pub schedule_changed: tokio::sync::Notify,
-    /// Wakes the sweeper of expired link exports when a new one was made.
-    pub exports_changed: tokio::sync::Notify,
-    started: Instant,
-}
-
-impl Daemon {
-    /// Opens the catalog and the repository and recovers from an interrupted run.
-    pub async fn open(config: Config) -> Result<Arc<Self>, DaemonError> {
-        let state_dir = &config.daemon.state_dir;
-        create_private_dir(state_dir)?;
-        // Scratch of a run that was killed (import staging, credential files).
-        let _ = std::fs::remove_dir_all(state_dir.join("tmp"));
-        let catalog = Catalog::open(&state_dir.join("catalog.sqlite"))?;
-        let keys = match &config.store.key_file {
-            Some(path) => Keys::from_key_file(path)?,
-            None => Keys::none(),
-        };
-        let url = config.store.url.clone();
-        let repo_error = |source| DaemonError::Repo {
-            url: url.clone(),
-            source,
-        };
-        let root = Store::from_url(&url).map_err(|e| repo_error(e.into()))?;
-        let options = InitOptions {
-            compression: config.store.compression,
-            ..InitOptions::default()
-        };
-        let repo = Repository::open_or_init(
-            &root,
-            &config.daemon.host,
-            keys.clone(),
-            catalog.clone(),
-            options,
-        )
-        .await
-        .map_err(repo_error)?;
-        if catalog.chunk_count()? == 0 {
-            // A new catalog beside an existing store: index what is already there.
-            repo.rebuild_index().await.map_err(repo_error)?;
-        }
-        for job in catalog.recover_interrupted()? {
-            tracing::warn!(job = job.id, kind = %job.kind, env = job.env.as_deref().unwrap_or(""), "job interrupted by a restart marked failed");
-        }
-        Ok(Arc::new(Daemon {
-            config: RwLock::new(Arc::new(config)),
-            catalog,
-            repo,
-            store_root: root,
-            keys,
-            runner: Runner::default(),
-            shutdown: CancellationToken::new(),
-            schedule_changed: tokio::sync::Notify::new(),
-            exports_changed: tokio::sync::Notify::new(),
-            started: Instant::now(),
-        }))
-    }
-
-    pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The repository holding `host`'s backups: ours, or another host's in the same
-    /// store, opened read-only with a private index built from its objects.
-    pub async fn source_repo(&self, host: Option<&str>) -> Result<Repository, RepoError> {
-        match host {
-            None => Ok(self.repo.clone()),
-            Some(host) if host == self.repo.host() => Ok(self.repo.clone()),
-            Some(host) => {
-                let catalog = Catalog::in_memory()?;
-                let repo =
-                    Repository::open(&self.store_root, host, self.keys.clone(), catalog).await?;
-                repo.rebuild_index().await?;
-                Ok(repo)
-            }
-        }
-    }
-
-    pub fn uptime(&self) -> std::time::Duration {
-        self.started.elapsed()
-    }
-
-    /// Re-reads the config file; on error the running config stays.
-    pub fn reload(&self) -> Result<Arc<Config>, ConfigError> {
-        let current = self.config();
-        if !current.path.is_file() {
-            return Ok(current); // the embedded default has no file to re-read
-        }
-        let fresh = Config::load(&current.path)?;
-        let fixed = |c: &Config| {
-            (
-                c.daemon.host.clone(),
-                c.daemon.state_dir.clone(),
-                c.daemon.socket.clone(),
-                c.daemon.metrics_listen,
-                c.store.url.clone(),
-            )
-        };
-        if fixed(&fresh) != fixed(&current) {
-            tracing::warn!(
-                "daemon.host, daemon.state_dir, daemon.socket, daemon.metrics_listen and [store] changes take effect at the next start"
-            );
-        }
-        let fresh = Arc::new(fresh);
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
-        self.runner.wake();
-        self.schedule_changed.notify_one();
-        Ok(fresh)
-    }
-}
-
-fn create_private_dir(path: &Path) -> Result<(), DaemonError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| DaemonError::StateDir {
-            path: path.display().to_string(),
-            source,
-        })
+/// Opens the context on the system clock (see [`Context::open`]).
+pub async fn open(config: Config) -> Result<Arc<Context>, DaemonError> {
+    Ok(Context::open(config, Clock::system()).await?)
 }
 
 /// Binds the control socket: mode 0660, group `socket_group`. A socket file left by a
@@ -234,28 +91,45 @@ pub async fn bind_metrics(
         .map_err(|source| DaemonError::Metrics { address, source })
 }
 
-/// Runs the daemon until SIGTERM/SIGINT (or `daemon.shutdown` fires).
+/// Runs the daemon until SIGTERM/SIGINT (or `ctx.shutdown` fires).
 pub async fn serve(
-    daemon: Arc<Daemon>,
+    ctx: Arc<Context>,
     listener: UnixListener,
     metrics: Option<tokio::net::TcpListener>,
 ) {
-    let socket: PathBuf = daemon.config().daemon.socket.clone();
-    let runner = tokio::spawn(jobs::run(daemon.clone()));
-    let scheduler = tokio::spawn(crate::schedule::run(daemon.clone()));
-    let pruner = tokio::spawn(crate::jobs::prune::daily(daemon.clone()));
-    let sweeper = tokio::spawn(crate::link::sweep(daemon.clone()));
-    let server = tokio::spawn(crate::control::server::run(listener, daemon.clone()));
-    let metrics = metrics.map(|l| tokio::spawn(crate::metrics::serve(l, daemon.clone())));
-    let signals = tokio::spawn(handle_signals(daemon.clone()));
+    let socket: PathBuf = ctx.config().daemon.socket.clone();
+    let shutdown = ctx.shutdown.clone();
+    let scheduler = Scheduler {
+        config: ctx.config.clone(),
+        catalog: ctx.catalog.clone(),
+        runner: ctx.runner.clone(),
+        clock: ctx.clock.clone(),
+        changed: ctx.schedule_changed.clone(),
+    };
+    let metrics_sources = crate::metrics::Sources {
+        config: ctx.config.clone(),
+        catalog: ctx.catalog.clone(),
+    };
+    let runner = tokio::spawn(crate::jobs::run(ctx.clone()));
+    let scheduler = tokio::spawn(crate::jobs::scheduler::run(scheduler, shutdown.clone()));
+    let pruner = tokio::spawn(crate::jobs::prune::daily(
+        Pruner::of(&ctx),
+        shutdown.clone(),
+    ));
+    let sweeper = tokio::spawn(crate::link::sweep(Exports::of(&ctx), shutdown.clone()));
+    let api = Arc::new(Api::new(ctx.clone()));
+    let server = tokio::spawn(crate::control::server::run(listener, api, shutdown.clone()));
+    let metrics =
+        metrics.map(|l| tokio::spawn(crate::metrics::serve(l, metrics_sources, shutdown.clone())));
+    let signals = tokio::spawn(handle_signals(ctx.clone()));
     let watchdog = tokio::spawn(feed_watchdog());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    tracing::info!(socket = %socket.display(), host = daemon.repo.host(), "envsnapd ready");
-    daemon.shutdown.cancelled().await;
+    tracing::info!(socket = %socket.display(), host = ctx.repo.host(), "envsnapd ready");
+    shutdown.cancelled().await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: cancelling running jobs at a safe point");
     let _ = runner.await;
-    daemon.runner.wait_idle().await;
+    ctx.runner.wait_idle().await;
     let _ = server.await;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
@@ -269,7 +143,7 @@ pub async fn serve(
     tracing::info!("envsnapd stopped");
 }
 
-async fn handle_signals(daemon: Arc<Daemon>) {
+async fn handle_signals(ctx: Arc<Context>) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = match signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]) {
         Ok(signals) => signals,
@@ -280,7 +154,7 @@ async fn handle_signals(daemon: Arc<Daemon>) {
     };
     while let Some(signal) = signals.next().await {
         if signal == SIGHUP {
-            match daemon.reload() {
+            match ctx.reload() {
                 Ok(config) => tracing::info!(
                     environments = config.environments.len(),
                     "configuration reloaded"
@@ -290,7 +164,7 @@ async fn handle_signals(daemon: Arc<Daemon>) {
                 }
             }
         } else {
-            daemon.shutdown.cancel();
+            ctx.shutdown.cancel();
         }
     }
 }

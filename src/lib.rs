@@ -31,9 +31,11 @@
 pub mod api;
 pub mod catalog;
 pub mod cli;
+pub mod clock;
 
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod control;
 pub mod daemon;
 pub mod download;

@@ -13,9 +13,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use crate::daemon::Daemon;
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::context::Context;
 use crate::download::{DownloadError, Downloaded, Format};
+use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
 
 /// A link's lifetime unless asked otherwise, and the longest allowed.
@@ -35,19 +40,44 @@ pub struct Linked {
     pub expires: DateTime<Utc>,
 }
 
+/// What links and their sweeper work with: where exports are recorded and stored,
+/// and the signal that a new one was made.
+#[derive(Clone)]
+pub struct Exports {
+    pub catalog: Catalog,
+    pub repo: Repository,
+    pub clock: Clock,
+    /// Notified when an export is recorded, so the sweeper sees its expiry.
+    pub changed: Arc<Notify>,
+    /// The store's URL as configured, for messages (shown redacted).
+    pub store_url: String,
+}
+
+impl Exports {
+    pub fn of(ctx: &Context) -> Self {
+        Exports {
+            catalog: ctx.catalog.clone(),
+            repo: ctx.repo.clone(),
+            clock: ctx.clock.clone(),
+            changed: ctx.exports_changed.clone(),
+            store_url: ctx.config().store.url.clone(),
+        }
+    }
+}
+
 /// Exports `part` of `manifest` in `format` and signs a URL to it valid for `ttl`.
 pub async fn create(
-    daemon: &Arc<Daemon>,
+    exports: &Exports,
     manifest: &Manifest,
     part: &str,
     format: Format,
     ttl: Duration,
 ) -> Result<Linked, DownloadError> {
-    let store = daemon.repo.store();
+    let store = exports.repo.store();
     if !store.can_sign() {
         return Err(DownloadError::Invalid(format!(
             "store {} cannot sign URLs (S3, GCS and Azure stores can); use backup download",
-            crate::store::redact_url(&daemon.config().store.url)
+            crate::store::redact_url(&exports.store_url)
         )));
     }
     if ttl.is_zero() || ttl > MAX_TTL {
@@ -59,31 +89,33 @@ pub async fn create(
     let key = export_key(manifest, part, format);
     // Until its URL is signed, the export is kept at least for the longest upload a
     // sweep must not cut short; then its expiry becomes the link's.
-    let provisional = Utc::now() + chrono::Duration::from_std(UPLOAD_GRACE + ttl).expect("hours");
+    let provisional =
+        exports.clock.now() + chrono::Duration::from_std(UPLOAD_GRACE + ttl).expect("hours");
     let recorded = key.clone();
-    daemon
+    exports
         .catalog
         .blocking(move |c| c.add_export(&recorded, provisional))
         .await
         .map_err(|e| DownloadError::Invalid(format!("recording the export: {e}")))?;
-    daemon.exports_changed.notify_one();
+    exports.changed.notify_one();
     let exported = async {
         let (bytes, mut writer) =
-            crate::download::write_part(&daemon.repo, manifest, part, format, store.writer(&key))
+            crate::download::write_part(&exports.repo, manifest, part, format, store.writer(&key))
                 .await?;
         writer.shutdown().await.map_err(DownloadError::Output)?;
-        let expires = Utc::now() + chrono::Duration::from_std(ttl).expect("at most an hour");
+        let expires =
+            exports.clock.now() + chrono::Duration::from_std(ttl).expect("at most an hour");
         let url = store
             .signed_get_url(&key, ttl)
             .await
             .map_err(|e| DownloadError::Output(std::io::Error::other(e)))?;
         let recorded = key.clone();
-        daemon
+        exports
             .catalog
             .blocking(move |c| c.set_export_expiry(&recorded, expires))
             .await
             .map_err(|e| DownloadError::Invalid(format!("recording the export: {e}")))?;
-        daemon.exports_changed.notify_one();
+        exports.changed.notify_one();
         Ok::<_, DownloadError>((bytes, url, expires))
     }
     .await;
@@ -91,9 +123,9 @@ pub async fn create(
         Ok(done) => done,
         Err(e) => {
             // Gone now rather than at its expiry; the sweep retries if this fails.
-            if delete_export(daemon, &key).await.is_ok() {
+            if delete_export(exports, &key).await.is_ok() {
                 let key = key.clone();
-                let _ = daemon
+                let _ = exports
                     .catalog
                     .blocking(move |c| c.remove_export(&key))
                     .await;
@@ -137,27 +169,27 @@ fn export_key(manifest: &Manifest, part: &str, format: Format) -> String {
     format!("exports/{}/{name}.{extension}", hex::encode(random))
 }
 
-async fn delete_export(daemon: &Daemon, key: &str) -> Result<(), crate::store::StoreError> {
-    match daemon.repo.store().delete(key).await {
+async fn delete_export(exports: &Exports, key: &str) -> Result<(), crate::store::StoreError> {
+    match exports.repo.store().delete(key).await {
         Err(crate::store::StoreError::NotFound { .. }) => Ok(()),
         other => other,
     }
 }
 
 /// Deletes export objects whose links have expired, at each expiry, until shutdown.
-pub async fn sweep(daemon: Arc<Daemon>) {
+pub async fn sweep(exports: Exports, shutdown: CancellationToken) {
     loop {
-        let now = Utc::now();
-        let expired = daemon
+        let now = exports.clock.now();
+        let expired = exports
             .catalog
             .blocking(move |c| c.expired_exports(now))
             .await;
         let mut failed = false;
         for key in expired.unwrap_or_default() {
-            match delete_export(&daemon, &key).await {
+            match delete_export(&exports, &key).await {
                 Ok(()) => {
                     let key = key.clone();
-                    let removed = daemon
+                    let removed = exports
                         .catalog
                         .blocking(move |c| c.remove_export(&key))
                         .await;
@@ -169,16 +201,16 @@ pub async fn sweep(daemon: Arc<Daemon>) {
                 }
             }
         }
-        let next = daemon.catalog.blocking(|c| c.next_export_expiry()).await;
+        let next = exports.catalog.blocking(|c| c.next_export_expiry()).await;
         let wait = match (failed, next.ok().flatten()) {
             (true, _) => RETRY,
-            (false, Some(at)) => (at - Utc::now()).to_std().unwrap_or_default(),
+            (false, Some(at)) => (at - exports.clock.now()).to_std().unwrap_or_default(),
             (false, None) => MAX_TTL,
         };
         tokio::select! {
             () = tokio::time::sleep(wait.min(MAX_TTL)) => {}
-            () = daemon.exports_changed.notified() => {}
-            () = daemon.shutdown.cancelled() => return,
+            () = exports.changed.notified() => {}
+            () = shutdown.cancelled() => return,
         }
     }
 }

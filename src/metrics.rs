@@ -23,21 +23,29 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{EnvStats, JobCounts, JobOutcomes};
-use crate::daemon::Daemon;
+use crate::catalog::{Catalog, EnvStats, JobCounts, JobOutcomes};
+use crate::config::LiveConfig;
 
 const MAX_CONNECTIONS: usize = 16;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Serves `GET /metrics` on `listener` until the daemon shuts down.
-pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>) {
+/// What a scrape reads: the catalog, and the config for the environments to report.
+#[derive(Clone)]
+pub struct Sources {
+    pub config: LiveConfig,
+    pub catalog: Catalog,
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, sources: Sources, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = daemon.shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
         };
         let Ok((stream, _)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -46,11 +54,11 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>) {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             continue; // dropped: a scraper retries
         };
-        let daemon = daemon.clone();
+        let sources = sources.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let daemon = daemon.clone();
-                async move { Ok::<_, Infallible>(respond(&daemon, &request).await) }
+                let sources = sources.clone();
+                async move { Ok::<_, Infallible>(respond(&sources, &request).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -62,7 +70,7 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>) {
     }
 }
 
-async fn respond(daemon: &Arc<Daemon>, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn respond(sources: &Sources, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         Response::builder()
             .status(status)
@@ -84,7 +92,7 @@ async fn respond(daemon: &Arc<Daemon>, request: &Request<Incoming>) -> Response<
             "use GET\n".into(),
         );
     }
-    match scrape(daemon).await {
+    match scrape(sources).await {
         Ok(text) => reply(StatusCode::OK, CONTENT_TYPE, text),
         Err(e) => {
             tracing::warn!(error = %e, "metrics: cannot read the catalog");
@@ -98,9 +106,9 @@ async fn respond(daemon: &Arc<Daemon>, request: &Request<Incoming>) -> Response<
 }
 
 /// The figures, read from the catalog now.
-async fn scrape(daemon: &Arc<Daemon>) -> Result<String, crate::catalog::CatalogError> {
-    let envs: Vec<String> = daemon.config().environments.keys().cloned().collect();
-    let (stats, outcomes, counts) = daemon
+async fn scrape(sources: &Sources) -> Result<String, crate::catalog::CatalogError> {
+    let envs: Vec<String> = sources.config.get().environments.keys().cloned().collect();
+    let (stats, outcomes, counts) = sources
         .catalog
         .blocking(move |c| Ok((c.env_stats(&envs)?, c.job_outcomes()?, c.job_counts()?)))
         .await?;

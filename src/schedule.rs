@@ -1,4 +1,4 @@
-//! Schedules: cron expressions → due backups.
+//! Schedules: cron expressions → due backups (the pure part).
 //!
 //! What is due is derived from persisted state, never from an in-memory timer alone:
 //! each (environment, expression) has a last-run time in the catalog, written in the
@@ -13,32 +13,32 @@
 //! from local time avoids that. Cron follows classic semantics: when both
 //! day-of-month and day-of-week are restricted, either matching day runs.
 //!
-//! [`due`] and [`next_run`] are pure and take the time as an argument; the loop in
-//! [`run`] feeds them the clock.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! Everything here is pure: [`parse`], [`next_run`] and [`due`] take the time as an
+//! argument and touch nothing, so config validation uses them and tests walk them
+//! through daylight-saving changes. The loop that feeds them the clock and queues
+//! the backups is `jobs::scheduler`.
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
-use crate::daemon::Daemon;
-
-/// The longest the loop sleeps, so a changed clock or config is noticed soon.
-const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// A run whose time passed less than this long ago is on time, not missed.
 const ON_TIME: chrono::Duration = chrono::Duration::seconds(90);
 
+/// A cron expression croner cannot read; the message is croner's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CronError(String);
+
 /// Parses a 6-field (seconds first) expression, as the config normalizes them.
-pub fn parse(expr: &str) -> Result<Cron, String> {
+pub fn parse(expr: &str) -> Result<Cron, CronError> {
     CronParser::builder()
         .seconds(Seconds::Required)
         .dom_and_dow(false)
         .build()
         .parse(expr)
-        .map_err(|e| e.to_string())
+        .map_err(|e| CronError(e.to_string()))
 }
 
 /// The first run strictly after `after`.
@@ -82,91 +82,6 @@ pub fn due(
         Some(time) if catch_up || now - time < ON_TIME => Due::Run(time),
         Some(time) => Due::Skip(time),
     }
-}
-
-/// The scheduler loop: queues due backups until shutdown.
-pub async fn run(daemon: Arc<Daemon>) {
-    loop {
-        let sleep = match tick(&daemon, Utc::now()).await {
-            Ok(next) => next.map_or(MAX_SLEEP, |t| {
-                (t - Utc::now()).to_std().unwrap_or_default().min(MAX_SLEEP)
-            }),
-            Err(e) => {
-                tracing::error!(error = %e, "scheduler");
-                MAX_SLEEP
-            }
-        };
-        tokio::select! {
-            () = tokio::time::sleep(sleep + Duration::from_millis(20)) => {}
-            () = daemon.schedule_changed.notified() => {}
-            () = daemon.shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// Queues what is due at `now`; returns the earliest next run of any schedule.
-async fn tick(daemon: &Arc<Daemon>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, String> {
-    let config = daemon.config();
-    let tz = config.daemon.timezone;
-    let mut earliest: Option<DateTime<Utc>> = None;
-    for (env, env_config) in &config.environments {
-        for expr in &env_config.schedule {
-            let cron =
-                parse(expr).map_err(|e| format!("environment {env}: schedule `{expr}`: {e}"))?;
-            let (env_c, expr_c) = (env.clone(), expr.clone());
-            let last = daemon
-                .catalog
-                .blocking(move |c| c.schedule_last_run(&env_c, &expr_c, now))
-                .await
-                .map_err(|e| e.to_string())?;
-            match due(&cron, tz, last, now, config.daemon.catch_up) {
-                Due::Nothing => {}
-                Due::Run(time) => queue_scheduled(daemon, env, expr, time).await?,
-                Due::Skip(time) => {
-                    tracing::warn!(env = %env, schedule = %expr, missed = %time, "missed run not caught up (catch_up = false)");
-                    let (env_c, expr_c) = (env.clone(), expr.clone());
-                    daemon
-                        .catalog
-                        .blocking(move |c| c.set_schedule_last_run(&env_c, &expr_c, time))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-            }
-            if let Some(next) = next_run(&cron, tz, now) {
-                earliest = Some(earliest.map_or(next, |e| e.min(next)));
-            }
-        }
-    }
-    Ok(earliest)
-}
-
-async fn queue_scheduled(
-    daemon: &Arc<Daemon>,
-    env: &str,
-    expr: &str,
-    time: DateTime<Utc>,
-) -> Result<(), String> {
-    let host = daemon.config().daemon.host.clone();
-    let base = format!(
-        "{}-scheduled",
-        time.with_timezone(&daemon.config().daemon.timezone)
-            .format("%Y%m%d-%H%M%S")
-    );
-    let (env_c, expr_c) = (env.to_owned(), expr.to_owned());
-    let job = daemon
-        .catalog
-        .blocking(move |c| c.queue_scheduled_backup(&env_c, &base, &host, &expr_c, time))
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!(
-        env,
-        schedule = expr,
-        job = job.id,
-        backup = job.backup.as_deref().unwrap_or(""),
-        "scheduled backup queued"
-    );
-    daemon.runner.wake();
-    Ok(())
 }
 
 #[cfg(test)]

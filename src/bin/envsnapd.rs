@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use envsnap::config::{Config, default_state_dir};
-use envsnap::daemon::{self, Daemon};
+use envsnap::daemon;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -84,13 +84,13 @@ async fn run(config: Config) -> Result<(), daemon::DaemonError> {
     if !config.path.is_file() {
         tracing::info!(state_dir = %config.daemon.state_dir.display(), "no config file: running the built-in demo setup");
     }
-    let daemon = Daemon::open(config).await?;
+    let ctx = daemon::open(config).await?;
     let listener = daemon::bind_socket(&socket, group.as_deref()).await?;
     let metrics = match metrics {
         Some(address) => Some(daemon::bind_metrics(address).await?),
         None => None,
     };
-    daemon::serve(daemon, listener, metrics).await;
+    daemon::serve(ctx, listener, metrics).await;
     Ok(())
 }
 

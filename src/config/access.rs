@@ -8,7 +8,29 @@
 
 use std::fmt;
 
-use crate::control::protocol::Action;
+use serde::{Deserialize, Serialize};
+
+/// Access rights, as in the config's `[access]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Read,
+    Backup,
+    Download,
+    /// Restore, import, delete, prune and reload.
+    Restore,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Read => "read",
+            Action::Backup => "backup",
+            Action::Download => "download",
+            Action::Restore => "restore",
+        })
+    }
+}
 
 /// The principals allowed each action. Empty lists allow nobody (but root).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -20,6 +20,7 @@
 //! `docs/config.md` documents every key for operators.
 
 mod access;
+mod live;
 mod overrides;
 mod raw;
 mod validate;
@@ -35,7 +36,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use access::{AccessRules, Principal};
+pub use access::{AccessRules, Action, Principal};
+pub use live::LiveConfig;
 pub use values::{normalize_cron, parse_duration};
 pub use version::VersionSource;
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::control::protocol::Action;
+use crate::config::Action;
 
 const SMALL: &str = r#"
 [access]

@@ -3,5 +3,6 @@
 
 pub mod client;
 mod fdpass;
+pub mod peer;
 pub mod protocol;
 pub mod server;

@@ -13,6 +13,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The right each request needs (the config's vocabulary: `[access]`).
+pub use crate::config::Action;
+
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The largest request the daemon accepts, newline included.
@@ -220,28 +223,6 @@ impl Request {
     }
 }
 
-/// Access rights, as in the config's `[access]` section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Read,
-    Backup,
-    Download,
-    /// Restore, import, delete, prune and reload.
-    Restore,
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Action::Read => "read",
-            Action::Backup => "backup",
-            Action::Download => "download",
-            Action::Restore => "restore",
-        })
-    }
-}
-
 /// One line from the daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -276,6 +257,15 @@ pub struct Progress {
 pub struct ErrorReply {
     pub code: ErrorCode,
     pub message: String,
+}
+
+impl ErrorReply {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorReply {
+            code,
+            message: message.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,26 +1,33 @@
-//! The control socket server.
+//! The control socket server: framing and transport, no meaning.
 //!
 //! Each connection carries one request. The client is identified by the socket's
-//! peer credentials (SO_PEERCRED), never by anything it says; its user and groups are
-//! checked against the `[access]` rules for the request's action and environment
-//! (root may do everything). Every byte from the socket is hostile: the request line
-//! must arrive within [`REQUEST_TIMEOUT`] and fit in [`MAX_MESSAGE`]; garbage gets an
-//! error reply, never a crash. Connections are served concurrently, at most
-//! [`MAX_CONNECTIONS`] at once.
+//! peer credentials (SO_PEERCRED, [`super::peer`]), never by anything it says. Every
+//! byte from the socket is hostile: the request line must arrive within
+//! [`REQUEST_TIMEOUT`] and fit in [`MAX_MESSAGE`]; garbage gets an error reply, never
+//! a crash. Connections are served concurrently, at most [`MAX_CONNECTIONS`] at once.
+//!
+//! What a request means (which environment and right it concerns, whether the
+//! caller has that right, what it does) is the [`Service`]'s business: the server
+//! asks it to [`Service::admit`] the request before receiving any file the request
+//! passes, then hands it the request, the caller, the files, and a channel for
+//! progress lines. The daemon's service is `api::Api`; a test can serve its own.
 
+use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use super::fdpass;
+use super::peer::{Caller, identify};
 use super::protocol::{
     Envelope, ErrorCode, ErrorReply, MAX_FILES, MAX_MESSAGE, PROTOCOL_VERSION, Reply, Request,
 };
-use crate::api::{self, ApiError, Caller};
-use crate::daemon::Daemon;
 
 /// A client must send its request within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,12 +37,34 @@ const MAX_CONNECTIONS: usize = 64;
 /// After a reply this large, freed memory is handed back to the system.
 const LARGE_REPLY: usize = 1 << 20;
 
-pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) {
+/// What the server serves.
+pub trait Service: Send + Sync + 'static {
+    /// Whether `caller` may make `request`, and whether the request can be served at
+    /// all, decided before the server asks for any of its files.
+    fn admit(
+        &self,
+        caller: &Caller,
+        request: &Request,
+    ) -> impl Future<Output = Result<(), ErrorReply>> + Send;
+
+    /// Serves an admitted request: progress lines go to `replies`, the result or the
+    /// error is the final line.
+    fn handle(
+        &self,
+        caller: Caller,
+        request: Request,
+        files: Vec<OwnedFd>,
+        replies: mpsc::Sender<Reply>,
+    ) -> impl Future<Output = Result<Box<RawValue>, ErrorReply>> + Send;
+}
+
+/// Serves connections on `listener` until `shutdown`.
+pub async fn run<S: Service>(listener: UnixListener, service: Arc<S>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = daemon.shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
@@ -49,9 +78,9 @@ pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) {
             tokio::spawn(refuse_busy(stream));
             continue;
         };
-        let daemon = daemon.clone();
+        let service = service.clone();
         tokio::spawn(async move {
-            serve_connection(stream, &daemon).await;
+            serve_connection(stream, service).await;
             drop(permit);
         });
     }
@@ -66,7 +95,7 @@ async fn refuse_busy(mut stream: UnixStream) {
     .await;
 }
 
-async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
+async fn serve_connection<S: Service>(stream: UnixStream, service: Arc<S>) {
     let caller = match stream.peer_cred() {
         Ok(cred) => identify(cred.uid(), cred.gid()),
         Err(e) => {
@@ -76,60 +105,20 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
     };
     let (mut read_half, mut write_half) = stream.into_split();
     let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut read_half)).await {
-        Err(_) => Err(ApiError::new(
+        Err(_) => Err(ErrorReply::new(
             ErrorCode::BadRequest,
             format!("no complete request within {}s", REQUEST_TIMEOUT.as_secs()),
         )),
         Ok(result) => result,
     };
-    let envelope = match outcome {
-        Ok(envelope) => envelope,
+    let request = match outcome {
+        Ok(envelope) => envelope.request,
         Err(e) => {
             let _ = write_error(&mut write_half, e.code, e.message).await;
             return;
         }
     };
-    let request = envelope.request;
-    let action = request.action();
-    let env = match &request {
-        // A job belongs to its environment: its rules decide who may see or cancel it.
-        Request::JobShow { id } | Request::JobWatch { id } | Request::JobCancel { id } => {
-            let id = *id;
-            daemon
-                .catalog
-                .blocking(move |c| c.get_job(id))
-                .await
-                .ok()
-                .flatten()
-                .and_then(|job| job.env)
-        }
-        other => other.env().map(str::to_owned),
-    };
-    let source_denied = restore_source_denied(daemon, &caller, &request);
-    if let Some(message) = source_denied {
-        tracing::warn!(user = %caller.user, uid = caller.uid, "denied: {message}");
-        let _ = write_error(&mut write_half, ErrorCode::Forbidden, message).await;
-        return;
-    }
-    if !allowed(daemon, &caller, action, env.as_deref()) {
-        let target = env.map_or_else(String::new, |e| format!(" on environment {e}"));
-        let message = format!("user {} may not {action}{target}", caller.user);
-        tracing::warn!(user = %caller.user, uid = caller.uid, "denied: {message}");
-        let _ = write_error(&mut write_half, ErrorCode::Forbidden, message).await;
-        return;
-    }
-    // The command and environment only: arguments may carry credentials (a signed URL).
-    tracing::debug!(user = %caller.user, command = request.name(), env = request.env(), "request");
-    // A request its files cannot save is refused before they are asked for.
-    if let Request::Import {
-        env,
-        parts,
-        urls,
-        version,
-        ..
-    } = &request
-        && let Err(e) = api::check_import(daemon, env, parts, urls, version.as_deref())
-    {
+    if let Err(e) = service.admit(&caller, &request).await {
         let _ = write_error(&mut write_half, e.code, e.message).await;
         return;
     }
@@ -141,10 +130,7 @@ async fn serve_connection(stream: UnixStream, daemon: &Arc<Daemon>) {
         }
     };
     let (tx, mut rx) = mpsc::channel::<Reply>(16);
-    let handler = {
-        let (daemon, caller) = (daemon.clone(), caller.clone());
-        tokio::spawn(async move { api::handle(&daemon, request, &caller, &tx, files).await })
-    };
+    let handler = tokio::spawn(async move { service.handle(caller, request, files, tx).await });
     while let Some(progress) = rx.recv().await {
         if write_reply(&mut write_half, &progress).await.is_err() {
             break; // the client left or stopped reading
@@ -182,7 +168,7 @@ async fn receive_files(
     request: &Request,
     read_half: &tokio::net::unix::OwnedReadHalf,
     write_half: &mut tokio::net::unix::OwnedWriteHalf,
-) -> Result<Vec<std::os::fd::OwnedFd>, String> {
+) -> Result<Vec<OwnedFd>, String> {
     let needed = request.files_needed();
     if needed > MAX_FILES {
         return Err(format!(
@@ -201,7 +187,7 @@ async fn receive_files(
 async fn receive_file(
     read_half: &tokio::net::unix::OwnedReadHalf,
     write_half: &mut tokio::net::unix::OwnedWriteHalf,
-) -> Result<std::os::fd::OwnedFd, String> {
+) -> Result<OwnedFd, String> {
     write_reply(write_half, &Reply::SendFile)
         .await
         .map_err(|e| format!("asking for the file: {e}"))?;
@@ -215,21 +201,21 @@ async fn receive_file(
 }
 
 /// Reads and parses one request line, refusing anything oversized or malformed.
-async fn read_request<R: tokio::io::AsyncRead + Unpin>(read: R) -> Result<Envelope, ApiError> {
+async fn read_request<R: tokio::io::AsyncRead + Unpin>(read: R) -> Result<Envelope, ErrorReply> {
     let mut line = Vec::new();
     let mut limited = BufReader::new(read).take(MAX_MESSAGE as u64 + 1);
     limited
         .read_until(b'\n', &mut line)
         .await
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("reading the request: {e}")))?;
+        .map_err(|e| ErrorReply::new(ErrorCode::BadRequest, format!("reading the request: {e}")))?;
     if line.len() > MAX_MESSAGE {
-        return Err(ApiError::new(
+        return Err(ErrorReply::new(
             ErrorCode::TooLarge,
             format!("request exceeds {MAX_MESSAGE} bytes"),
         ));
     }
     if line.last() != Some(&b'\n') {
-        return Err(ApiError::new(
+        return Err(ErrorReply::new(
             ErrorCode::BadRequest,
             "truncated request: no end of line",
         ));
@@ -237,9 +223,9 @@ async fn read_request<R: tokio::io::AsyncRead + Unpin>(read: R) -> Result<Envelo
     parse_request(&line)
 }
 
-pub fn parse_request(line: &[u8]) -> Result<Envelope, ApiError> {
+pub fn parse_request(line: &[u8]) -> Result<Envelope, ErrorReply> {
     let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
-        ApiError::new(
+        ErrorReply::new(
             ErrorCode::BadRequest,
             format!("request is not valid JSON: {e}"),
         )
@@ -247,7 +233,7 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, ApiError> {
     match value.get("v").and_then(serde_json::Value::as_u64) {
         Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
         Some(v) => {
-            return Err(ApiError::new(
+            return Err(ErrorReply::new(
                 ErrorCode::UnsupportedVersion,
                 format!(
                     "protocol version {v} is not supported (this envsnapd speaks {PROTOCOL_VERSION})"
@@ -255,14 +241,14 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, ApiError> {
             ));
         }
         None => {
-            return Err(ApiError::new(
+            return Err(ErrorReply::new(
                 ErrorCode::BadRequest,
                 "request has no protocol version \"v\"",
             ));
         }
     }
     serde_json::from_value(value)
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid request: {e}")))
+        .map_err(|e| ErrorReply::new(ErrorCode::BadRequest, format!("invalid request: {e}")))
 }
 
 /// `Reply::Result` as the server writes it: the data already serialized.
@@ -295,78 +281,6 @@ async fn write_reply<W: tokio::io::AsyncWrite + Unpin>(
             "client does not read",
         )),
     }
-}
-
-/// The caller's user and group names, from its uid and primary gid.
-pub fn identify(uid: u32, gid: u32) -> Caller {
-    let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
-    let name = user
-        .as_ref()
-        .map_or_else(|| format!("uid:{uid}"), |u| u.name.clone());
-    let mut groups = Vec::new();
-    if let Some(user) = &user
-        && let Ok(cname) = std::ffi::CString::new(user.name.clone())
-        && let Ok(gids) = nix::unistd::getgrouplist(&cname, nix::unistd::Gid::from_raw(gid))
-    {
-        for gid in gids {
-            if let Ok(Some(group)) = nix::unistd::Group::from_gid(gid) {
-                groups.push(group.name);
-            }
-        }
-    }
-    Caller {
-        uid,
-        user: name,
-        groups,
-    }
-}
-
-/// Restoring another environment's backup reads its data: the caller needs the
-/// `download` right there; another host's backups need the global `restore` right.
-fn restore_source_denied(daemon: &Daemon, caller: &Caller, request: &Request) -> Option<String> {
-    let Request::Restore {
-        env,
-        from: Some(from),
-        ..
-    } = request
-    else {
-        return None;
-    };
-    if caller.is_unrestricted() {
-        return None;
-    }
-    let config = daemon.config();
-    let may = |action, env: Option<&str>| {
-        config
-            .access_for(env)
-            .allows(action, &caller.user, &caller.groups)
-    };
-    match from.split_once('/') {
-        Some(_) if !may(super::protocol::Action::Restore, None) => Some(format!(
-            "user {} may not restore backups of other hosts ({from})",
-            caller.user
-        )),
-        None if from != env && !may(super::protocol::Action::Download, Some(from)) => {
-            Some(format!(
-                "user {} may not download on environment {from}, so may not restore its backups",
-                caller.user
-            ))
-        }
-        _ => None,
-    }
-}
-
-fn allowed(
-    daemon: &Daemon,
-    caller: &Caller,
-    action: super::protocol::Action,
-    env: Option<&str>,
-) -> bool {
-    caller.is_unrestricted()
-        || daemon
-            .config()
-            .access_for(env)
-            .allows(action, &caller.user, &caller.groups)
 }
 
 #[cfg(test)]

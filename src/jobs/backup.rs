@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{ActivityEntry, CompletedBackup, JobRecord, PartSize};
 use crate::config::{EnvConfig, PartSource};
+use crate::context::Context;
 use crate::control::protocol::Progress;
-use crate::daemon::Daemon;
 use crate::repo::RepoError;
 use crate::repo::archiver::TreeOptions;
 use crate::repo::manifest::{BackupMeta, Manifest};
@@ -28,13 +28,12 @@ use crate::sources;
 /// How often a running backup publishes its progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
-pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToken) {
+pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken) {
     let env = job.env.clone().unwrap_or_default();
     let name = job.backup.clone().unwrap_or_default();
     let trigger = {
         let (env, name) = (env.clone(), name.clone());
-        daemon
-            .catalog
+        ctx.catalog
             .blocking(move |c| c.get_backup(&env, &name))
             .await
     };
@@ -44,7 +43,7 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
         .map_or_else(|| "manual".to_owned(), |b| b.trigger);
     let keep_until = {
         let id = job.id;
-        daemon.catalog.blocking(move |c| c.job_args(id)).await
+        ctx.catalog.blocking(move |c| c.job_args(id)).await
     };
     let keep_until = keep_until
         .ok()
@@ -59,15 +58,15 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
         user: &job.user,
         keep_until,
     };
-    let outcome = make_backup(daemon, &request, &cancel).await;
-    finish(daemon, job, &env, &name, outcome).await;
+    let outcome = make_backup(ctx, &request, &cancel).await;
+    finish(ctx, job, &env, &name, outcome).await;
 }
 
 /// Records a backup job's outcome (an import's too): the backup `completed` and the
 /// job succeeded in one transaction, or the backup removed and the job failed; then
 /// retention, the log line and the success or failure hook.
 pub(super) async fn finish(
-    daemon: &Arc<Daemon>,
+    ctx: &Arc<Context>,
     job: &JobRecord,
     env: &str,
     name: &str,
@@ -91,8 +90,7 @@ pub(super) async fn finish(
     let recorded = match outcome {
         Ok(manifest) => {
             let parts: Vec<PartSize> = crate::catalog::BackupRecord::from_manifest(&manifest).parts;
-            daemon
-                .catalog
+            ctx.catalog
                 .blocking(move |c| {
                     c.finish_backup(
                         job_id,
@@ -113,8 +111,7 @@ pub(super) async fn finish(
         }
         Err(_) => {
             let error = error.clone().unwrap_or_default();
-            daemon
-                .catalog
+            ctx.catalog
                 .blocking(move |c| c.fail_backup(job_id, &env_c, &name_c, state, &error, &activity))
                 .await
         }
@@ -124,9 +121,9 @@ pub(super) async fn finish(
     }
     if error.is_none() {
         // Retention runs after each backup; it waits for writes in progress itself.
-        let daemon = daemon.clone();
+        let pruner = super::prune::Pruner::of(ctx);
         tokio::spawn(async move {
-            if let Err(e) = crate::jobs::prune::prune(&daemon, "root", false).await {
+            if let Err(e) = pruner.prune("root", false).await {
                 tracing::warn!(error = %e, "prune after backup failed");
             }
         });
@@ -137,7 +134,7 @@ pub(super) async fn finish(
             tracing::warn!(job = job.id, env = %env, backup = %name, error = %e, "{} {state}", job.kind)
         }
     }
-    run_hook(daemon, job, &env, &name, error.as_deref()).await;
+    run_hook(ctx, job, &env, &name, error.as_deref()).await;
 }
 
 /// A backup job's arguments, stored with it in the catalog.
@@ -162,12 +159,12 @@ pub struct BackupRequest<'a> {
 /// Writes every part of the environment and commits the backup; the catalog is the
 /// caller's business.
 pub async fn make_backup(
-    daemon: &Arc<Daemon>,
+    ctx: &Arc<Context>,
     request: &BackupRequest<'_>,
     cancel: &CancellationToken,
 ) -> Result<Manifest, RepoError> {
     let (env, name) = (request.env, request.name);
-    let config = daemon.config();
+    let config = ctx.config();
     let env_config = config
         .env(env)
         .ok_or_else(|| {
@@ -179,10 +176,10 @@ pub async fn make_backup(
         .read(config.daemon.command_timeout)
         .await
         .map_err(|e| RepoError::Pipeline(format!("reading the version of {env}: {e}")))?;
-    let parent = previous_manifest(daemon, env).await;
-    let mut writer = daemon.repo.start_backup(cancel.clone()).await?;
+    let parent = previous_manifest(ctx, env).await;
+    let mut writer = ctx.repo.start_backup(cancel.clone()).await?;
     let written = write_parts(
-        daemon,
+        ctx,
         request.job,
         &env_config,
         parent.as_ref(),
@@ -217,22 +214,21 @@ pub async fn make_backup(
 }
 
 /// The manifest of the environment's newest completed backup, if it can be read.
-async fn previous_manifest(daemon: &Arc<Daemon>, env: &str) -> Option<Manifest> {
+async fn previous_manifest(ctx: &Arc<Context>, env: &str) -> Option<Manifest> {
     let owned = env.to_owned();
-    let last = daemon
+    let last = ctx
         .catalog
         .blocking(move |c| c.last_backup(&owned))
         .await
         .ok()??;
-    daemon
-        .repo
+    ctx.repo
         .load_manifest(env, last.manifest.as_deref()?)
         .await
         .ok()
 }
 
 async fn write_parts(
-    daemon: &Arc<Daemon>,
+    ctx: &Arc<Context>,
     job: i64,
     env: &EnvConfig,
     parent: Option<&Manifest>,
@@ -246,7 +242,7 @@ async fn write_parts(
     let publish = |part: &str, done: u32| {
         let bytes = counter.load(Ordering::Relaxed);
         let rate = (bytes as f64 / started.elapsed().as_secs_f64().max(0.001)) as u64;
-        daemon.runner.set_progress(Progress {
+        ctx.runner.set_progress(Progress {
             job,
             state: "running".into(),
             bytes_done: bytes,
@@ -281,7 +277,7 @@ async fn write_parts(
                         .map(|_| ())
                 }
                 PartSource::Database(db) => {
-                    let scratch = daemon.config().daemon.state_dir.join("tmp");
+                    let scratch = ctx.config().daemon.state_dir.join("tmp");
                     sources::backup_database(writer, &part.name, db, &scratch, cancel)
                         .await
                         .map_err(|e| match e {
@@ -302,13 +298,13 @@ async fn write_parts(
 
 /// Runs `on_success` / `on_failure` (the environment's, else the daemon's).
 async fn run_hook(
-    daemon: &Arc<Daemon>,
+    ctx: &Arc<Context>,
     job: &JobRecord,
     env: &str,
     backup: &str,
     error: Option<&str>,
 ) {
-    let config = daemon.config();
+    let config = ctx.config();
     let env_config = config.env(env);
     let pick = |own: Option<&Vec<String>>, global: &Vec<String>| -> Vec<String> {
         own.filter(|c| !c.is_empty()).unwrap_or(global).clone()

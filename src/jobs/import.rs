@@ -9,15 +9,15 @@
 //! uploaded is deleted. The backup records the version given with the import, else
 //! the environment's current one, so that a later restore passes the version check.
 
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::runner::{ImportPart, ImportSource};
 use crate::catalog::JobRecord;
 use crate::config::{EnvConfig, PartSource};
-use crate::daemon::Daemon;
+use crate::context::Context;
 use crate::repo::RepoError;
 use crate::repo::archiver::TreeOptions;
 use crate::repo::manifest::{BackupMeta, Manifest};
@@ -35,28 +35,22 @@ pub struct ImportArgs {
     pub owner: Option<(u32, u32)>,
 }
 
-/// Where one part's archive comes from.
-pub enum Source {
-    File(OwnedFd),
-    Url(String),
-}
-
-pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToken) {
+pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken) {
     let env = job.env.clone().unwrap_or_default();
     let name = job.backup.clone().unwrap_or_default();
-    let args = args_of(daemon, job.id).await;
-    let outcome = match daemon.runner.take_import(&args.token) {
-        Some(sources) => import(daemon, job, &env, &name, &args, sources, &cancel).await,
+    let args = args_of(ctx, job.id).await;
+    let outcome = match ctx.runner.take_import(&args.token) {
+        Some(sources) => import(ctx, job, &env, &name, &args, sources, &cancel).await,
         None => Err(RepoError::Source(
             "the import's files were lost when the daemon restarted; run the import again".into(),
         )),
     };
-    super::backup::finish(daemon, job, &env, &name, outcome).await;
+    super::backup::finish(ctx, job, &env, &name, outcome).await;
 }
 
 /// The arguments of import job `id` (defaults if unreadable).
-pub async fn args_of(daemon: &Daemon, id: i64) -> ImportArgs {
-    let args = daemon.catalog.blocking(move |c| c.job_args(id)).await;
+pub async fn args_of(ctx: &Context, id: i64) -> ImportArgs {
+    let args = ctx.catalog.blocking(move |c| c.job_args(id)).await;
     args.ok()
         .flatten()
         .and_then(|text| serde_json::from_str(&text).ok())
@@ -64,15 +58,15 @@ pub async fn args_of(daemon: &Daemon, id: i64) -> ImportArgs {
 }
 
 async fn import(
-    daemon: &Arc<Daemon>,
+    ctx: &Arc<Context>,
     job: &JobRecord,
     env: &str,
     name: &str,
     args: &ImportArgs,
-    sources: Vec<(String, Source)>,
+    sources: Vec<ImportPart>,
     cancel: &CancellationToken,
 ) -> Result<Manifest, RepoError> {
-    let config = daemon.config();
+    let config = ctx.config();
     let env_config = config
         .env(env)
         .ok_or_else(|| RepoError::Source(format!("environment {env} is no longer in the config")))?
@@ -86,7 +80,7 @@ async fn import(
             .map_err(|e| RepoError::Source(format!("reading the version of {env}: {e}")))?,
     };
     let scratch = config.daemon.state_dir.join("tmp");
-    let mut writer = daemon.repo.start_backup(cancel.clone()).await?;
+    let mut writer = ctx.repo.start_backup(cancel.clone()).await?;
     for (part, source) in sources {
         let stored = store_part(
             &mut writer,
@@ -127,7 +121,7 @@ async fn store_part(
     writer: &mut BackupWriter,
     env: &EnvConfig,
     part: &str,
-    source: Source,
+    source: ImportSource,
     args: &ImportArgs,
     scratch: &Path,
     job: i64,
@@ -139,10 +133,10 @@ async fn store_part(
         .find(|p| p.name == part)
         .ok_or_else(|| refused(format!("environment {} has no such part", env.name)))?;
     let input = match source {
-        Source::File(fd) => crate::import::from_file(std::fs::File::from(fd))
+        ImportSource::File(fd) => crate::import::from_file(std::fs::File::from(fd))
             .await
             .map_err(|e| refused(format!("cannot read the file: {e}")))?,
-        Source::Url(url) => crate::import::from_url(&url).await.map_err(|e| {
+        ImportSource::Url(url) => crate::import::from_url(&url).await.map_err(|e| {
             refused(format!(
                 "cannot fetch {}: {e}",
                 crate::store::redact_url(&url)

@@ -9,15 +9,17 @@
 //! successful backup, and daily.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
-use crate::catalog::ActivityEntry;
-use crate::daemon::Daemon;
+use crate::catalog::{ActivityEntry, Catalog, CatalogError};
+use crate::clock::Clock;
+use crate::config::LiveConfig;
+use crate::context::Context;
 use crate::repo::prune::PruneReport;
+use crate::repo::{RepoError, Repository};
 use crate::retention::{self, Candidate, Decision, KeepCounts};
 
 /// How often pruning runs without being asked.
@@ -33,29 +35,57 @@ pub struct PruneOutcome {
     pub store: Option<PruneReport>,
 }
 
-pub async fn prune(
-    daemon: &Arc<Daemon>,
-    user: &str,
-    dry_run: bool,
-) -> Result<PruneOutcome, String> {
-    let config = daemon.config();
-    let now = Utc::now();
-    let (in_use, envs) = daemon
+/// What pruning works with; cheap to clone.
+#[derive(Clone)]
+pub struct Pruner {
+    pub config: LiveConfig,
+    pub catalog: Catalog,
+    pub repo: Repository,
+    pub clock: Clock,
+}
+
+/// Why a prune stopped. What it removed before is consistent (see the module doc).
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+impl Pruner {
+    pub fn of(ctx: &Context) -> Self {
+        Pruner {
+            config: ctx.config.clone(),
+            catalog: ctx.catalog.clone(),
+            repo: ctx.repo.clone(),
+            clock: ctx.clock.clone(),
+        }
+    }
+
+    /// Applies retention now on behalf of `user` (or only plans it on a dry run).
+    pub async fn prune(&self, user: &str, dry_run: bool) -> Result<PruneOutcome, PruneError> {
+        prune(self, user, dry_run).await
+    }
+}
+
+async fn prune(pruner: &Pruner, user: &str, dry_run: bool) -> Result<PruneOutcome, PruneError> {
+    let config = pruner.config.get();
+    let now = pruner.clock.now();
+    let (in_use, envs) = pruner
         .catalog
         .blocking(|c| Ok((c.backups_in_use()?, c.backup_envs()?)))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let in_use: HashSet<(String, String)> = in_use.into_iter().collect();
     let mut plans = BTreeMap::new();
     let mut doomed = Vec::new();
     for env in envs {
         let keep = config.env(&env).map_or(KeepCounts::default(), |e| e.keep);
         let env_c = env.clone();
-        let backups = daemon
+        let backups = pruner
             .catalog
             .blocking(move |c| c.list_backups(&env_c))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let candidates: Vec<Candidate> = backups
             .iter()
             .map(|b| Candidate {
@@ -96,7 +126,7 @@ pub async fn prune(
     let mut manifests = Vec::new();
     for (env, name, manifest, expires) in &doomed {
         if let Some(id) = manifest {
-            match daemon.repo.load_manifest(env, id).await {
+            match pruner.repo.load_manifest(env, id).await {
                 Ok(manifest) => manifests.push(manifest),
                 Err(e) => {
                     tracing::warn!(env = %env, backup = %name, error = %e, "manifest of an expired backup unreadable; removing the entry")
@@ -106,20 +136,15 @@ pub async fn prune(
         let detail = expires.map(|e| format!("expired at {}", e.to_rfc3339()));
         let entry = ActivityEntry::now(user, Some(env), "prune", Some(name), "succeeded", detail);
         let (env, name) = (env.clone(), name.clone());
-        daemon
+        pruner
             .catalog
             .blocking(move |c| {
                 c.remove_backup(&env, &name)?;
                 c.add_activity(&entry)
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
     }
-    let report = daemon
-        .repo
-        .prune(&manifests)
-        .await
-        .map_err(|e| e.to_string())?;
+    let report = pruner.repo.prune(&manifests).await?;
     if !pruned.is_empty() {
         tracing::info!(
             pruned = pruned.len(),
@@ -136,14 +161,14 @@ pub async fn prune(
 }
 
 /// Prunes once now (after a start-up) and then every day, until shutdown.
-pub async fn daily(daemon: Arc<Daemon>) {
+pub async fn daily(pruner: Pruner, shutdown: CancellationToken) {
     loop {
-        if let Err(e) = prune(&daemon, "root", false).await {
+        if let Err(e) = pruner.prune("root", false).await {
             tracing::error!(error = %e, "daily prune failed");
         }
         tokio::select! {
             () = tokio::time::sleep(DAILY) => {}
-            () = daemon.shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::backup::{BackupRequest, make_backup};
 use crate::catalog::{ActivityEntry, BackupRecord, JobRecord};
 use crate::config::{EnvConfig, PartSource};
-use crate::daemon::Daemon;
+use crate::context::Context;
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
 use crate::sources;
@@ -70,18 +70,18 @@ impl Failure {
     }
 }
 
-pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToken) {
+pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken) {
     let env = job.env.clone().unwrap_or_default();
     let args = {
         let id = job.id;
-        daemon.catalog.blocking(move |c| c.job_args(id)).await
+        ctx.catalog.blocking(move |c| c.job_args(id)).await
     };
     let args = args
         .ok()
         .flatten()
         .and_then(|text| serde_json::from_str::<RestoreArgs>(&text).ok());
     let outcome = match args {
-        Some(args) => restore(daemon, job, &env, &args, &cancel).await,
+        Some(args) => restore(ctx, job, &env, &args, &cancel).await,
         None => Err(Failure::before_changes(
             "the job's arguments are missing or unreadable".into(),
         )),
@@ -123,7 +123,7 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
         // Nothing changed: back to how it was (a standing failure stays visible).
         Err(_) => {
             let env_c = env.clone();
-            let state = daemon
+            let state = ctx
                 .catalog
                 .blocking(move |c| c.env_state(&env_c))
                 .await
@@ -135,7 +135,7 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
         }
     };
     let (id, env_c) = (job.id, env.clone());
-    let recorded = daemon
+    let recorded = ctx
         .catalog
         .blocking(move |c| {
             c.set_env_status(&env_c, status, last_error.as_deref())?;
@@ -155,20 +155,20 @@ pub async fn run(daemon: &Arc<Daemon>, job: &JobRecord, cancel: CancellationToke
 }
 
 async fn restore(
-    daemon: &Arc<Daemon>,
+    ctx: &Arc<Context>,
     job: &JobRecord,
     env: &str,
     args: &RestoreArgs,
     cancel: &CancellationToken,
 ) -> Result<(), Failure> {
-    let config = daemon.config();
+    let config = ctx.config();
     let env_config = config
         .env(env)
         .ok_or_else(|| {
             Failure::before_changes(format!("environment {env} is no longer in the config"))
         })?
         .clone();
-    let source = daemon
+    let source = ctx
         .source_repo(args.source_host.as_deref())
         .await
         .map_err(|e| Failure::before_changes(format!("opening the backup's repository: {e}")))?;
@@ -179,7 +179,7 @@ async fn restore(
 
     let safety = match args.safety_backup {
         true => Some(
-            safety_backup(daemon, job, env, cancel)
+            safety_backup(ctx, job, env, cancel)
                 .await
                 .map_err(Failure::before_changes)?,
         ),
@@ -189,9 +189,9 @@ async fn restore(
     let timeout = config.daemon.command_timeout;
     if let Err(e) = crate::commands::run_all(&env_config.app.stop, &hook_env, timeout).await {
         let cause = format!("app.stop failed: {e}");
-        return Err(roll_back(daemon, &env_config, safety.as_ref(), cause, &hook_env).await);
+        return Err(roll_back(ctx, &env_config, safety.as_ref(), cause, &hook_env).await);
     }
-    let restored = restore_parts(daemon, &source, &manifest, &args.parts, &env_config).await;
+    let restored = restore_parts(ctx, &source, &manifest, &args.parts, &env_config).await;
     let started = match restored {
         Ok(()) => crate::commands::run_all(&env_config.app.start, &hook_env, timeout)
             .await
@@ -206,13 +206,13 @@ async fn restore(
     };
     match checked {
         Ok(()) => Ok(()),
-        Err(cause) => Err(roll_back(daemon, &env_config, safety.as_ref(), cause, &hook_env).await),
+        Err(cause) => Err(roll_back(ctx, &env_config, safety.as_ref(), cause, &hook_env).await),
     }
 }
 
 /// Backs up the environment as it is now (trigger `pre-restore`) and records it.
 async fn safety_backup(
-    daemon: &Arc<Daemon>,
+    ctx: &Arc<Context>,
     job: &JobRecord,
     env: &str,
     cancel: &CancellationToken,
@@ -226,13 +226,12 @@ async fn safety_backup(
         user: &job.user,
         keep_until: None,
     };
-    let manifest = make_backup(daemon, &request, cancel)
+    let manifest = make_backup(ctx, &request, cancel)
         .await
         .map_err(|e| format!("the safety backup failed: {e}"))?;
     let record = BackupRecord::from_manifest(&manifest);
     let env_owned = env.to_owned();
-    daemon
-        .catalog
+    ctx.catalog
         .blocking(move |c| {
             c.upsert_completed_backup(&record)?;
             c.set_safety_backup(&env_owned, &record.name)
@@ -244,13 +243,13 @@ async fn safety_backup(
 
 /// Restores each mapped part from `manifest` into the environment's part.
 async fn restore_parts(
-    daemon: &Daemon,
+    ctx: &Context,
     source: &Repository,
     manifest: &Manifest,
     parts: &BTreeMap<String, String>,
     env: &EnvConfig,
 ) -> Result<(), String> {
-    let config = daemon.config();
+    let config = ctx.config();
     let (scratch, timeout) = (
         config.daemon.state_dir.join("tmp"),
         config.daemon.command_timeout,
@@ -282,13 +281,13 @@ async fn restore_parts(
 /// After a failure with the app stopped: every part back from the safety backup, then
 /// the app started again.
 async fn roll_back(
-    daemon: &Arc<Daemon>,
+    ctx: &Arc<Context>,
     env: &EnvConfig,
     safety: Option<&Manifest>,
     cause: String,
     hook_env: &BTreeMap<String, String>,
 ) -> Failure {
-    let timeout = daemon.config().daemon.command_timeout;
+    let timeout = ctx.config().daemon.command_timeout;
     let Some(safety) = safety else {
         let _ = crate::commands::run_all(&env.app.start, hook_env, timeout).await;
         return Failure {
@@ -301,7 +300,7 @@ async fn roll_back(
         .main_parts()
         .map(|p| (p.part.clone(), p.part.clone()))
         .collect();
-    let restored = restore_parts(daemon, &daemon.repo, safety, &identity, env).await;
+    let restored = restore_parts(ctx, &ctx.repo, safety, &identity, env).await;
     let started = crate::commands::run_all(&env.app.start, hook_env, timeout).await;
     let rollback = match (restored, started) {
         (Ok(()), Ok(())) => Ok(safety.meta.name.clone()),

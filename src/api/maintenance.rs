@@ -1,0 +1,62 @@
+//! Maintenance: `verify` (the store holds what the backups need), `prune` (retention
+//! applied now, or planned with `--dry-run`) and `catalog rebuild`.
+
+use super::call::Call;
+use super::error::{ApiError, Outcome, to_value};
+use crate::catalog::BackupRecord;
+use crate::control::protocol::ErrorCode;
+use crate::jobs::prune::Pruner;
+
+pub async fn prune(call: &Call<'_>, dry_run: bool) -> Outcome {
+    let pruner = Pruner::of(call.ctx);
+    to_value(pruner.prune(&call.caller.user, dry_run).await?)
+}
+
+pub async fn verify(
+    call: &Call<'_>,
+    env: String,
+    backup: Option<String>,
+    read_data: bool,
+) -> Outcome {
+    let ctx = call.ctx;
+    let mut manifests = Vec::new();
+    let env_c = env.clone();
+    let backups = ctx
+        .catalog
+        .blocking(move |c| c.list_backups(&env_c))
+        .await?;
+    for record in backups
+        .iter()
+        .filter(|b| backup.as_deref().is_none_or(|n| n == b.name))
+    {
+        if let Some(id) = record.manifest.as_deref() {
+            manifests.push(ctx.repo.load_manifest(&env, id).await?);
+        }
+    }
+    if let Some(name) = &backup
+        && manifests.is_empty()
+    {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("environment {env} has no completed backup {name:?}"),
+        ));
+    }
+    to_value(ctx.repo.verify(&manifests, read_data).await?)
+}
+
+/// Re-reads the store's index objects and manifests into the catalog.
+pub async fn catalog_rebuild(call: &Call<'_>) -> Outcome {
+    let ctx = call.ctx;
+    let report = ctx.repo.rebuild_index().await?;
+    let manifests = ctx.repo.list_manifests(None).await?;
+    let records: Vec<_> = manifests.iter().map(BackupRecord::from_manifest).collect();
+    ctx.catalog
+        .blocking(move |c| {
+            for record in &records {
+                c.upsert_completed_backup(record)?;
+            }
+            Ok(())
+        })
+        .await?;
+    to_value(report)
+}

@@ -1,0 +1,187 @@
+//! The context: the state that request handlers and jobs share.
+//!
+//! A [`Context`] holds the config in force, the catalog, the repository (and the
+//! whole store, for other hosts' backups), the runner's state, the clock, and the
+//! signals between parts of the daemon (shutdown, "the schedules changed", "a link
+//! export was made"). It depends only on those lower layers (config, catalog, repo,
+//! store, the runner's state), never on the handlers, jobs, loops or servers that use
+//! it, so it can be built in a test on a temporary directory with a manual clock, with
+//! no socket and no daemon around it.
+//!
+//! Opening is the daemon's start-up order below the servers: state directory →
+//! catalog (migrated) → store and repository (format and key checked; created on
+//! first start; the chunk index rebuilt beside an empty catalog) → jobs a crash left
+//! running failed. What fails names what it was opening; nothing is left half made.
+//!
+//! Loops and servers do not take the context: each takes the narrow handles it uses
+//! (a clone of the catalog, the live config, one `Notify`), which the daemon's wiring
+//! hands out.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError, LiveConfig};
+use crate::jobs::runner::Runner;
+use crate::repo::crypto::{KeyError, Keys};
+use crate::repo::{InitOptions, RepoError, Repository};
+use crate::store::Store;
+
+/// Why the context could not be opened (the daemon cannot start).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("store {url}: {source}")]
+    Repo { url: String, source: RepoError },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Everything the handlers and the jobs share; built once, held in an `Arc`.
+pub struct Context {
+    pub config: LiveConfig,
+    pub catalog: Catalog,
+    pub repo: Repository,
+    /// The whole store (every host's prefix), for reading other hosts' backups.
+    store_root: Store,
+    keys: Keys,
+    pub runner: Arc<Runner>,
+    pub clock: Clock,
+    /// Fired on SIGTERM: stop taking jobs, cancel running ones.
+    pub shutdown: CancellationToken,
+    /// Wakes the scheduler when the config (and so the schedules) changed.
+    pub schedule_changed: Arc<Notify>,
+    /// Wakes the sweeper of expired link exports when a new one was made.
+    pub exports_changed: Arc<Notify>,
+    started: Instant,
+}
+
+impl Context {
+    /// Opens the catalog and the repository and recovers from an interrupted run.
+    pub async fn open(config: Config, clock: Clock) -> Result<Arc<Self>, OpenError> {
+        let state_dir = &config.daemon.state_dir;
+        create_private_dir(state_dir)?;
+        // Scratch of a run that was killed (import staging, credential files).
+        let _ = std::fs::remove_dir_all(state_dir.join("tmp"));
+        let catalog = Catalog::open(&state_dir.join("catalog.sqlite"))?;
+        let keys = match &config.store.key_file {
+            Some(path) => Keys::from_key_file(path)?,
+            None => Keys::none(),
+        };
+        let url = config.store.url.clone();
+        let repo_error = |source| OpenError::Repo {
+            url: url.clone(),
+            source,
+        };
+        let root = Store::from_url(&url).map_err(|e| repo_error(e.into()))?;
+        let options = InitOptions {
+            compression: config.store.compression,
+            ..InitOptions::default()
+        };
+        let repo = Repository::open_or_init(
+            &root,
+            &config.daemon.host,
+            keys.clone(),
+            catalog.clone(),
+            options,
+        )
+        .await
+        .map_err(repo_error)?;
+        if catalog.chunk_count()? == 0 {
+            // A new catalog beside an existing store: index what is already there.
+            repo.rebuild_index().await.map_err(repo_error)?;
+        }
+        for job in catalog.recover_interrupted()? {
+            tracing::warn!(job = job.id, kind = %job.kind, env = job.env.as_deref().unwrap_or(""), "job interrupted by a restart marked failed");
+        }
+        Ok(Arc::new(Context {
+            config: LiveConfig::new(config),
+            catalog,
+            repo,
+            store_root: root,
+            keys,
+            runner: Arc::new(Runner::default()),
+            clock,
+            shutdown: CancellationToken::new(),
+            schedule_changed: Arc::new(Notify::new()),
+            exports_changed: Arc::new(Notify::new()),
+            started: Instant::now(),
+        }))
+    }
+
+    /// The config in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
+    /// The repository holding `host`'s backups: ours, or another host's in the same
+    /// store, opened read-only with a private index built from its objects.
+    pub async fn source_repo(&self, host: Option<&str>) -> Result<Repository, RepoError> {
+        match host {
+            None => Ok(self.repo.clone()),
+            Some(host) if host == self.repo.host() => Ok(self.repo.clone()),
+            Some(host) => {
+                let catalog = Catalog::in_memory()?;
+                let repo =
+                    Repository::open(&self.store_root, host, self.keys.clone(), catalog).await?;
+                repo.rebuild_index().await?;
+                Ok(repo)
+            }
+        }
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Re-reads the config file; on error the running config stays.
+    pub fn reload(&self) -> Result<Arc<Config>, ConfigError> {
+        let current = self.config();
+        if !current.path.is_file() {
+            return Ok(current); // the embedded default has no file to re-read
+        }
+        let fresh = Config::load(&current.path)?;
+        let fixed = |c: &Config| {
+            (
+                c.daemon.host.clone(),
+                c.daemon.state_dir.clone(),
+                c.daemon.socket.clone(),
+                c.daemon.metrics_listen,
+                c.store.url.clone(),
+            )
+        };
+        if fixed(&fresh) != fixed(&current) {
+            tracing::warn!(
+                "daemon.host, daemon.state_dir, daemon.socket, daemon.metrics_listen and [store] changes take effect at the next start"
+            );
+        }
+        let fresh = Arc::new(fresh);
+        self.config.replace(fresh.clone());
+        self.runner.wake();
+        self.schedule_changed.notify_one();
+        Ok(fresh)
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<(), OpenError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| OpenError::StateDir {
+            path: path.display().to_string(),
+            source,
+        })
+}

@@ -1,0 +1,140 @@
+//! The scheduler loop: due backups queued as jobs, until shutdown.
+//!
+//! Each step asks [`crate::schedule::due`] about every (environment, expression) with
+//! its last run from the catalog and the time from the clock, queues what is due in
+//! the same transaction that records the run (so a restart neither loses nor doubles
+//! one), and sleeps until the earliest next run, at most [`MAX_SLEEP`] so a changed
+//! clock is noticed soon. A reload wakes it at once. A failed step is logged and
+//! retried after [`MAX_SLEEP`]; nothing it did half is left behind, since every change
+//! is one catalog transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::runner::Runner;
+use crate::catalog::{Catalog, CatalogError};
+use crate::clock::Clock;
+use crate::config::LiveConfig;
+use crate::schedule::{CronError, Due, due, next_run, parse};
+
+/// The longest the loop sleeps, so a changed clock or config is noticed soon.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// What the scheduler works with.
+#[derive(Clone)]
+pub struct Scheduler {
+    pub config: LiveConfig,
+    pub catalog: Catalog,
+    pub runner: Arc<Runner>,
+    pub clock: Clock,
+    /// Notified when the config (and so the schedules) changed.
+    pub changed: Arc<Notify>,
+}
+
+/// Why a scheduler step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("environment {env}: schedule `{expr}`: {source}")]
+    Cron {
+        env: String,
+        expr: String,
+        source: CronError,
+    },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// Queues due backups until `shutdown`.
+pub async fn run(scheduler: Scheduler, shutdown: CancellationToken) {
+    loop {
+        let sleep = match scheduler.tick().await {
+            Ok(next) => next.map_or(MAX_SLEEP, |t| {
+                (t - scheduler.clock.now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(MAX_SLEEP)
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "scheduler");
+                MAX_SLEEP
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(sleep + Duration::from_millis(20)) => {}
+            () = scheduler.changed.notified() => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+impl Scheduler {
+    /// Queues what is due now; returns the earliest next run of any schedule.
+    pub async fn tick(&self) -> Result<Option<DateTime<Utc>>, ScheduleError> {
+        let now = self.clock.now();
+        let config = self.config.get();
+        let tz = config.daemon.timezone;
+        let mut earliest: Option<DateTime<Utc>> = None;
+        for (env, env_config) in &config.environments {
+            for expr in &env_config.schedule {
+                let cron = parse(expr).map_err(|source| ScheduleError::Cron {
+                    env: env.clone(),
+                    expr: expr.clone(),
+                    source,
+                })?;
+                let (env_c, expr_c) = (env.clone(), expr.clone());
+                let last = self
+                    .catalog
+                    .blocking(move |c| c.schedule_last_run(&env_c, &expr_c, now))
+                    .await?;
+                match due(&cron, tz, last, now, config.daemon.catch_up) {
+                    Due::Nothing => {}
+                    Due::Run(time) => self.queue(env, expr, time).await?,
+                    Due::Skip(time) => self.skip(env, expr, time).await?,
+                }
+                if let Some(next) = next_run(&cron, tz, now) {
+                    earliest = Some(earliest.map_or(next, |e| e.min(next)));
+                }
+            }
+        }
+        Ok(earliest)
+    }
+
+    /// Queues the backup scheduled for `time`, named after it in local time.
+    async fn queue(&self, env: &str, expr: &str, time: DateTime<Utc>) -> Result<(), ScheduleError> {
+        let config = self.config.get();
+        let host = config.daemon.host.clone();
+        let base = format!(
+            "{}-scheduled",
+            time.with_timezone(&config.daemon.timezone)
+                .format("%Y%m%d-%H%M%S")
+        );
+        let (env_c, expr_c) = (env.to_owned(), expr.to_owned());
+        let job = self
+            .catalog
+            .blocking(move |c| c.queue_scheduled_backup(&env_c, &base, &host, &expr_c, time))
+            .await?;
+        tracing::info!(
+            env,
+            schedule = expr,
+            job = job.id,
+            backup = job.backup.as_deref().unwrap_or(""),
+            "scheduled backup queued"
+        );
+        self.runner.wake();
+        Ok(())
+    }
+
+    /// Records a missed run as handled without running it (`catch_up = false`).
+    async fn skip(&self, env: &str, expr: &str, time: DateTime<Utc>) -> Result<(), ScheduleError> {
+        tracing::warn!(env = %env, schedule = %expr, missed = %time, "missed run not caught up (catch_up = false)");
+        let (env_c, expr_c) = (env.to_owned(), expr.to_owned());
+        self.catalog
+            .blocking(move |c| c.set_schedule_last_run(&env_c, &expr_c, time))
+            .await?;
+        Ok(())
+    }
+}
