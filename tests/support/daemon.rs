@@ -1,6 +1,8 @@
 //! A real envsnapd in a temp directory, driven by the real envsnapctl over its socket.
-
-#![allow(dead_code)] // each test binary uses a different subset
+//!
+//! The daemon gets the test process's environment without its `ENVSNAP_*` variables:
+//! its config comes from its file alone, whatever a developer's shell or another test
+//! running at the same time (`engine::config_errors` sets one) has set.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -148,7 +150,7 @@ impl TestDaemon {
             .append(true)
             .open(self.path("daemon.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_envsnapd"))
+        let child = envsnapd()
             .arg("--config")
             .arg(&self.config)
             .env("ENVSNAP_LOG", "debug")
@@ -278,11 +280,20 @@ impl Drop for TestDaemon {
     }
 }
 
+/// The envsnapd command, with the test process's environment minus `ENVSNAP_*`.
+fn envsnapd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_envsnapd"));
+    // One snapshot, taken now: a variable set after it cannot slip in at spawn.
+    command.env_clear().envs(
+        std::env::vars_os().filter(|(name, _)| !name.as_encoded_bytes().starts_with(b"ENVSNAP_")),
+    );
+    command
+}
+
 /// Runs envsnapd on `config`, which must stop it at start with exit status 1 and one
 /// line on stderr; returns that line.
-#[allow(dead_code)] // not every test binary starts a failing daemon
 pub fn start_failing(config: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_envsnapd"))
+    let out = envsnapd()
         .arg("--config")
         .arg(config)
         .env("ENVSNAP_LOG", "off")

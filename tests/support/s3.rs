@@ -1,10 +1,17 @@
 //! A real S3-compatible server on loopback for tests: s3s-fs (which checks request
 //! signatures), installed by .ci/run with `cargo install s3s-fs`.
+//!
+//! The engine and the daemon find the server through the process's `AWS_*` settings,
+//! as operators configure them, and all the tests share one process. So one server
+//! runs at a time: [`start_server`] waits until the previous [`Server`] is dropped,
+//! and the test holding the server is the only one that points the settings at it.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use super::ports::free_loopback_port;
 
 pub const ACCESS_KEY: &str = "envsnap-test";
 pub const SECRET_KEY: &str = "envsnap-test-secret";
@@ -32,22 +39,29 @@ fn find_s3s_fs() -> Option<PathBuf> {
     from_path.chain(cargo_home).find(|p| p.is_file())
 }
 
-pub struct Server(Child);
+/// Held by the running [`Server`]: the process's `AWS_*` settings are its.
+static AWS_SETTINGS: Mutex<()> = Mutex::new(());
+
+/// A running s3s-fs; stopped when dropped, which lets the next test start one.
+pub struct Server {
+    child: Child,
+    // Released after `drop` has stopped the server.
+    _settings: MutexGuard<'static, ()>,
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
+/// Starts s3s-fs on `root` (with a `backups` bucket), once no other test's server runs.
 pub fn start_server(binary: &PathBuf, root: &std::path::Path) -> (Server, u16) {
+    // Poisoned by a test that panicked holding its server, which was stopped all the same.
+    let settings = AWS_SETTINGS.lock().unwrap_or_else(PoisonError::into_inner);
     std::fs::create_dir_all(root.join("backups")).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_loopback_port();
     let child = Command::new(binary)
         .args([
             "--host",
@@ -64,20 +78,27 @@ pub fn start_server(binary: &PathBuf, root: &std::path::Path) -> (Server, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Owned before the wait, so that a server that does not come up is stopped.
+    let server = Server {
+        child,
+        _settings: settings,
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "s3s-fs did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (Server(child), port)
+    (server, port)
 }
 
 /// Sets the AWS_* settings an operator gives the daemon, for the server on `port`
 /// (the daemon a test starts inherits them).
 ///
 /// # Safety
-/// Changes the process environment: call it before any other thread reads it (once,
-/// in the only test of a binary).
+/// Changes the process environment while other tests run: call it only while
+/// holding the [`Server`] on `port` (so no other test writes these variables), and
+/// only where the other threads read the environment through std, which serializes
+/// its reads with `set_var`.
 pub unsafe fn point_aws_settings_at(port: u16) {
     unsafe {
         std::env::set_var("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"));

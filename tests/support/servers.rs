@@ -3,8 +3,6 @@
 //! root). Each server stops when dropped. `start` returns `None` when the server's
 //! binaries are not installed, so a developer machine without them skips the test.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

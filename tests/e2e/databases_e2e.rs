@@ -7,17 +7,13 @@
 //! output during the backup nor in the daemon's log. A test whose server binaries are
 //! missing prints a note and passes (CI installs them, see .ci/run).
 
-#[path = "support/servers.rs"]
-mod servers;
-#[path = "support/daemon.rs"]
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use support::TestDaemon;
+use crate::support::daemon::{TestDaemon, make_environments, standard_config};
+use crate::support::servers;
 
 /// Outside CI a missing server skips the test; in CI (`CI` set, as .ci/run does) it
 /// is a failure, so the tests cannot silently stop running there.
@@ -32,9 +28,9 @@ fn skip(what: &str) {
 /// A daemon whose `live` environment also has `extra` (database parts and more).
 fn daemon_with(extra: impl FnOnce(&Path) -> String) -> TestDaemon {
     let dir = tempfile::tempdir().unwrap();
-    support::make_environments(dir.path());
+    make_environments(dir.path());
     let extra = extra(dir.path());
-    TestDaemon::start_in(dir, |d| support::standard_config(d, &extra))
+    TestDaemon::start_in(dir, |d| standard_config(d, &extra))
 }
 
 /// Runs `backup create` while watching `ps` for `password`; returns the job JSON.

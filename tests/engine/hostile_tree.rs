@@ -1,12 +1,11 @@
 //! A hostile tree (crafted, not made by the archiver) cannot make a restore write
 //! outside its target.
 
-mod common;
-
-use common::{StoreKind, TestRepo, meta};
 use envsnap::repo::manifest::{PartLayout, new_backup_id};
 use envsnap::repo::tree::{Entry, EntryKind, write_entry};
 use tokio_util::sync::CancellationToken;
+
+use crate::support::repo::{HOST, StoreKind, TestRepo, meta};
 
 fn entry(path: &str, kind: EntryKind, target: Option<&[u8]>) -> Entry {
     Entry {
@@ -58,7 +57,7 @@ async fn a_file_under_a_symlink_of_the_tree_is_refused() {
     manifest.parts[0].layout = PartLayout::Tree;
     manifest.id = new_backup_id(manifest.created);
     test.root
-        .scoped(common::HOST)
+        .scoped(HOST)
         .put(&manifest.key(), manifest.encode(&test.keys).into())
         .await
         .unwrap();

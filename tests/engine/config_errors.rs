@@ -531,14 +531,16 @@ fn bad_overrides_name_the_variable() {
     );
 }
 
-/// The only test that touches the process environment (tests run in parallel; the
-/// others pass their variables to `load_with_vars`).
+/// The only test that sets an `ENVSNAP_*` variable in the process environment (tests
+/// run in parallel; the others pass their variables to `load_with_vars`, and the
+/// daemons the end-to-end tests start do not inherit `ENVSNAP_*` variables).
 #[test]
 fn load_reads_the_process_environment() {
     let fixture = Fixture::new();
     let path = fixture.write("envsnap.toml", "[daemon]\ncatch_up = true\n");
-    // SAFETY: no other test here writes the environment, and they read it (temp dir)
-    // only through std, which serializes access with `set_var`.
+    // SAFETY: no other test writes this variable, and the tests read the environment
+    // (temp dir, AWS_* settings) only through std, which serializes access with
+    // `set_var`.
     unsafe { std::env::set_var("ENVSNAP_DAEMON__CATCH_UP", "false") };
     let result = Config::load(&path);
     unsafe { std::env::remove_var("ENVSNAP_DAEMON__CATCH_UP") };

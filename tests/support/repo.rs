@@ -1,7 +1,5 @@
-//! Shared helpers for the engine's integration tests: repositories on real stores,
-//! backups of directories, and an entry-by-entry comparison of two trees.
-
-#![allow(dead_code)] // each test binary uses a different subset
+//! Test repositories on real stores, backups of directories, and an entry-by-entry
+//! comparison of two trees (which the end-to-end tests use too).
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;

@@ -5,20 +5,20 @@
 //! remaining backup restorable byte for byte. Rebuild must recreate an index that
 //! restores and deduplicates, from index objects or, without them, pack trailers.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use envsnap::catalog::Catalog;
 use envsnap::repo::crypto::Keys;
 use envsnap::repo::manifest::Manifest;
 use envsnap::repo::{RepoError, Repository};
 use envsnap::store::Store;
 use tokio_util::sync::CancellationToken;
+
+use crate::support::ports::free_loopback_port;
+use crate::support::repo::*;
 
 /// The size of the file replaced between backups: incompressible, so its stored size
 /// is about its length.
@@ -367,10 +367,7 @@ async fn no_repository_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_store_is_a_clear_error() {
     // A loopback port nobody listens on: connections are refused at once.
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = free_loopback_port();
     let s3 = object_store::aws::AmazonS3Builder::new()
         .with_endpoint(format!("http://127.0.0.1:{port}"))
         .with_allow_http(true)

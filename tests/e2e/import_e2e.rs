@@ -5,14 +5,11 @@
 //! exactly; hostile or broken archives are refused with one line naming the part and
 //! the problem, and nothing is listed or changed.
 
-mod common;
-#[path = "support/daemon.rs"]
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::TestDaemon;
+use crate::support::daemon::{Ctl, TestDaemon, ensure_user};
+use crate::support::repo::assert_same_tree;
 
 /// Backs up `live` as `b1` and downloads its parts into `DIR/archives`: code as
 /// tar.zst, uploads as tar then gzip, the SQLite database as its file.
@@ -53,7 +50,7 @@ fn part_args(files: &[(String, PathBuf)]) -> Vec<String> {
         .collect()
 }
 
-fn ctl(daemon: &TestDaemon, args: &[String]) -> support::Ctl {
+fn ctl(daemon: &TestDaemon, args: &[String]) -> Ctl {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     daemon.ctl(&args)
 }
@@ -114,8 +111,8 @@ fn an_import_restores_the_environment_exactly() {
 
     let restored = daemon.ctl(&["restore", "live", "outside", "--yes", "--wait"]);
     assert_eq!(restored.status, 0, "{}{}", restored.stdout, restored.stderr);
-    common::assert_same_tree(&app, &daemon.path("live/app"));
-    common::assert_same_tree(&uploads, &daemon.path("live/uploads"));
+    assert_same_tree(&app, &daemon.path("live/app"));
+    assert_same_tree(&uploads, &daemon.path("live/uploads"));
     assert_eq!(rows(&db), "a,b,c\n");
 
     // Import and restore in one command.
@@ -126,7 +123,7 @@ fn an_import_restores_the_environment_exactly() {
     args.extend(part_args(&files[..1]));
     let both = ctl(&daemon, &args);
     assert_eq!(both.status, 0, "{}{}", both.stdout, both.stderr);
-    common::assert_same_tree(&app, &daemon.path("live/app"));
+    assert_same_tree(&app, &daemon.path("live/app"));
     let log = daemon.json(&["log", "live"]);
     let imports = log
         .as_array()
@@ -245,7 +242,7 @@ fn hostile_and_broken_archives_are_refused_and_change_nothing() {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "staging left: {leftovers:?}");
-    common::assert_same_tree(&app, &daemon.path("live/app"));
+    assert_same_tree(&app, &daemon.path("live/app"));
 
     // Refused before anything is queued: unknown parts, files the client cannot open.
     let failed = daemon.ctl(&["import", "live", "--part", "nope=/dev/null"]);
@@ -285,7 +282,7 @@ fn import_needs_the_restore_right() {
         return;
     }
     let (user, restorer) = ("envsnap-e2e-dl", "envsnap-e2e");
-    let (uid, restorer_uid) = (support::ensure_user(user), support::ensure_user(restorer));
+    let (uid, restorer_uid) = (ensure_user(user), ensure_user(restorer));
     let daemon = TestDaemon::start(&format!(
         "[access]\ndownload = [\"user:{user}\"]\nrestore = [\"user:{restorer}\"]\n"
     ));

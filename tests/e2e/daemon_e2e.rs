@@ -1,14 +1,14 @@
 //! End to end: the real envsnapd and envsnapctl over a real socket in a temp directory.
 
-#[path = "support/daemon.rs"]
-mod support;
-
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::TestDaemon;
+
+use crate::support::daemon::{
+    TestDaemon, ensure_user, make_environments, standard_config, start_failing,
+};
 
 #[test]
 fn backup_create_list_show_and_log() {
@@ -439,7 +439,7 @@ fn access_rules_apply_to_other_users() {
         return;
     }
     let user = "envsnap-e2e";
-    let uid = support::ensure_user(user);
+    let uid = ensure_user(user);
     let daemon = TestDaemon::start(&format!("[access]\nread = [\"user:{user}\"]\n"));
     daemon.open_socket_to_everyone();
     let listed = daemon.ctl_as(Some(uid), &["--json", "env", "list"]);
@@ -534,7 +534,7 @@ fn restoring_another_environments_backup_needs_download_rights_there() {
         return;
     }
     let user = "envsnap-e2e";
-    let uid = support::ensure_user(user);
+    let uid = ensure_user(user);
     let daemon = TestDaemon::start(&format!(
         "[access]\nread = [\"user:{user}\"]\nrestore = [\"user:{user}\"]\n"
     ));
@@ -561,14 +561,14 @@ fn restoring_another_environments_backup_needs_download_rights_there() {
 #[test]
 fn an_unusable_store_stops_the_daemon_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    support::make_environments(dir.path());
+    make_environments(dir.path());
     let config = dir.path().join("envsnap.toml");
-    let text = support::standard_config(dir.path(), "").replace(
+    let text = standard_config(dir.path(), "").replace(
         &format!("url = \"file://{}/store\"", dir.path().display()),
         "url = \"file:///dev/null/store\"",
     );
     std::fs::write(&config, text).unwrap();
-    let stderr = support::start_failing(&config);
+    let stderr = start_failing(&config);
     assert!(
         stderr.starts_with("envsnapd: store file:///dev/null/store:"),
         "{stderr}"

@@ -1,19 +1,17 @@
 //! End to end: cron schedules, catch-up, retention and prune through the real daemon.
 
-#[path = "support/daemon.rs"]
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::TestDaemon;
+
+use crate::support::daemon::{TestDaemon, make_environments, standard_config};
 
 fn start(extra_live: &str, daemon_extra: &str) -> TestDaemon {
     let dir = tempfile::tempdir().unwrap();
-    support::make_environments(dir.path());
+    make_environments(dir.path());
     TestDaemon::start_in(dir, |d| {
-        support::standard_config(d, "")
+        standard_config(d, "")
             .replace("max_jobs = 2", &format!("max_jobs = 2\n{daemon_extra}"))
             .replace(
                 "[environments.live]\n",
@@ -223,9 +221,9 @@ fn failure_and_success_hooks_get_the_jobs_facts() {
         failed.display(),
         succeeded.display()
     );
-    support::make_environments(dir.path());
+    make_environments(dir.path());
     let daemon = TestDaemon::start_in(dir, |d| {
-        support::standard_config(d, "").replace("max_jobs = 2", &format!("max_jobs = 2\n{hooks}"))
+        standard_config(d, "").replace("max_jobs = 2", &format!("max_jobs = 2\n{hooks}"))
     });
     daemon.json(&["backup", "create", "live", "--name", "fine", "--wait"]);
     wait_until("the success hook", || succeeded.exists());

@@ -6,16 +6,15 @@
 //! the structure check and named by restore. A stream part read from a damaged pack
 //! fails rather than yield wrong bytes.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::*;
 use envsnap::repo::crypto::Keys;
 use envsnap::repo::manifest::Manifest;
 use envsnap::repo::pack::{ChunkKind, parse_pack};
 use tokio_util::sync::CancellationToken;
+
+use crate::support::repo::*;
 
 /// Every pack file of the test repository, with its key as the engine names it.
 fn pack_files(t: &TestRepo) -> Vec<(String, PathBuf)> {

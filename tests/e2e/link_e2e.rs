@@ -2,15 +2,11 @@
 //! on loopback (s3s-fs): the signed URL serves the part to anyone holding it, without
 //! credentials, until it expires; then the export object is gone.
 
-#[path = "support/s3.rs"]
-mod s3;
-#[path = "support/daemon.rs"]
-mod support;
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use support::TestDaemon;
+use crate::support::daemon::{TestDaemon, make_environments, standard_config};
+use crate::support::s3;
 
 /// GET `url` (plain HTTP on loopback) without credentials: status code and body.
 fn fetch(url: &str) -> (u16, Vec<u8>) {
@@ -60,12 +56,12 @@ fn a_link_serves_the_part_until_it_expires() {
     let dir = tempfile::tempdir().unwrap();
     let s3_root = dir.path().join("s3");
     let (_server, port) = s3::start_server(&binary, &s3_root);
-    // Set once, in the only test of this binary; the daemon inherits them.
+    // Ours while `_server` runs (see support::s3); the daemon inherits them.
     unsafe { s3::point_aws_settings_at(port) };
-    support::make_environments(dir.path());
+    make_environments(dir.path());
     let local = format!("url = \"file://{}/store\"", dir.path().display());
     let daemon = TestDaemon::start_in(dir, |d| {
-        support::standard_config(d, "").replace(&local, "url = \"s3://backups/fleet\"")
+        standard_config(d, "").replace(&local, "url = \"s3://backups/fleet\"")
     });
     let job = daemon.json(&["backup", "create", "live", "--name", "b1", "--wait"]);
     assert_eq!(job["job"]["state"], "succeeded", "{job}");

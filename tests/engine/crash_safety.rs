@@ -11,8 +11,6 @@
 //! may clean up after itself) and a *crash* (from put N on, every put and delete fails,
 //! so nothing is cleaned up, as when the process dies; prune must reclaim the orphans).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
@@ -22,7 +20,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use common::*;
 use envsnap::catalog::Catalog;
 use envsnap::repo::archiver::TreeOptions;
 use envsnap::repo::manifest::Manifest;
@@ -37,6 +34,8 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use tokio_util::sync::CancellationToken;
+
+use crate::support::repo::*;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -1,24 +1,19 @@
 //! End to end: the Prometheus endpoint of a real envsnapd, scraped over loopback.
 
-#[path = "support/daemon.rs"]
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
-use support::TestDaemon;
+use crate::support::daemon::{TestDaemon, make_environments, standard_config, start_failing};
+use crate::support::ports::free_loopback_port;
 
 /// A loopback address with a port free right now.
 fn free_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], free_loopback_port()))
 }
 
 /// The standard config with `daemon.metrics_listen` set.
 fn config_with_metrics(dir: &std::path::Path, address: SocketAddr) -> String {
-    support::standard_config(dir, "").replacen(
+    standard_config(dir, "").replacen(
         "[daemon]\n",
         &format!("[daemon]\nmetrics_listen = \"{address}\"\n"),
         1,
@@ -46,7 +41,7 @@ fn get(address: SocketAddr, path: &str) -> (String, String) {
 fn metrics_tell_backups_and_job_outcomes() {
     let address = free_address();
     let dir = tempfile::tempdir().unwrap();
-    support::make_environments(dir.path());
+    make_environments(dir.path());
     let daemon = TestDaemon::start_in(dir, |d| config_with_metrics(d, address));
 
     let job = daemon.json(&["backup", "create", "live", "--name", "b1", "--wait"]);
@@ -100,10 +95,10 @@ fn a_taken_metrics_port_stops_the_daemon_with_one_line() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    support::make_environments(dir.path());
+    make_environments(dir.path());
     let config = dir.path().join("envsnap.toml");
     std::fs::write(&config, config_with_metrics(dir.path(), address)).unwrap();
-    let stderr = support::start_failing(&config);
+    let stderr = start_failing(&config);
     assert_eq!(
         stderr,
         format!(

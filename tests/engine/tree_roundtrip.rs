@@ -1,19 +1,18 @@
 //! Tree parts round-trip: the tricky tree, delta restores, incremental backups, and
 //! the tar export as GNU tar and bsdtar unpack it.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::{
-    StoreKind, TestRepo, allocated, assert_same_tree, backup_dir, observe, pseudo_random,
-};
 use nix::sys::stat::{UtimensatFlags, utimensat};
 use nix::sys::time::TimeSpec;
+
+use crate::support::repo::{
+    StoreKind, TestRepo, allocated, assert_same_tree, backup_dir, observe, pseudo_random,
+};
 
 const SPARSE_SIZE: u64 = 64 << 20;
 

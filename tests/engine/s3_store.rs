@@ -2,15 +2,13 @@
 //! request signatures): the same round trip as on a local directory, through
 //! `Store::from_url("s3://...")` and the AWS_* settings operators use.
 
-mod common;
-#[path = "support/s3.rs"]
-mod s3;
-
-use common::{HOST, assert_same_tree, backup_dir, pseudo_random, small_options};
 use envsnap::catalog::Catalog;
 use envsnap::repo::Repository;
 use envsnap::repo::crypto::Keys;
 use envsnap::store::Store;
+
+use crate::support::repo::{HOST, assert_same_tree, backup_dir, pseudo_random, small_options};
+use crate::support::s3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_round_trips_through_a_real_s3_server() {
@@ -19,8 +17,8 @@ async fn the_engine_round_trips_through_a_real_s3_server() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (_server, port) = s3::start_server(&binary, &dir.path().join("s3"));
-    // The settings an operator gives the daemon's environment. Set once, in the only
-    // test of this binary, before any thread reads the environment.
+    // The settings an operator gives the daemon's environment, ours while `_server`
+    // runs (see support::s3).
     unsafe { s3::point_aws_settings_at(port) };
     let root = Store::from_url("s3://backups/fleet").unwrap();
     let keys = Keys::from_secret(b"0123456789abcdef0123456789abcdef-s3");

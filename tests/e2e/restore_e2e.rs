@@ -1,15 +1,13 @@
 //! End to end: restoring environments through the real envsnapd and envsnapctl.
 
-mod common;
-#[path = "support/daemon.rs"]
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::TestDaemon;
+
+use crate::support::daemon::{TestDaemon, make_environments, standard_config};
+use crate::support::repo::assert_same_tree;
 
 /// The `live` environment's app commands append their name to `hooks.log`.
 fn hooks(dir: &Path, stop: &str, start: &str, check: &str) -> String {
@@ -25,9 +23,9 @@ fn hooks(dir: &Path, stop: &str, start: &str, check: &str) -> String {
 
 fn start_live(stop: &str, start: &str, check: &str) -> TestDaemon {
     let dir = tempfile::tempdir().unwrap();
-    support::make_environments(dir.path());
+    make_environments(dir.path());
     let extra = hooks(dir.path(), stop, start, check);
-    TestDaemon::start_in(dir, |d| support::standard_config(d, &extra))
+    TestDaemon::start_in(dir, |d| standard_config(d, &extra))
 }
 
 fn hook_calls(daemon: &TestDaemon) -> Vec<String> {
@@ -80,7 +78,7 @@ fn drift(daemon: &TestDaemon) {
 
 fn assert_live_equals(daemon: &TestDaemon, copy: &Path) {
     for part in ["app", "uploads"] {
-        common::assert_same_tree(&copy.join(part), &daemon.path("live").join(part));
+        assert_same_tree(&copy.join(part), &daemon.path("live").join(part));
     }
     assert_eq!(
         sqlite_rows(&daemon.path("live/data/main.db")),
@@ -224,14 +222,14 @@ fn a_failing_check_rolls_back() {
 fn a_failing_start_rolls_back_and_a_later_restore_clears_the_failure() {
     // start fails once (the restore), then works (the rollback's start, later ones).
     let dir = tempfile::tempdir().unwrap();
-    support::make_environments(dir.path());
+    make_environments(dir.path());
     let marker = dir.path().join("start-failed-once");
     let start_tail = format!(
         "; if [ ! -e {m} ]; then touch {m}; exit 1; fi",
         m = marker.display()
     );
     let extra = hooks(dir.path(), "", &start_tail, "");
-    let daemon = TestDaemon::start_in(dir, |d| support::standard_config(d, &extra));
+    let daemon = TestDaemon::start_in(dir, |d| standard_config(d, &extra));
     daemon.json(&["backup", "create", "live", "--name", "target", "--wait"]);
     drift(&daemon);
     let drifted = snapshot(&daemon, "drifted-copy");
@@ -293,7 +291,7 @@ fn kill_9_during_a_restore_leaves_update_failed_and_a_way_back() {
 #[test]
 fn restore_from_another_environment_maps_parts() {
     let dir = tempfile::tempdir().unwrap();
-    support::make_environments(dir.path());
+    make_environments(dir.path());
     for sub in ["stage/app", "stage/media", "stage/data"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
     }
@@ -312,7 +310,7 @@ fn restore_from_another_environment_maps_parts() {
             .unwrap()
             .success()
     );
-    let daemon = TestDaemon::start_in(dir, |d| support::standard_config(d, &extra));
+    let daemon = TestDaemon::start_in(dir, |d| standard_config(d, &extra));
     daemon.json(&["backup", "create", "live", "--name", "prod", "--wait"]);
     let unmapped = daemon.ctl(&["restore", "stage", "prod", "--from", "live", "--yes"]);
     assert_ne!(unmapped.status, 0);
@@ -335,7 +333,7 @@ fn restore_from_another_environment_maps_parts() {
         "--wait",
     ]);
     assert_eq!(job["state"], "succeeded", "{job}");
-    common::assert_same_tree(&daemon.path("live/app"), &daemon.path("stage/app"));
+    assert_same_tree(&daemon.path("live/app"), &daemon.path("stage/app"));
     // The mount's excluded cache/ is neither restored nor anything the target loses.
     assert_eq!(
         std::fs::read(daemon.path("stage/media/photo.jpg")).unwrap(),
@@ -354,7 +352,7 @@ fn restore_from_another_host_through_a_shared_store() {
     let store = shared.path().join("store");
     let config_for = |host: &'static str, store: std::path::PathBuf| {
         move |d: &Path| {
-            support::standard_config(d, "")
+            standard_config(d, "")
                 .replace("host = \"test-host\"", &format!("host = \"{host}\""))
                 .replace(
                     &format!("url = \"file://{}/store\"", d.display()),
@@ -363,12 +361,12 @@ fn restore_from_another_host_through_a_shared_store() {
         }
     };
     let dir_a = tempfile::tempdir().unwrap();
-    support::make_environments(dir_a.path());
+    make_environments(dir_a.path());
     let a = TestDaemon::start_in(dir_a, config_for("host-a", store.clone()));
     a.json(&["backup", "create", "live", "--name", "from-a", "--wait"]);
 
     let dir_b = tempfile::tempdir().unwrap();
-    support::make_environments(dir_b.path());
+    make_environments(dir_b.path());
     std::fs::write(dir_b.path().join("live/app/index.php"), "host b's own code").unwrap();
     let b = TestDaemon::start_in(dir_b, config_for("host-b", store));
     let missing = b.ctl(&["restore", "live", "from-a", "--yes"]);
@@ -387,7 +385,7 @@ fn restore_from_another_host_through_a_shared_store() {
         "--wait",
     ]);
     assert_eq!(job["state"], "succeeded", "{job}");
-    common::assert_same_tree(&a.path("live/app"), &b.path("live/app"));
+    assert_same_tree(&a.path("live/app"), &b.path("live/app"));
     assert_eq!(
         sqlite_rows(&b.path("live/data/main.db")),
         sqlite_rows(&a.path("live/data/main.db"))

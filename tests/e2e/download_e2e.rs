@@ -6,17 +6,14 @@
 //! behind; the `download` right is enforced; a peer that does not pass a proper file
 //! gets a one-line error.
 
-mod common;
-#[path = "support/daemon.rs"]
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use support::TestDaemon;
+use crate::support::daemon::{TestDaemon, ensure_user};
+use crate::support::repo::assert_same_tree;
 
 fn backed_up() -> TestDaemon {
     let daemon = TestDaemon::start("");
@@ -83,7 +80,7 @@ fn parts_download_as_files_the_standard_tools_read() {
         Some(std::fs::metadata(&tar).unwrap().len())
     );
     let app = daemon.path("live/app");
-    common::assert_same_tree(&app, &untar(&daemon, &tar, &[], &app));
+    assert_same_tree(&app, &untar(&daemon, &tar, &[], &app));
     assert_eq!(
         std::fs::metadata(&tar).unwrap().permissions().mode() & 0o777,
         0o600,
@@ -220,10 +217,7 @@ fn downloads_need_the_download_right_and_the_callers_own_file_rights() {
         return;
     }
     let (reader, downloader) = ("envsnap-e2e", "envsnap-e2e-dl");
-    let (reader_uid, downloader_uid) = (
-        support::ensure_user(reader),
-        support::ensure_user(downloader),
-    );
+    let (reader_uid, downloader_uid) = (ensure_user(reader), ensure_user(downloader));
     let daemon = TestDaemon::start(&format!(
         "[access]\nread = [\"user:{reader}\"]\ndownload = [\"user:{downloader}\"]\n"
     ));

@@ -1,14 +1,15 @@
 //! Property tests: random streams and random trees come back byte for byte, on the
 //! in-memory and local-directory stores, with and without encryption.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use common::{StoreKind, TestRepo, assert_same_tree, backup_dir, meta, pseudo_random};
 use proptest::prelude::*;
 use tokio_util::sync::CancellationToken;
+
+use crate::support::repo::{
+    StoreKind, TestRepo, assert_same_tree, backup_dir, meta, pseudo_random,
+};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,11 @@
+//! End to end: the real `envsnapd` and `envsnapctl` over a real socket in a temp
+//! directory, with real database servers and a real S3-compatible server.
+
+mod daemon_e2e;
+mod databases_e2e;
+mod download_e2e;
+mod import_e2e;
+mod link_e2e;
+mod metrics_e2e;
+mod restore_e2e;
+mod schedule_e2e;

@@ -1,0 +1,11 @@
+//! The library in-process, without a daemon: the storage engine on in-memory,
+//! local-directory and S3 stores, and config loading.
+
+mod config_errors;
+mod corruption;
+mod crash_safety;
+mod hostile_tree;
+mod maintenance;
+mod property_roundtrip;
+mod s3_store;
+mod tree_roundtrip;

@@ -1,0 +1,14 @@
+//! What the integration tests share.
+//!
+//! - [`repo`]: test repositories on real stores, backups of directories, and an
+//!   entry-by-entry comparison of two trees.
+//! - [`daemon`]: a real envsnapd in a temp directory, driven by envsnapctl.
+//! - [`servers`]: throwaway PostgreSQL, MariaDB and Redis servers.
+//! - [`s3`]: a throwaway S3-compatible server, and the `AWS_*` settings that reach it.
+//! - [`ports`]: free loopback ports, each handed out once.
+
+pub mod daemon;
+pub mod ports;
+pub mod repo;
+pub mod s3;
+pub mod servers;
