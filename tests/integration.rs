@@ -8,6 +8,8 @@
 //!   database servers and a real S3-compatible server.
 //! - [`support`]: what both share: test repositories, a test daemon, throwaway
 //!   servers.
+//! - [`architecture`]: the layering of `src/` (no import cycles, dependencies
+//!   pointing down, no oversized files), read from the source text.
 //!
 //! Each former test file is one module, so `cargo test --test integration engine::`
 //! runs the in-process tests alone and `e2e::restore_e2e::` one file's tests.
@@ -21,6 +23,7 @@
 //! - Loopback ports: handed out once per run ([`support::ports`]).
 //! - Unix users: created once, with retries ([`support::daemon::ensure_user`]).
 
+mod architecture;
 mod e2e;
 mod engine;
 mod support;

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::call::Call;
 use super::error::{ApiError, Outcome, to_value};
 use super::jobs::follow;
-use crate::catalog::{ActivityEntry, BackupRecord, JobRecord, QueueError};
+use crate::catalog::{ActivityEntry, BackupRecord, JobRecord, JobState, QueueError};
 use crate::context::Context;
 use crate::control::protocol::ErrorCode;
 use crate::repo::manifest::is_safe_name;
@@ -99,7 +99,7 @@ pub async fn job_outcome(call: &Call<'_>, job: JobRecord, wait: bool) -> Outcome
     let env = job.env.clone().unwrap_or_default();
     let finished = follow(call.ctx, job.id, call.replies).await?;
     let name = finished.backup.clone().unwrap_or_default();
-    if finished.state != "succeeded" {
+    if finished.state != JobState::Succeeded {
         return Err(ApiError::new(
             ErrorCode::Failed,
             format!(

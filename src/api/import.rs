@@ -69,14 +69,15 @@ fn check_user_import(
 
 /// An import URL must be http(s) or a store's: never a local path, which the daemon
 /// (root) would read for whoever asked.
-fn check_import_url(text: &str) -> Result<(), String> {
-    let url = url::Url::parse(text).map_err(|e| format!("invalid import URL {text:?}: {e}"))?;
+fn check_import_url(text: &str) -> Result<(), ApiError> {
+    let url = url::Url::parse(text)
+        .map_err(|e| ApiError::invalid(format!("invalid import URL {text:?}: {e}")))?;
     match crate::import::URL_SCHEMES.contains(&url.scheme()) {
         true => Ok(()),
-        false => Err(format!(
+        false => Err(ApiError::invalid(format!(
             "import URLs are http(s) or a store's (s3://, gs://, az://), not {}:// (pass a local file as PART=FILE)",
             url.scheme()
-        )),
+        ))),
     }
 }
 
@@ -101,7 +102,7 @@ pub fn check_import(
         ));
     }
     for url in urls.values() {
-        check_import_url(url).map_err(invalid)?;
+        check_import_url(url)?;
     }
     for (i, part) in all.iter().enumerate() {
         if !known.contains(part) {

@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 
 use super::call::Call;
 use super::error::{ApiError, Outcome, to_value};
-use crate::catalog::{ActivityEntry, JobRecord};
+use crate::catalog::{ActivityEntry, JobKind, JobRecord};
 use crate::context::Context;
 use crate::control::protocol::{ErrorCode, Progress, Reply};
 
@@ -46,7 +46,7 @@ pub async fn follow(
         }
         let progress = ctx.runner.progress(id).unwrap_or(Progress {
             job: id,
-            state: job.state.clone(),
+            state: job.state,
             ..Default::default()
         });
         if last_sent.as_ref() != Some(&progress) {
@@ -89,7 +89,7 @@ pub async fn cancel(call: &Call<'_>, id: i64) -> Outcome {
         let activity = ActivityEntry::now(
             &caller.user,
             job.env.as_deref(),
-            &job.kind,
+            job.kind.as_str(),
             job.backup.as_deref(),
             "cancelled",
             Some("cancelled while queued".into()),
@@ -99,7 +99,7 @@ pub async fn cancel(call: &Call<'_>, id: i64) -> Outcome {
             .blocking(move |c| c.cancel_queued(id, &activity))
             .await?;
         if cancelled {
-            if job.kind == "import" {
+            if job.kind == JobKind::Import {
                 // Its files are closed.
                 let args = crate::jobs::import::args_of(ctx, id).await;
                 drop(ctx.runner.take_import(&args.token));

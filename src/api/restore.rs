@@ -14,7 +14,7 @@ use serde_json::json;
 use super::call::Call;
 use super::error::{ApiError, Outcome, to_value};
 use super::jobs::follow;
-use crate::catalog::ActivityEntry;
+use crate::catalog::{ActivityEntry, JobKind, JobState};
 use crate::config::{EnvConfig, PartSource};
 use crate::context::Context;
 use crate::control::protocol::ErrorCode;
@@ -109,7 +109,7 @@ pub async fn restore(call: &Call<'_>, ask: RestoreAsk, wait: bool, dry_run: bool
     let (env, user, backup) = (ask.env.clone(), caller.user.clone(), ask.backup.clone());
     let job = ctx
         .catalog
-        .blocking(move |c| Ok(c.queue_restore("restore", &env, &user, &backup, &args_json)))
+        .blocking(move |c| Ok(c.queue_restore(JobKind::Restore, &env, &user, &backup, &args_json)))
         .await??;
     let requested = ActivityEntry {
         time: ctx.clock.now(),
@@ -132,7 +132,7 @@ pub async fn restore(call: &Call<'_>, ask: RestoreAsk, wait: bool, dry_run: bool
         return to_value(job);
     }
     let finished = follow(ctx, job.id, call.replies).await?;
-    if finished.state != "succeeded" {
+    if finished.state != JobState::Succeeded {
         return Err(ApiError::new(
             ErrorCode::Failed,
             format!(

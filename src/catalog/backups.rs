@@ -9,8 +9,9 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::db::Catalog;
+use super::error::CatalogError;
 use super::records::{BackupRecord, EnvState, PartSize, parse_time, time_text};
-use super::{Catalog, CatalogError};
 
 const BACKUP_COLUMNS: &str =
     "rowid, name, env, host, status, version, trigger, created, completed, expires, user, manifest";

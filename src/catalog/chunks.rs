@@ -6,7 +6,8 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Catalog, CatalogError};
+use super::db::Catalog;
+use super::error::CatalogError;
 use crate::repo::id::Id;
 use crate::repo::pack::{ChunkKind, PackEntry};
 

@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 
+use super::db::Catalog;
+use super::error::CatalogError;
 use super::records::{parse_time, time_text};
-use super::{Catalog, CatalogError};
 
 impl Catalog {
     pub fn add_export(&self, key: &str, expires: DateTime<Utc>) -> Result<(), CatalogError> {

@@ -8,12 +8,16 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
+use super::activity::insert_activity;
 use super::backups::{
     CompletedBackup, NewBackup, complete_backup, insert_creating_backup, remove_backup,
     set_env_status,
 };
-use super::records::{ActivityEntry, JobCounts, JobRecord, parse_time, time_text};
-use super::{Catalog, CatalogError};
+use super::db::Catalog;
+use super::error::CatalogError;
+use super::records::{
+    ActivityEntry, JobCounts, JobKind, JobRecord, JobState, parse_time, time_text,
+};
 
 const JOB_COLUMNS: &str = "id, kind, env, state, user, backup, error, created, started, finished";
 
@@ -62,9 +66,9 @@ pub enum QueueError {
     #[error("environment {env} already has a {kind} job {job} {state}; wait for it or cancel it")]
     Busy {
         env: String,
-        kind: String,
+        kind: JobKind,
         job: i64,
-        state: String,
+        state: JobState,
     },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
@@ -101,9 +105,9 @@ impl Catalog {
         }
         let now = Utc::now();
         let kind = if trigger == "import" {
-            "import"
+            JobKind::Import
         } else {
-            "backup"
+            JobKind::Backup
         };
         tx.execute(
             "INSERT INTO jobs (kind, env, state, user, backup, args, created) VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6)",
@@ -125,46 +129,6 @@ impl Catalog {
         tx.commit()?;
         drop(conn);
         Ok(self.get_job(job)?.expect("just inserted"))
-    }
-
-    /// When a schedule last ran; a schedule seen for the first time starts at `now`
-    /// (it does not fire for times before it existed).
-    pub fn schedule_last_run(
-        &self,
-        env: &str,
-        schedule: &str,
-        now: DateTime<Utc>,
-    ) -> Result<DateTime<Utc>, CatalogError> {
-        let conn = self.lock();
-        let found: Option<String> = conn
-            .prepare_cached("SELECT last_run FROM schedule_runs WHERE env = ?1 AND schedule = ?2")?
-            .query_row(params![env, schedule], |r| r.get(0))
-            .optional()?;
-        match found {
-            Some(text) => parse_time(&text),
-            None => {
-                conn.execute(
-                    "INSERT INTO schedule_runs (env, schedule, last_run) VALUES (?1, ?2, ?3)",
-                    params![env, schedule, time_text(now)],
-                )?;
-                Ok(now)
-            }
-        }
-    }
-
-    pub fn set_schedule_last_run(
-        &self,
-        env: &str,
-        schedule: &str,
-        time: DateTime<Utc>,
-    ) -> Result<(), CatalogError> {
-        let conn = self.lock();
-        conn.execute(
-            "INSERT INTO schedule_runs (env, schedule, last_run) VALUES (?1, ?2, ?3)
-             ON CONFLICT (env, schedule) DO UPDATE SET last_run = excluded.last_run",
-            params![env, schedule, time_text(time)],
-        )?;
-        Ok(())
     }
 
     /// Queues a scheduled backup and records the run, in one transaction: a crash
@@ -220,7 +184,7 @@ impl Catalog {
     /// running; `args` is the job's JSON arguments.
     pub fn queue_restore(
         &self,
-        kind: &str,
+        kind: JobKind,
         env: &str,
         user: &str,
         backup: &str,
@@ -228,7 +192,7 @@ impl Catalog {
     ) -> Result<JobRecord, QueueError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let busy: Option<(i64, String, String)> = tx
+        let busy: Option<(i64, JobKind, JobState)> = tx
             .query_row(
                 "SELECT id, kind, state FROM jobs WHERE env = ?1 AND kind IN ('restore', 'import')
                  AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
@@ -302,7 +266,7 @@ impl Catalog {
     /// Queues a job that makes no backup (prune, verify, delete, ...).
     pub fn queue_job(
         &self,
-        kind: &str,
+        kind: JobKind,
         env: Option<&str>,
         user: &str,
         backup: Option<&str>,
@@ -378,7 +342,7 @@ impl Catalog {
     pub fn start_job(&self, id: i64) -> Result<bool, CatalogError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let started: Option<(String, Option<String>)> = tx
+        let started: Option<(JobKind, Option<String>)> = tx
             .query_row(
                 "UPDATE jobs SET state = 'running', started = ?2 WHERE id = ?1 AND state = 'queued' RETURNING kind, env",
                 params![id, time_text(Utc::now())],
@@ -388,7 +352,7 @@ impl Catalog {
         let Some((kind, env)) = started else {
             return Ok(false);
         };
-        if kind == "restore" {
+        if kind == JobKind::Restore {
             // A new restore: the safety backup named is the one it is about to make.
             if let Some(env) = env.as_deref() {
                 tx.execute(
@@ -397,14 +361,14 @@ impl Catalog {
                 )?;
             }
         }
-        if let (Some(env), "restore" | "import") = (env.as_deref(), kind.as_str()) {
+        if let (Some(env), true) = (env.as_deref(), kind.uses_backup()) {
             tx.execute(
                 "INSERT INTO environments (name, status) VALUES (?1, 'updating')
                  ON CONFLICT (name) DO UPDATE SET status = 'updating'",
                 [env],
             )?;
         }
-        if let (Some(env), "backup") = (env.as_deref(), kind.as_str()) {
+        if let (Some(env), JobKind::Backup) = (env.as_deref(), kind) {
             let last_error: Option<String> = tx
                 .query_row(
                     "SELECT last_error FROM environments WHERE name = ?1",
@@ -433,7 +397,7 @@ impl Catalog {
     pub fn finish_job(
         &self,
         id: i64,
-        state: &str,
+        state: JobState,
         error: Option<&str>,
         activity: Option<&ActivityEntry>,
     ) -> Result<(), CatalogError> {
@@ -452,7 +416,7 @@ impl Catalog {
     pub fn cancel_queued(&self, id: i64, activity: &ActivityEntry) -> Result<bool, CatalogError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let cancelled: Option<(String, Option<String>, Option<String>)> = tx
+        let cancelled: Option<(JobKind, Option<String>, Option<String>)> = tx
             .query_row(
                 "UPDATE jobs SET state = 'cancelled', error = 'cancelled while queued', finished = ?2
                  WHERE id = ?1 AND state = 'queued' RETURNING kind, env, backup",
@@ -463,8 +427,8 @@ impl Catalog {
         let Some((kind, env, backup)) = cancelled else {
             return Ok(false);
         };
-        if let ("backup", Some(env), Some(backup)) =
-            (kind.as_str(), env.as_deref(), backup.as_deref())
+        if let (JobKind::Backup, Some(env), Some(backup)) =
+            (kind, env.as_deref(), backup.as_deref())
         {
             remove_backup(&tx, env, backup)?;
         }
@@ -483,7 +447,7 @@ impl Catalog {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         complete_backup(&tx, done)?;
-        end_job(&tx, job, "succeeded", None)?;
+        end_job(&tx, job, JobState::Succeeded, None)?;
         restore_env_after_backup(&tx, done.env)?;
         insert_activity(&tx, activity)?;
         tx.commit()?;
@@ -496,7 +460,7 @@ impl Catalog {
         job: i64,
         env: &str,
         name: &str,
-        state: &str,
+        state: JobState,
         error: &str,
         activity: &ActivityEntry,
     ) -> Result<(), CatalogError> {
@@ -527,10 +491,12 @@ impl Catalog {
         let tx = conn.transaction()?;
         let reason = "interrupted: the daemon stopped while the job ran";
         for job in &interrupted {
-            end_job(&tx, job.id, "failed", Some(reason))?;
-            if let (Some(env), Some(backup), "backup" | "import") =
-                (job.env.as_deref(), job.backup.as_deref(), job.kind.as_str())
-            {
+            end_job(&tx, job.id, JobState::Failed, Some(reason))?;
+            if let (Some(env), Some(backup), true) = (
+                job.env.as_deref(),
+                job.backup.as_deref(),
+                job.kind.makes_backup(),
+            ) {
                 let half: Option<String> = tx
                     .query_row(
                         "SELECT status FROM backups WHERE env = ?1 AND name = ?2",
@@ -547,7 +513,7 @@ impl Catalog {
                         time: Utc::now(),
                         user: job.user.clone(),
                         env: Some(env.to_owned()),
-                        action: job.kind.clone(),
+                        action: job.kind.to_string(),
                         backup: Some(backup.to_owned()),
                         outcome: "failed".into(),
                         detail: Some(reason.into()),
@@ -585,59 +551,12 @@ impl Catalog {
             })
         })?)
     }
-
-    pub fn add_activity(&self, entry: &ActivityEntry) -> Result<(), CatalogError> {
-        let conn = self.lock();
-        insert_activity(&conn, entry)
-    }
-
-    /// Activity entries, oldest first, optionally for one environment and since a time.
-    pub fn list_activity(
-        &self,
-        env: Option<&str>,
-        since: Option<DateTime<Utc>>,
-        limit: u32,
-    ) -> Result<Vec<ActivityEntry>, CatalogError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT time, user, env, action, backup, outcome, detail FROM (
-                 SELECT * FROM activity WHERE (?1 IS NULL OR env = ?1) AND (?2 IS NULL OR time >= ?2)
-                 ORDER BY id DESC LIMIT ?3)
-             ORDER BY id",
-        )?;
-        let rows = stmt
-            .query_map(params![env, since.map(time_text), limit], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(time, user, env, action, backup, outcome, detail)| {
-                Ok(ActivityEntry {
-                    time: parse_time(&time)?,
-                    user,
-                    env,
-                    action,
-                    backup,
-                    outcome,
-                    detail,
-                })
-            })
-            .collect()
-    }
 }
 
 fn end_job(
     tx: &rusqlite::Connection,
     id: i64,
-    state: &str,
+    state: JobState,
     error: Option<&str>,
 ) -> Result<(), CatalogError> {
     tx.execute(
@@ -652,14 +571,6 @@ fn restore_env_after_backup(tx: &rusqlite::Connection, env: &str) -> Result<(), 
     tx.execute(
         "UPDATE environments SET status = 'ready' WHERE name = ?1 AND status = 'backing-up'",
         [env],
-    )?;
-    Ok(())
-}
-
-fn insert_activity(conn: &rusqlite::Connection, entry: &ActivityEntry) -> Result<(), CatalogError> {
-    conn.execute(
-        "INSERT INTO activity (time, user, env, action, backup, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![time_text(entry.time), entry.user, entry.env, entry.action, entry.backup, entry.outcome, entry.detail],
     )?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use super::CatalogError;
+use super::error::CatalogError;
 
 const STEPS: &[&str] = &[
     // 1: the chunk index (chunk id → pack, offset, lengths).

@@ -31,13 +31,33 @@ pub struct BackupRecord {
     pub manifest: Option<String>,
 }
 
+/// What a job does. Stored and shown as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Backup,
+    Import,
+    Restore,
+}
+
+/// Where a job is: `queued → running → succeeded | failed | cancelled`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    #[default]
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: i64,
-    pub kind: String,
+    pub kind: JobKind,
     pub env: Option<String>,
-    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
-    pub state: String,
+    pub state: JobState,
     pub user: String,
     /// The backup the job makes or uses.
     pub backup: Option<String>,
@@ -49,9 +69,101 @@ pub struct JobRecord {
 
 impl JobRecord {
     pub fn is_finished(&self) -> bool {
-        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
+        self.state.is_finished()
     }
 }
+
+impl JobKind {
+    pub const ALL: [JobKind; 3] = [JobKind::Backup, JobKind::Import, JobKind::Restore];
+
+    /// The name stored in the catalog and shown to people (`backup`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Backup => "backup",
+            JobKind::Import => "import",
+            JobKind::Restore => "restore",
+        }
+    }
+
+    /// Whether the job writes a backup of its own (listed `creating` while it runs).
+    pub fn makes_backup(self) -> bool {
+        matches!(self, JobKind::Backup | JobKind::Import)
+    }
+
+    /// Whether the job reads a backup that prune must leave alone, and changes the
+    /// environment (one such job per environment at a time).
+    pub fn uses_backup(self) -> bool {
+        matches!(self, JobKind::Restore | JobKind::Import)
+    }
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// The lowercase names, as stored and shown.
+macro_rules! text_enum {
+    ($name:ident) => {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(text: &str) -> Result<Self, String> {
+                $name::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == text)
+                    .ok_or_else(|| format!("unknown {} {text:?}", stringify!($name)))
+            }
+        }
+
+        impl rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                value
+                    .as_str()?
+                    .parse()
+                    .map_err(|e: String| rusqlite::types::FromSqlError::Other(e.into()))
+            }
+        }
+    };
+}
+
+text_enum!(JobKind);
+text_enum!(JobState);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivityEntry {
@@ -137,8 +249,8 @@ pub(crate) fn time_text(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, super::CatalogError> {
+pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, super::error::CatalogError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| super::CatalogError::Malformed(format!("time {text:?}: {e}")))
+        .map_err(|e| super::error::CatalogError::Malformed(format!("time {text:?}: {e}")))
 }

@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
 
+use super::db::Catalog;
+use super::error::CatalogError;
 use super::records::parse_time;
-use super::{Catalog, CatalogError};
 
 /// What the catalog says about one environment.
 #[derive(Debug, Clone, PartialEq)]

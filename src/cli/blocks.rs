@@ -168,9 +168,9 @@ pub fn backup(backup: &BackupRecord, zone: &impl Zone) -> String {
 pub fn job(job: &JobRecord, zone: &impl Zone) -> String {
     Block::default()
         .row("id", job.id.to_string())
-        .row("kind", &job.kind)
+        .row("kind", job.kind.as_str())
         .optional("env", job.env.as_deref())
-        .row("state", &job.state)
+        .row("state", job.state.as_str())
         .row("user", &job.user)
         .optional("backup", job.backup.as_deref())
         .optional("error", job.error.as_deref())

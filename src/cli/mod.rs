@@ -27,7 +27,7 @@ use std::io::Write;
 use serde::de::DeserializeOwned;
 
 use crate::control::client::{Client, ClientError};
-use crate::control::protocol::Request;
+use crate::control::protocol::{JobState, Request};
 use progress::ProgressDisplay;
 pub use socket::{Surroundings, default_socket_candidates, default_state_dir, resolve_socket};
 use time::Zone;
@@ -211,10 +211,10 @@ fn result_status(request: &Request, data: &serde_json::Value) -> Result<(), CliE
         },
         Request::JobWatch { .. } => {
             let job: JobRecord = decode(data)?;
-            match job.state.as_str() {
-                "failed" | "cancelled" => Err(CliError::JobUnsuccessful {
+            match job.state {
+                JobState::Failed | JobState::Cancelled => Err(CliError::JobUnsuccessful {
                     id: job.id,
-                    state: job.state,
+                    state: job.state.to_string(),
                     error: job.error,
                 }),
                 _ => Ok(()),

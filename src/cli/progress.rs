@@ -10,7 +10,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::text::human_size;
-use crate::control::protocol::Progress;
+use crate::control::protocol::{JobState, Progress};
 
 pub struct ProgressDisplay {
     bar: ProgressBar,
@@ -59,7 +59,7 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 fn message(progress: &Progress) -> String {
-    if progress.state == "queued" {
+    if progress.state == JobState::Queued {
         return format!("job {} queued", progress.job);
     }
     let mut text = format!(
@@ -82,7 +82,7 @@ mod tests {
     fn message_shows_bytes_rate_and_part() {
         let mut progress = Progress {
             job: 3,
-            state: "running".into(),
+            state: JobState::Running,
             bytes_done: 3 << 20,
             parts_done: 1,
             parts_total: 3,
@@ -90,7 +90,7 @@ mod tests {
             rate: 1 << 20,
         };
         assert_eq!(message(&progress), "3.0 MiB  1.0 MiB/s  database:main");
-        progress.state = "queued".into();
+        progress.state = JobState::Queued;
         assert_eq!(message(&progress), "job 3 queued");
     }
 }

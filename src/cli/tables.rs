@@ -83,9 +83,9 @@ pub fn jobs(rows: &[JobRecord]) -> String {
         rows.iter().map(|job| {
             vec![
                 job.id.to_string(),
-                job.kind.clone(),
+                job.kind.to_string(),
                 or_dash(job.env.as_deref()),
-                job.state.clone(),
+                job.state.to_string(),
                 job.user.clone(),
                 or_dash(job.backup.as_deref()),
                 job.error
@@ -199,9 +199,9 @@ b               completed  2026-11-24 04:00  1.4.2    manual   2 B      10 B    
     fn job_errors_are_cut_to_one_short_line() {
         let job = JobRecord {
             id: 12,
-            kind: "backup".into(),
+            kind: crate::catalog::JobKind::Backup,
             env: Some("live".into()),
-            state: "failed".into(),
+            state: crate::catalog::JobState::Failed,
             user: "ann".into(),
             backup: None,
             error: Some(format!("{}\nsecond line", "x".repeat(100))),

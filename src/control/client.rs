@@ -233,7 +233,7 @@ mod tests {
     async fn progress_then_result() {
         let progress = Progress {
             job: 7,
-            state: "running".into(),
+            state: super::super::protocol::JobState::Running,
             bytes_done: 10,
             parts_done: 1,
             parts_total: 3,

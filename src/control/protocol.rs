@@ -13,6 +13,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::catalog::JobState;
+
 /// The right each request needs (the config's vocabulary: `[access]`).
 pub use crate::config::Action;
 
@@ -242,7 +244,7 @@ pub enum Reply {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub job: i64,
-    pub state: String,
+    pub state: JobState,
     pub bytes_done: u64,
     pub parts_done: u32,
     pub parts_total: u32,

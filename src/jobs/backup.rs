@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{ActivityEntry, CompletedBackup, JobRecord, PartSize};
 use crate::config::{EnvConfig, PartSource};
 use crate::context::Context;
-use crate::control::protocol::Progress;
+use crate::control::protocol::{JobState, Progress};
 use crate::repo::RepoError;
 use crate::repo::archiver::TreeOptions;
 use crate::repo::manifest::{BackupMeta, Manifest};
@@ -74,16 +74,16 @@ pub(super) async fn finish(
 ) {
     let (env, name) = (env.to_owned(), name.to_owned());
     let (state, error) = match &outcome {
-        Ok(_) => ("succeeded", None),
-        Err(RepoError::Cancelled) => ("cancelled", Some("cancelled".to_owned())),
-        Err(e) => ("failed", Some(e.to_string())),
+        Ok(_) => (JobState::Succeeded, None),
+        Err(RepoError::Cancelled) => (JobState::Cancelled, Some("cancelled".to_owned())),
+        Err(e) => (JobState::Failed, Some(e.to_string())),
     };
     let activity = ActivityEntry::now(
         &job.user,
         Some(&env),
-        &job.kind,
+        job.kind.as_str(),
         Some(&name),
-        state,
+        state.as_str(),
         error.clone(),
     );
     let (job_id, env_c, name_c) = (job.id, env.clone(), name.clone());
@@ -244,7 +244,7 @@ async fn write_parts(
         let rate = (bytes as f64 / started.elapsed().as_secs_f64().max(0.001)) as u64;
         ctx.runner.set_progress(Progress {
             job,
-            state: "running".into(),
+            state: JobState::Running,
             bytes_done: bytes,
             parts_done: done,
             parts_total: total,
@@ -316,7 +316,7 @@ async fn run_hook(
     let mut vars = BTreeMap::new();
     vars.insert("ENVSNAP_ENV".to_owned(), env.to_owned());
     vars.insert("ENVSNAP_JOB".to_owned(), job.id.to_string());
-    vars.insert("ENVSNAP_KIND".to_owned(), job.kind.clone());
+    vars.insert("ENVSNAP_KIND".to_owned(), job.kind.to_string());
     vars.insert("ENVSNAP_BACKUP".to_owned(), backup.to_owned());
     vars.insert(
         "ENVSNAP_OUTCOME".to_owned(),

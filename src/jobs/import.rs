@@ -145,7 +145,7 @@ async fn store_part(
     };
     match &target.source {
         PartSource::Tree { .. } => {
-            let staging = Staging::create(scratch, job).map_err(refused)?;
+            let staging = Staging::create(scratch, job).map_err(|e| refused(e.to_string()))?;
             let root = staging.path.join("root");
             std::fs::create_dir(&root).map_err(|e| refused(format!("{}: {e}", root.display())))?;
             crate::import::unpack_tar(input, root.clone(), args.owner)
@@ -179,16 +179,28 @@ struct Staging {
     path: std::path::PathBuf,
 }
 
+/// A staging directory that could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+struct StagingError {
+    path: String,
+    source: std::io::Error,
+}
+
 impl Staging {
-    fn create(scratch: &Path, job: i64) -> Result<Staging, String> {
+    fn create(scratch: &Path, job: i64) -> Result<Staging, StagingError> {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+        let failed = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StagingError { path, source }
+        };
+        std::fs::create_dir_all(scratch).map_err(failed(scratch))?;
         let path = scratch.join(format!("import-{job}"));
         let _ = std::fs::remove_dir_all(&path); // a leftover of an interrupted run
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(failed(&path))?;
         Ok(Staging { path })
     }
 }

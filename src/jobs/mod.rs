@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::JobRecord;
 use crate::context::Context;
-use crate::control::protocol::Progress;
+use crate::control::protocol::{JobState, Progress};
 use runner::Active;
 
 /// The runner loop; returns when `ctx.shutdown` fires, after cancelling running jobs.
@@ -76,7 +76,7 @@ async fn start_runnable(ctx: &Arc<Context>) {
         let cancel = CancellationToken::new();
         let progress = Progress {
             job: id,
-            state: "running".into(),
+            state: JobState::Running,
             ..Default::default()
         };
         ctx.runner.active().insert(
@@ -108,7 +108,7 @@ async fn run_job(ctx: &Arc<Context>, job: JobRecord, cancel: CancellationToken) 
             let error = format!("unknown job kind {other:?}");
             let _ = ctx
                 .catalog
-                .blocking(move |c| c.finish_job(job.id, "failed", Some(&error), None))
+                .blocking(move |c| c.finish_job(job.id, JobState::Failed, Some(&error), None))
                 .await;
         }
     }

@@ -1,7 +1,7 @@
 //! The restore job: replace an environment's parts with a backup's, or roll back.
 //!
 //! The checks that can refuse a restore (access, backup state, version, a concurrent
-//! restore, part mapping) ran before the job was queued (`api.rs`); nothing has
+//! restore, part mapping) ran before the job was queued (`api/restore.rs`); nothing has
 //! changed yet when this starts. Sequence: status `updating` (set when the job
 //! starts) → a `pre-restore` safety backup of the current state → `app.stop` →
 //! every mapped part restored → `app.start` → `app.check` → `ready`.
@@ -16,17 +16,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::backup::{BackupRequest, make_backup};
-use crate::catalog::{ActivityEntry, BackupRecord, JobRecord};
+use crate::catalog::{ActivityEntry, BackupRecord, CatalogError, JobKind, JobRecord, JobState};
+use crate::commands::CommandError;
 use crate::config::{EnvConfig, PartSource};
 use crate::context::Context;
-use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
-use crate::sources;
+use crate::repo::{RepoError, Repository};
+use crate::sources::{self, SourceError};
 
 /// The job's arguments, stored with it in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,17 +42,57 @@ pub struct RestoreArgs {
     pub safety_backup: bool,
 }
 
+/// What made a restore fail (or its rollback, for the restore of the safety backup).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the job's arguments are missing or unreadable")]
+    NoArguments,
+    #[error("environment {0} is no longer in the config")]
+    EnvironmentGone(String),
+    #[error("opening the backup's repository: {0}")]
+    SourceRepository(RepoError),
+    #[error("reading backup {backup}: {source}")]
+    Manifest { backup: String, source: RepoError },
+    #[error("the safety backup failed: {0}")]
+    SafetyBackup(RepoError),
+    #[error("recording the safety backup: {0}")]
+    RecordSafetyBackup(CatalogError),
+    #[error("app.{step} failed: {source}")]
+    App {
+        step: &'static str,
+        source: CommandError,
+    },
+    #[error("environment {env} has no part {part}")]
+    NoSuchPart { env: String, part: String },
+    #[error("restoring {part}: {source}")]
+    Tree { part: String, source: RepoError },
+    #[error("restoring {part}: {source}")]
+    Database { part: String, source: SourceError },
+}
+
+/// Why a rollback did not bring the environment back.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error("data restored from {backup}, but app.start failed: {source}")]
+    AppStart {
+        backup: String,
+        source: CommandError,
+    },
+}
+
 /// How a restore ended badly.
 struct Failure {
-    cause: String,
+    cause: RestoreError,
     /// Whether anything of the environment was touched (the app stopped).
     touched: bool,
-    /// The rollback's outcome, when one ran.
-    rollback: Option<Result<String, String>>,
+    /// The rollback's outcome (the safety backup's name), when one ran.
+    rollback: Option<Result<String, RollbackError>>,
 }
 
 impl Failure {
-    fn before_changes(cause: String) -> Self {
+    fn before_changes(cause: RestoreError) -> Self {
         Failure {
             cause,
             touched: false,
@@ -82,21 +122,19 @@ pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken)
         .and_then(|text| serde_json::from_str::<RestoreArgs>(&text).ok());
     let outcome = match args {
         Some(args) => restore(ctx, job, &env, &args, &cancel).await,
-        None => Err(Failure::before_changes(
-            "the job's arguments are missing or unreadable".into(),
-        )),
+        None => Err(Failure::before_changes(RestoreError::NoArguments)),
     };
     let backup = job.backup.clone();
     let (state, error) = match &outcome {
-        Ok(()) => ("succeeded", None),
-        Err(failure) => ("failed", Some(failure.message())),
+        Ok(()) => (JobState::Succeeded, None),
+        Err(failure) => (JobState::Failed, Some(failure.message())),
     };
     let mut entries = vec![ActivityEntry::now(
         &job.user,
         Some(&env),
         "restore",
         backup.as_deref(),
-        state,
+        state.as_str(),
         error.clone(),
     )];
     if let Err(Failure {
@@ -106,7 +144,7 @@ pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken)
     {
         let (outcome, detail) = match rollback {
             Ok(safety) => ("succeeded", Some(format!("restored {safety}"))),
-            Err(e) => ("failed", Some(e.clone())),
+            Err(e) => ("failed", Some(e.to_string())),
         };
         entries.push(ActivityEntry::now(
             &job.user,
@@ -164,18 +202,21 @@ async fn restore(
     let config = ctx.config();
     let env_config = config
         .env(env)
-        .ok_or_else(|| {
-            Failure::before_changes(format!("environment {env} is no longer in the config"))
-        })?
+        .ok_or_else(|| Failure::before_changes(RestoreError::EnvironmentGone(env.to_owned())))?
         .clone();
     let source = ctx
         .source_repo(args.source_host.as_deref())
         .await
-        .map_err(|e| Failure::before_changes(format!("opening the backup's repository: {e}")))?;
+        .map_err(|e| Failure::before_changes(RestoreError::SourceRepository(e)))?;
     let manifest = source
         .load_manifest(&args.source_env, &args.manifest)
         .await
-        .map_err(|e| Failure::before_changes(format!("reading backup {}: {e}", args.backup)))?;
+        .map_err(|source| {
+            Failure::before_changes(RestoreError::Manifest {
+                backup: args.backup.clone(),
+                source,
+            })
+        })?;
 
     let safety = match args.safety_backup {
         true => Some(
@@ -187,21 +228,18 @@ async fn restore(
     };
     let hook_env = hook_vars(env, job, &args.backup);
     let timeout = config.daemon.command_timeout;
-    if let Err(e) = crate::commands::run_all(&env_config.app.stop, &hook_env, timeout).await {
-        let cause = format!("app.stop failed: {e}");
+    let app = &env_config.app;
+    let app_step = |step, commands| app_step(step, commands, &hook_env, timeout);
+    if let Err(cause) = app_step("stop", &app.stop).await {
         return Err(roll_back(ctx, &env_config, safety.as_ref(), cause, &hook_env).await);
     }
     let restored = restore_parts(ctx, &source, &manifest, &args.parts, &env_config).await;
     let started = match restored {
-        Ok(()) => crate::commands::run_all(&env_config.app.start, &hook_env, timeout)
-            .await
-            .map_err(|e| format!("app.start failed: {e}")),
+        Ok(()) => app_step("start", &app.start).await,
         Err(e) => Err(e),
     };
     let checked = match started {
-        Ok(()) => crate::commands::run_all(&env_config.app.check, &hook_env, timeout)
-            .await
-            .map_err(|e| format!("app.check failed: {e}")),
+        Ok(()) => app_step("check", &app.check).await,
         Err(e) => Err(e),
     };
     match checked {
@@ -210,14 +248,26 @@ async fn restore(
     }
 }
 
+/// Runs the app's `step` commands (`app.stop`, `app.start`, `app.check`).
+async fn app_step(
+    step: &'static str,
+    commands: &[String],
+    hook_env: &BTreeMap<String, String>,
+    timeout: std::time::Duration,
+) -> Result<(), RestoreError> {
+    crate::commands::run_all(commands, hook_env, timeout)
+        .await
+        .map_err(|source| RestoreError::App { step, source })
+}
+
 /// Backs up the environment as it is now (trigger `pre-restore`) and records it.
 async fn safety_backup(
     ctx: &Arc<Context>,
     job: &JobRecord,
     env: &str,
     cancel: &CancellationToken,
-) -> Result<Manifest, String> {
-    let name = format!("{}-pre-restore", Utc::now().format("%Y%m%d-%H%M%S"));
+) -> Result<Manifest, RestoreError> {
+    let name = format!("{}-pre-restore", ctx.clock.now().format("%Y%m%d-%H%M%S"));
     let request = BackupRequest {
         job: job.id,
         env,
@@ -228,7 +278,7 @@ async fn safety_backup(
     };
     let manifest = make_backup(ctx, &request, cancel)
         .await
-        .map_err(|e| format!("the safety backup failed: {e}"))?;
+        .map_err(RestoreError::SafetyBackup)?;
     let record = BackupRecord::from_manifest(&manifest);
     let env_owned = env.to_owned();
     ctx.catalog
@@ -237,7 +287,7 @@ async fn safety_backup(
             c.set_safety_backup(&env_owned, &record.name)
         })
         .await
-        .map_err(|e| format!("recording the safety backup: {e}"))?;
+        .map_err(RestoreError::RecordSafetyBackup)?;
     Ok(manifest)
 }
 
@@ -248,7 +298,7 @@ async fn restore_parts(
     manifest: &Manifest,
     parts: &BTreeMap<String, String>,
     env: &EnvConfig,
-) -> Result<(), String> {
+) -> Result<(), RestoreError> {
     let config = ctx.config();
     let (scratch, timeout) = (
         config.daemon.state_dir.join("tmp"),
@@ -257,21 +307,31 @@ async fn restore_parts(
     let scratch = scratch.as_path();
     let targets = env.parts();
     for (from, to) in parts {
-        let target = targets
-            .iter()
-            .find(|p| &p.name == to)
-            .ok_or_else(|| format!("environment {} has no part {to}", env.name))?;
+        let target =
+            targets
+                .iter()
+                .find(|p| &p.name == to)
+                .ok_or_else(|| RestoreError::NoSuchPart {
+                    env: env.name.clone(),
+                    part: to.clone(),
+                })?;
         match &target.source {
             PartSource::Tree { path, exclude } => {
                 source
                     .restore_tree_excluding(manifest, from, path, exclude)
                     .await
-                    .map_err(|e| format!("restoring {to}: {e}"))?;
+                    .map_err(|source| RestoreError::Tree {
+                        part: to.clone(),
+                        source,
+                    })?;
             }
             PartSource::Database(db) => {
                 sources::restore_database(source, manifest, from, to, db, scratch, timeout)
                     .await
-                    .map_err(|e| format!("restoring {to}: {e}"))?;
+                    .map_err(|source| RestoreError::Database {
+                        part: to.clone(),
+                        source,
+                    })?;
             }
         }
     }
@@ -284,7 +344,7 @@ async fn roll_back(
     ctx: &Arc<Context>,
     env: &EnvConfig,
     safety: Option<&Manifest>,
-    cause: String,
+    cause: RestoreError,
     hook_env: &BTreeMap<String, String>,
 ) -> Failure {
     let timeout = ctx.config().daemon.command_timeout;
@@ -304,11 +364,11 @@ async fn roll_back(
     let started = crate::commands::run_all(&env.app.start, hook_env, timeout).await;
     let rollback = match (restored, started) {
         (Ok(()), Ok(())) => Ok(safety.meta.name.clone()),
-        (Err(e), _) => Err(e),
-        (Ok(()), Err(e)) => Err(format!(
-            "data restored from {}, but app.start failed: {e}",
-            safety.meta.name
-        )),
+        (Err(e), _) => Err(e.into()),
+        (Ok(()), Err(source)) => Err(RollbackError::AppStart {
+            backup: safety.meta.name.clone(),
+            source,
+        }),
     };
     Failure {
         cause,
@@ -321,7 +381,7 @@ fn hook_vars(env: &str, job: &JobRecord, backup: &str) -> BTreeMap<String, Strin
     BTreeMap::from([
         ("ENVSNAP_ENV".to_owned(), env.to_owned()),
         ("ENVSNAP_JOB".to_owned(), job.id.to_string()),
-        ("ENVSNAP_KIND".to_owned(), "restore".to_owned()),
+        ("ENVSNAP_KIND".to_owned(), JobKind::Restore.to_string()),
         ("ENVSNAP_BACKUP".to_owned(), backup.to_owned()),
     ])
 }

@@ -58,6 +58,133 @@ fn no_source_file_is_too_long() {
     );
 }
 
+/// Who may not depend on whom, beyond having no cycle: dependencies point down,
+/// from the binaries through the daemon's wiring, the API and the jobs to the
+/// storage and config layers (`docs/architecture.md`). Each rule names a module (and
+/// everything below it) and the modules it must not reach, directly or through others.
+const LAYER_RULES: &[(&str, &[&str])] = &[
+    // Only the binaries start a daemon.
+    ("", &["daemon"]),
+    // The transport knows nothing of what a request means.
+    ("control", &["api", "jobs", "context", "daemon"]),
+    // The shared state is a leaf above the storage layers only.
+    (
+        "context",
+        &[
+            "api",
+            "daemon",
+            "link",
+            "metrics",
+            "jobs::backup",
+            "jobs::import",
+            "jobs::restore",
+            "jobs::prune",
+            "jobs::scheduler",
+        ],
+    ),
+    // Jobs never answer requests.
+    ("jobs", &["api", "daemon", "control::server"]),
+    // Storage, config and the pure planners know nothing of the service layer.
+    (
+        "store",
+        &[
+            "api", "jobs", "context", "daemon", "control", "link", "metrics",
+        ],
+    ),
+    (
+        "repo",
+        &[
+            "api", "jobs", "context", "daemon", "control", "link", "metrics", "config",
+        ],
+    ),
+    (
+        "catalog",
+        &[
+            "api", "jobs", "context", "daemon", "control", "link", "metrics", "config",
+        ],
+    ),
+    // (config checks names with the repository's own rule, `repo::manifest::is_safe_name`.)
+    (
+        "config",
+        &[
+            "api", "jobs", "context", "daemon", "control", "link", "metrics", "catalog",
+        ],
+    ),
+    (
+        "schedule",
+        &[
+            "api", "jobs", "context", "daemon", "control", "catalog", "config",
+        ],
+    ),
+    (
+        "retention",
+        &[
+            "api", "jobs", "context", "daemon", "control", "catalog", "config",
+        ],
+    ),
+    (
+        "clock",
+        &[
+            "api", "jobs", "context", "daemon", "control", "catalog", "config",
+        ],
+    ),
+];
+
+#[test]
+fn dependencies_point_down_the_layers() {
+    let graph = dependencies(&library_files());
+    let mut broken = Vec::new();
+    for (module, targets) in &graph {
+        let name = module.join("::");
+        for (rule, forbidden) in LAYER_RULES {
+            if !within(&name, rule) {
+                continue;
+            }
+            for target in reachable(&graph, module) {
+                let target_name = target.join("::");
+                if let Some(layer) = forbidden.iter().find(|f| within(&target_name, f)) {
+                    let how = if targets.contains(&target) {
+                        "imports"
+                    } else {
+                        "reaches"
+                    };
+                    broken.push(format!(
+                        "{name} {how} {target_name} (no {rule:?} module may depend on {layer})"
+                    ));
+                }
+            }
+        }
+    }
+    broken.sort();
+    broken.dedup();
+    assert!(
+        broken.is_empty(),
+        "dependencies against the layers:\n{}",
+        broken.join("\n")
+    );
+}
+
+/// Whether `module` is `prefix` or inside it (`""` is the whole crate).
+fn within(module: &str, prefix: &str) -> bool {
+    prefix.is_empty()
+        || module == prefix
+        || module
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with("::"))
+}
+
+/// Every module `from` depends on, directly or through others.
+fn reachable(graph: &BTreeMap<Module, BTreeSet<Module>>, from: &Module) -> BTreeSet<Module> {
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<&Module> = graph.get(from).into_iter().flatten().collect();
+    while let Some(next) = stack.pop() {
+        if seen.insert(next.clone()) {
+            stack.extend(graph.get(next).into_iter().flatten());
+        }
+    }
+    seen
+}
+
 /// The checker itself finds what it should (a checker that finds nothing proves nothing).
 #[test]
 fn the_checker_sees_every_kind_of_reference() {
