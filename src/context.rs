@@ -185,3 +185,45 @@ fn create_private_dir(path: &Path) -> Result<(), OpenError> {
             source,
         })
 }
+
+/// Contexts for in-process tests of handlers and jobs: the demo environment on a
+/// temporary directory (a local store, a SQLite catalog), with a manual clock.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use chrono::{DateTime, Utc};
+
+    use super::Context;
+    use crate::clock::{Clock, ManualClock};
+    use crate::config::Config;
+
+    pub struct TestContext {
+        pub ctx: Arc<Context>,
+        /// Moves the context's clock.
+        pub hand: ManualClock,
+        _dir: tempfile::TempDir,
+    }
+
+    /// The demo environment, changed by `adjust`, at time `start`.
+    pub async fn demo(start: DateTime<Utc>, adjust: impl FnOnce(&mut Config)) -> TestContext {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = Config::embedded_default(dir.path());
+        adjust(&mut config);
+        crate::sources::demo::prepare(&config).expect("demo files");
+        let (clock, hand) = Clock::manual(start);
+        let ctx = Context::open(config, clock).await.expect("context opens");
+        TestContext {
+            ctx,
+            hand,
+            _dir: dir,
+        }
+    }
+
+    /// A fixed time, from its RFC 3339 text.
+    pub fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .expect("a valid time")
+            .with_timezone(&Utc)
+    }
+}

@@ -31,6 +31,8 @@ pub mod jobs;
 pub mod maintenance;
 pub mod restore;
 pub mod status;
+#[cfg(test)]
+mod tests;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;

@@ -14,10 +14,11 @@ use serde_json::json;
 use super::call::Call;
 use super::error::{ApiError, Outcome, to_value};
 use super::jobs::follow;
-use crate::catalog::{ActivityEntry, JobKind, JobState};
+use crate::catalog::{ActivityEntry, JobKind, JobRecord, JobState};
 use crate::config::{EnvConfig, PartSource};
 use crate::context::Context;
 use crate::control::protocol::ErrorCode;
+use crate::jobs::restore::RestoreArgs;
 use crate::repo::manifest::{Manifest, is_safe_name};
 use crate::repo::{RepoError, Repository};
 
@@ -30,39 +31,15 @@ pub struct RestoreAsk {
     pub safety_backup: bool,
 }
 
+/// Checks a restore and queues it (or, on a dry run, answers with its plan); with
+/// `wait`, follows the job and answers with its outcome.
 pub async fn restore(call: &Call<'_>, ask: RestoreAsk, wait: bool, dry_run: bool) -> Outcome {
-    let (ctx, caller) = (call.ctx, call.caller);
+    let ctx = call.ctx;
     if ctx.shutdown.is_cancelled() {
         return Err(ApiError::shutting_down());
     }
-    let (source_host, source_env) = match ask.from.as_deref() {
-        None => (None, ask.env.clone()),
-        Some(from) => match from.split_once('/') {
-            Some((host, env)) => (Some(host.to_owned()), env.to_owned()),
-            None => (None, from.to_owned()),
-        },
-    };
-    for name in source_host.iter().chain([&source_env]) {
-        if !is_safe_name(name) {
-            return Err(ApiError::new(
-                ErrorCode::Invalid,
-                format!("invalid source {name:?} in --from"),
-            ));
-        }
-    }
-    let source = ctx
-        .source_repo(source_host.as_deref())
-        .await
-        .map_err(|e| match e {
-            RepoError::NoRepository { .. } => ApiError::new(
-                ErrorCode::NotFound,
-                format!(
-                    "host {} has no backups in this store",
-                    source_host.as_deref().unwrap_or_default()
-                ),
-            ),
-            other => other.into(),
-        })?;
+    let (source_host, source_env) = parse_source(&ask)?;
+    let source = open_source(ctx, source_host.as_deref()).await?;
     let manifest = find_restorable(
         ctx,
         &source,
@@ -73,38 +50,108 @@ pub async fn restore(call: &Call<'_>, ask: RestoreAsk, wait: bool, dry_run: bool
     .await?;
     let config = ctx.config();
     let env_config = config.env(&ask.env).expect("checked by Api::handle");
-    let current = env_config
+    check_version(ctx, env_config, &ask.backup, &manifest).await?;
+    let parts = map_parts(&manifest, env_config, &ask.map)?;
+    if dry_run {
+        return restore_plan(&source, &manifest, env_config, &parts).await;
+    }
+    let args = RestoreArgs {
+        source_host,
+        source_env,
+        backup: ask.backup.clone(),
+        manifest: manifest.id.clone(),
+        parts,
+        safety_backup: ask.safety_backup,
+    };
+    let job = queue(call, &ask, &args).await?;
+    if !wait {
+        return to_value(job);
+    }
+    let finished = follow(ctx, job.id, call.replies).await?;
+    if finished.state != JobState::Succeeded {
+        return Err(ApiError::new(
+            ErrorCode::Failed,
+            format!(
+                "restore of {} {}: {}",
+                ask.env,
+                finished.state,
+                finished.error.as_deref().unwrap_or("no reason recorded")
+            ),
+        ));
+    }
+    to_value(finished)
+}
+
+/// `--from ENV` or `--from HOST/ENV` (default: the target environment itself).
+fn parse_source(ask: &RestoreAsk) -> Result<(Option<String>, String), ApiError> {
+    let (source_host, source_env) = match ask.from.as_deref() {
+        None => (None, ask.env.clone()),
+        Some(from) => match from.split_once('/') {
+            Some((host, env)) => (Some(host.to_owned()), env.to_owned()),
+            None => (None, from.to_owned()),
+        },
+    };
+    for name in source_host.iter().chain([&source_env]) {
+        if !is_safe_name(name) {
+            return Err(ApiError::invalid(format!(
+                "invalid source {name:?} in --from"
+            )));
+        }
+    }
+    Ok((source_host, source_env))
+}
+
+/// The repository holding the source host's backups.
+async fn open_source(ctx: &Context, host: Option<&str>) -> Result<Repository, ApiError> {
+    ctx.source_repo(host).await.map_err(|e| match e {
+        RepoError::NoRepository { .. } => ApiError::new(
+            ErrorCode::NotFound,
+            format!(
+                "host {} has no backups in this store",
+                host.unwrap_or_default()
+            ),
+        ),
+        other => other.into(),
+    })
+}
+
+/// The version gate: a backup restores only into an environment at its version.
+async fn check_version(
+    ctx: &Context,
+    env: &EnvConfig,
+    backup: &str,
+    manifest: &Manifest,
+) -> Result<(), ApiError> {
+    let current = env
         .version
-        .read(config.daemon.command_timeout)
+        .read(ctx.config().daemon.command_timeout)
         .await
         .map_err(|e| {
             ApiError::new(
                 ErrorCode::Failed,
-                format!("cannot read the version of environment {}: {e}", ask.env),
+                format!("cannot read the version of environment {}: {e}", env.name),
             )
         })?;
     if current != manifest.meta.version {
         return Err(ApiError::new(
             ErrorCode::Conflict,
             format!(
-                "backup {} has version {} but environment {} is at version {current}: update the environment to version {} first, then restore",
-                ask.backup, manifest.meta.version, ask.env, manifest.meta.version
+                "backup {backup} has version {} but environment {} is at version {current}: update the environment to version {} first, then restore",
+                manifest.meta.version, env.name, manifest.meta.version
             ),
         ));
     }
-    let parts = map_parts(&manifest, env_config, &ask.map)?;
-    if dry_run {
-        return restore_plan(&source, &manifest, env_config, &parts).await;
-    }
-    let args = crate::jobs::restore::RestoreArgs {
-        source_host,
-        source_env: source_env.clone(),
-        backup: ask.backup.clone(),
-        manifest: manifest.id.clone(),
-        parts,
-        safety_backup: ask.safety_backup,
-    };
-    let args_json = serde_json::to_string(&args)
+    Ok(())
+}
+
+/// Queues the restore job and records the request in the activity log.
+async fn queue(
+    call: &Call<'_>,
+    ask: &RestoreAsk,
+    args: &RestoreArgs,
+) -> Result<JobRecord, ApiError> {
+    let (ctx, caller) = (call.ctx, call.caller);
+    let args_json = serde_json::to_string(args)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let (env, user, backup) = (ask.env.clone(), caller.user.clone(), ask.backup.clone());
     let job = ctx
@@ -128,22 +175,7 @@ pub async fn restore(call: &Call<'_>, ask: RestoreAsk, wait: bool, dry_run: bool
         .await?;
     tracing::info!(job = job.id, env = %ask.env, backup = %ask.backup, user = %caller.user, "restore queued");
     ctx.runner.wake();
-    if !wait {
-        return to_value(job);
-    }
-    let finished = follow(ctx, job.id, call.replies).await?;
-    if finished.state != JobState::Succeeded {
-        return Err(ApiError::new(
-            ErrorCode::Failed,
-            format!(
-                "restore of {} {}: {}",
-                ask.env,
-                finished.state,
-                finished.error.as_deref().unwrap_or("no reason recorded")
-            ),
-        ));
-    }
-    to_value(finished)
+    Ok(job)
 }
 
 /// The backup's manifest, if it may be restored: it exists, is complete, has not expired.

@@ -324,4 +324,60 @@ mod tests {
                 .is_ok()
         );
     }
+
+    /// A service of its own: the server frames, identifies and relays; the meaning
+    /// (here: only `status` is admitted, and it reports who asked) is the service's.
+    struct WhoAmI;
+
+    impl Service for WhoAmI {
+        async fn admit(&self, _caller: &Caller, request: &Request) -> Result<(), ErrorReply> {
+            match request {
+                Request::Status => Ok(()),
+                other => Err(ErrorReply::new(
+                    ErrorCode::Forbidden,
+                    format!("not {}", other.name()),
+                )),
+            }
+        }
+
+        async fn handle(
+            &self,
+            caller: Caller,
+            _request: Request,
+            _files: Vec<OwnedFd>,
+            replies: mpsc::Sender<Reply>,
+        ) -> Result<Box<RawValue>, ErrorReply> {
+            let progress = crate::control::protocol::Progress {
+                job: 7,
+                ..Default::default()
+            };
+            let _ = replies.send(Reply::Progress(progress)).await;
+            Ok(serde_json::value::to_raw_value(&caller.uid).expect("a number"))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_server_serves_any_service_over_a_real_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(run(listener, Arc::new(WhoAmI), shutdown.clone()));
+        let client = crate::control::client::Client::new(&path);
+        let mut seen = Vec::new();
+        let answer = client
+            .call(Request::Status, |p| seen.push(p.job))
+            .await
+            .unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        assert_eq!(answer.get(), uid.to_string(), "the peer's own uid");
+        assert_eq!(seen, [7], "progress relayed before the result");
+        let refused = client.call(Request::Reload, |_| {}).await.unwrap_err();
+        assert!(
+            matches!(&refused, crate::control::client::ClientError::Daemon { code: ErrorCode::Forbidden, message } if message == "not reload"),
+            "{refused:?}"
+        );
+        shutdown.cancel();
+        server.await.unwrap();
+    }
 }

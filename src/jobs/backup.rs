@@ -195,7 +195,7 @@ pub async fn make_backup(
             e
         });
     }
-    let created = Utc::now();
+    let created = ctx.clock.now();
     let expires = request.keep_until.or_else(|| {
         chrono::Duration::from_std(env_config.retention)
             .ok()

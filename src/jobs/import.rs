@@ -103,7 +103,7 @@ async fn import(
     }
     let expires = chrono::Duration::from_std(env_config.retention)
         .ok()
-        .map(|r| chrono::Utc::now() + r);
+        .map(|r| ctx.clock.now() + r);
     writer
         .commit(BackupMeta {
             env: env.to_owned(),

@@ -53,6 +53,14 @@ pub enum PruneError {
     Repo(#[from] RepoError),
 }
 
+/// A backup retention gave up, with what removing it needs.
+struct Doomed {
+    env: String,
+    name: String,
+    manifest: Option<String>,
+    expires: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 impl Pruner {
     pub fn of(ctx: &Context) -> Self {
         Pruner {
@@ -65,99 +73,114 @@ impl Pruner {
 
     /// Applies retention now on behalf of `user` (or only plans it on a dry run).
     pub async fn prune(&self, user: &str, dry_run: bool) -> Result<PruneOutcome, PruneError> {
-        prune(self, user, dry_run).await
-    }
-}
-
-async fn prune(pruner: &Pruner, user: &str, dry_run: bool) -> Result<PruneOutcome, PruneError> {
-    let config = pruner.config.get();
-    let now = pruner.clock.now();
-    let (in_use, envs) = pruner
-        .catalog
-        .blocking(|c| Ok((c.backups_in_use()?, c.backup_envs()?)))
-        .await?;
-    let in_use: HashSet<(String, String)> = in_use.into_iter().collect();
-    let mut plans = BTreeMap::new();
-    let mut doomed = Vec::new();
-    for env in envs {
-        let keep = config.env(&env).map_or(KeepCounts::default(), |e| e.keep);
-        let env_c = env.clone();
-        let backups = pruner
-            .catalog
-            .blocking(move |c| c.list_backups(&env_c))
-            .await?;
-        let candidates: Vec<Candidate> = backups
+        let (plans, doomed) = self.plan().await?;
+        let pruned: Vec<String> = doomed
             .iter()
-            .map(|b| Candidate {
-                name: b.name.clone(),
-                created: b.created,
-                expires: b.expires,
-                completed: b.status == "completed",
-                in_use: in_use.contains(&(env.clone(), b.name.clone())),
-            })
+            .map(|d| format!("{}/{}", d.env, d.name))
             .collect();
-        let plan = retention::plan(&candidates, keep, now, config.daemon.timezone);
-        for decision in plan.iter().filter(|d| !d.keep) {
-            let record = backups
-                .iter()
-                .find(|b| b.name == decision.name)
-                .expect("planned from this list");
-            doomed.push((
-                env.clone(),
-                record.name.clone(),
-                record.manifest.clone(),
-                record.expires,
-            ));
+        if dry_run {
+            return Ok(PruneOutcome {
+                dry_run,
+                plans,
+                pruned,
+                store: None,
+            });
         }
-        plans.insert(env, plan);
-    }
-    let pruned: Vec<String> = doomed
-        .iter()
-        .map(|(env, name, ..)| format!("{env}/{name}"))
-        .collect();
-    if dry_run {
-        return Ok(PruneOutcome {
+        let report = self.remove(user, &doomed).await?;
+        if !pruned.is_empty() {
+            tracing::info!(
+                pruned = pruned.len(),
+                bytes_freed = report.bytes_freed,
+                "expired backups pruned"
+            );
+        }
+        Ok(PruneOutcome {
             dry_run,
             plans,
             pruned,
-            store: None,
-        });
+            store: Some(report),
+        })
     }
-    let mut manifests = Vec::new();
-    for (env, name, manifest, expires) in &doomed {
-        if let Some(id) = manifest {
-            match pruner.repo.load_manifest(env, id).await {
-                Ok(manifest) => manifests.push(manifest),
-                Err(e) => {
-                    tracing::warn!(env = %env, backup = %name, error = %e, "manifest of an expired backup unreadable; removing the entry")
+
+    /// Retention's decisions for every environment with backups, and the backups
+    /// they give up.
+    async fn plan(&self) -> Result<(BTreeMap<String, Vec<Decision>>, Vec<Doomed>), PruneError> {
+        let config = self.config.get();
+        let now = self.clock.now();
+        let (in_use, envs) = self
+            .catalog
+            .blocking(|c| Ok((c.backups_in_use()?, c.backup_envs()?)))
+            .await?;
+        let in_use: HashSet<(String, String)> = in_use.into_iter().collect();
+        let mut plans = BTreeMap::new();
+        let mut doomed = Vec::new();
+        for env in envs {
+            let keep = config.env(&env).map_or(KeepCounts::default(), |e| e.keep);
+            let env_c = env.clone();
+            let backups = self
+                .catalog
+                .blocking(move |c| c.list_backups(&env_c))
+                .await?;
+            let candidates: Vec<Candidate> = backups
+                .iter()
+                .map(|b| Candidate {
+                    name: b.name.clone(),
+                    created: b.created,
+                    expires: b.expires,
+                    completed: b.status == "completed",
+                    in_use: in_use.contains(&(env.clone(), b.name.clone())),
+                })
+                .collect();
+            let plan = retention::plan(&candidates, keep, now, config.daemon.timezone);
+            for decision in plan.iter().filter(|d| !d.keep) {
+                let record = backups
+                    .iter()
+                    .find(|b| b.name == decision.name)
+                    .expect("planned from this list");
+                doomed.push(Doomed {
+                    env: env.clone(),
+                    name: record.name.clone(),
+                    manifest: record.manifest.clone(),
+                    expires: record.expires,
+                });
+            }
+            plans.insert(env, plan);
+        }
+        Ok((plans, doomed))
+    }
+
+    /// The backups leave the catalog (one activity entry each), then the store
+    /// reclaims what no other backup needs.
+    async fn remove(&self, user: &str, doomed: &[Doomed]) -> Result<PruneReport, PruneError> {
+        let mut manifests = Vec::new();
+        for Doomed {
+            env,
+            name,
+            manifest,
+            expires,
+        } in doomed
+        {
+            if let Some(id) = manifest {
+                match self.repo.load_manifest(env, id).await {
+                    Ok(manifest) => manifests.push(manifest),
+                    Err(e) => {
+                        tracing::warn!(env = %env, backup = %name, error = %e, "manifest of an expired backup unreadable; removing the entry")
+                    }
                 }
             }
+            let detail = expires.map(|e| format!("expired at {}", e.to_rfc3339()));
+            let entry =
+                ActivityEntry::now(user, Some(env), "prune", Some(name), "succeeded", detail);
+            let (env, name) = (env.clone(), name.clone());
+            self.catalog
+                .blocking(move |c| {
+                    c.remove_backup(&env, &name)?;
+                    c.add_activity(&entry)
+                })
+                .await?;
         }
-        let detail = expires.map(|e| format!("expired at {}", e.to_rfc3339()));
-        let entry = ActivityEntry::now(user, Some(env), "prune", Some(name), "succeeded", detail);
-        let (env, name) = (env.clone(), name.clone());
-        pruner
-            .catalog
-            .blocking(move |c| {
-                c.remove_backup(&env, &name)?;
-                c.add_activity(&entry)
-            })
-            .await?;
+        Ok(self.repo.prune(&manifests).await?)
     }
-    let report = pruner.repo.prune(&manifests).await?;
-    if !pruned.is_empty() {
-        tracing::info!(
-            pruned = pruned.len(),
-            bytes_freed = report.bytes_freed,
-            "expired backups pruned"
-        );
-    }
-    Ok(PruneOutcome {
-        dry_run,
-        plans,
-        pruned,
-        store: Some(report),
-    })
 }
 
 /// Prunes once now (after a start-up) and then every day, until shutdown.

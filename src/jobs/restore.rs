@@ -124,8 +124,20 @@ pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken)
         Some(args) => restore(ctx, job, &env, &args, &cancel).await,
         None => Err(Failure::before_changes(RestoreError::NoArguments)),
     };
+    record_outcome(ctx, job, &env, &outcome).await;
+    match &outcome {
+        Ok(()) => tracing::info!(job = job.id, env = %env, "restore succeeded"),
+        Err(f) => tracing::error!(job = job.id, env = %env, error = %f.message(), "restore failed"),
+    }
+}
+
+/// The job's end in one catalog transaction: the environment's status (`ready`,
+/// `update-failed`, or as it was when nothing changed), the activity entries of the
+/// restore and of its rollback, and the job's state.
+async fn record_outcome(ctx: &Context, job: &JobRecord, env: &str, outcome: &Result<(), Failure>) {
+    let env = env.to_owned();
     let backup = job.backup.clone();
-    let (state, error) = match &outcome {
+    let (state, error) = match outcome {
         Ok(()) => (JobState::Succeeded, None),
         Err(failure) => (JobState::Failed, Some(failure.message())),
     };
@@ -140,7 +152,7 @@ pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken)
     if let Err(Failure {
         rollback: Some(rollback),
         ..
-    }) = &outcome
+    }) = outcome
     {
         let (outcome, detail) = match rollback {
             Ok(safety) => ("succeeded", Some(format!("restored {safety}"))),
@@ -155,7 +167,7 @@ pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken)
             detail,
         ));
     }
-    let (status, last_error) = match &outcome {
+    let (status, last_error) = match outcome {
         Ok(()) => ("ready", None),
         Err(f) if f.touched => ("update-failed", error.clone()),
         // Nothing changed: back to how it was (a standing failure stays visible).
@@ -185,10 +197,6 @@ pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken)
         .await;
     if let Err(e) = recorded {
         tracing::error!(job = job.id, env = %env, error = %e, "cannot record the restore's outcome");
-    }
-    match &outcome {
-        Ok(()) => tracing::info!(job = job.id, env = %env, "restore succeeded"),
-        Err(f) => tracing::error!(job = job.id, env = %env, error = %f.message(), "restore failed"),
     }
 }
 

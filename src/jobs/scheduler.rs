@@ -138,3 +138,77 @@ impl Scheduler {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{JobKind, JobState};
+    use crate::context::testing::{TestContext, at, demo};
+
+    async fn daily_at_three(catch_up: bool) -> (TestContext, Scheduler) {
+        let test = demo(at("2030-01-01T02:59:00Z"), |config| {
+            config.daemon.catch_up = catch_up;
+            let env = config.environments.get_mut("demo").expect("the demo");
+            env.schedule = vec!["0 0 3 * * *".into()];
+        })
+        .await;
+        let ctx = &test.ctx;
+        let scheduler = Scheduler {
+            config: ctx.config.clone(),
+            catalog: ctx.catalog.clone(),
+            runner: ctx.runner.clone(),
+            clock: ctx.clock.clone(),
+            changed: ctx.schedule_changed.clone(),
+        };
+        (test, scheduler)
+    }
+
+    fn queued(test: &TestContext) -> Vec<String> {
+        let jobs = test.ctx.catalog.list_jobs(100).unwrap();
+        assert!(jobs.iter().all(|j| j.kind == JobKind::Backup));
+        assert!(jobs.iter().all(|j| j.state == JobState::Queued));
+        let mut names: Vec<String> = jobs.into_iter().filter_map(|j| j.backup).collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn a_due_schedule_queues_one_backup_named_for_its_time() {
+        let (test, scheduler) = daily_at_three(true).await;
+        let next = scheduler.tick().await.unwrap();
+        assert_eq!(next, Some(at("2030-01-01T03:00:00Z")));
+        assert!(queued(&test).is_empty(), "not due yet");
+        test.hand.advance(chrono::Duration::seconds(90));
+        scheduler.tick().await.unwrap();
+        scheduler.tick().await.unwrap();
+        assert_eq!(
+            queued(&test),
+            ["20300101-030000-scheduled"],
+            "once, not twice"
+        );
+        // Down for three days: one catch-up run, for the latest missed time.
+        test.hand.advance(chrono::Duration::days(3));
+        scheduler.tick().await.unwrap();
+        assert_eq!(
+            queued(&test),
+            ["20300101-030000-scheduled", "20300104-030000-scheduled"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missed_run_is_skipped_without_catch_up() {
+        let (test, scheduler) = daily_at_three(false).await;
+        scheduler.tick().await.unwrap();
+        test.hand.advance(chrono::Duration::days(2));
+        let next = scheduler.tick().await.unwrap();
+        assert!(queued(&test).is_empty(), "missed, not caught up");
+        assert_eq!(next, Some(at("2030-01-03T03:00:00Z")));
+        test.hand.set(at("2030-01-03T03:00:30Z"));
+        scheduler.tick().await.unwrap();
+        assert_eq!(
+            queued(&test),
+            ["20300103-030000-scheduled"],
+            "on time again"
+        );
+    }
+}
