@@ -1,27 +1,34 @@
 //! envsnap: a backup agent for Linux hosts.
 //!
-//! The map:
+//! The map, from the top (the layers, and where new code goes:
+//! `docs/architecture.md`):
 //!
-//! - [`store`]: the object store (local directory, memory, S3, GCS, Azure) narrowed to
-//!   one host's prefix.
+//! - [`daemon`]: wiring and lifecycle of `envsnapd` (signals, systemd, reload); only
+//!   the binary imports it.
+//! - [`api`]: what each control request means and does, one module per area, with
+//!   the access decisions.
+//! - [`control`]: the socket protocol, the transport-only server (peer credentials,
+//!   passed descriptors), the client.
+//! - [`cli`]: `envsnapctl`'s presentation: tables, progress, prompts.
+//! - [`jobs`]: the runner loop, one module per job kind, prune, the scheduler loop.
+//! - [`link`]: temporary signed URLs to exported parts, deleted when they expire.
+//! - [`metrics`]: Prometheus metrics from the catalog, on an opt-in loopback listener.
+//! - [`context`]: the state the handlers and jobs share.
+//! - [`clock`]: the time, injectable.
+//! - [`download`]: one part of a backup as tar, tar.zst or its native dump.
+//! - [`import`]: archives made elsewhere, checked entry by entry before they are stored.
+//! - [`sources`]: how each kind of part is read (database dumps).
+//! - [`commands`]: running operators' commands (hooks, app stop/start).
+//! - [`schedule`]: cron schedules → due backups (pure).
+//! - [`retention`]: which backups to prune (pure planning).
 //! - [`repo`]: the storage engine: chunking, packs, index, manifests, tree and stream
 //!   parts, restore, tar export, verify, prune, rebuild. Its module doc is the design.
 //! - [`catalog`]: the SQLite catalog: the chunk index, environments, backups, jobs
 //!   and the activity log.
+//! - [`store`]: the object store (local directory, memory, S3, GCS, Azure) narrowed to
+//!   one host's prefix.
 //! - [`config`]: the config file: schema, defaults, validation with exact errors.
-//! - [`daemon`]: wiring and lifecycle of `envsnapd` (signals, systemd, reload).
-//! - [`control`]: the socket protocol, the server (peer credentials, access), the client.
-//! - [`api`]: what each control request does.
-//! - [`download`]: one part of a backup as tar, tar.zst or its native dump.
-//! - [`import`]: archives made elsewhere, checked entry by entry before they are stored.
-//! - [`jobs`]: the persisted job queue and runner; one file per job kind.
-//! - [`link`]: temporary signed URLs to exported parts, deleted when they expire.
-//! - [`metrics`]: Prometheus metrics from the catalog, on an opt-in loopback listener.
-//! - [`schedule`]: cron schedules → due backups, from persisted last runs.
-//! - [`retention`]: which backups to prune (pure planning).
-//! - [`sources`]: how each kind of part is read (database dumps).
-//! - [`commands`]: running operators' commands (hooks, app stop/start).
-//! - [`cli`]: `envsnapctl`'s presentation: tables, progress, prompts.
+//! - [`memory`]: allocator tuning, and freed memory handed back to the system.
 //!
 //! Backup flow: `Repository::start_backup` → `add_tree` / `add_stream` per part →
 //! `commit` (packs, then index object, then manifest). Restore flow:

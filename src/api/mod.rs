@@ -19,7 +19,7 @@
 //! message ([`error`]). Long requests (`--wait`, `job watch`) send progress through
 //! `replies`. A new request gets a variant in `control::protocol::Request` (with its
 //! right in `Request::action`), a handler in its area's file, and one arm in
-//! [`Api::dispatch`].
+//! `Api::dispatch`.
 
 pub mod access;
 pub mod backups;

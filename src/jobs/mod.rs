@@ -15,7 +15,7 @@
 //! - [`scheduler`]: cron schedules → queued backup jobs.
 //!
 //! A new job kind gets a [`JobKind`](crate::catalog::JobKind) variant, a file here
-//! with its `run`, and one arm in [`run_job`].
+//! with its `run`, and one arm in `run_job`.
 
 pub mod backup;
 pub mod import;
