@@ -137,8 +137,7 @@ fn unpack(reader: impl Read, root: &Path, owner: Option<(u32, u32)>) -> Result<u
     archive.set_preserve_mtime(true);
     let corrupt =
         |e: io::Error| format!("the archive is corrupt or truncated: {}", with_causes(&e));
-    let mut files: HashSet<PathBuf> = HashSet::new();
-    let mut symlinks: HashSet<PathBuf> = HashSet::new();
+    let mut seen = Seen::default();
     let mut directories = Vec::new();
     let mut root_meta: Option<(tar::Header, (i64, i64))> = None;
     let mut count = 0;
@@ -147,42 +146,8 @@ fn unpack(reader: impl Read, root: &Path, owner: Option<(u32, u32)>) -> Result<u
         let raw = entry.path().map_err(corrupt)?.into_owned();
         let path = inside_path(&raw)
             .ok_or_else(|| format!("entry {} leaves the part (absolute or ..)", raw.display()))?;
+        admit_entry(&entry, &path, &mut seen)?;
         let shown = path.display();
-        if let Some(link) = path.ancestors().skip(1).find(|a| symlinks.contains(*a)) {
-            return Err(format!(
-                "entry {shown} lies below symlink {}",
-                link.display()
-            ));
-        }
-        use tar::EntryType::*;
-        match entry.header().entry_type() {
-            Regular | Continuous | GNUSparse => {
-                files.insert(path.clone());
-            }
-            Directory => {}
-            Symlink => {
-                let target = link_target(&entry, &shown)?;
-                if !symlink_stays_inside(&path, &target, &symlinks) {
-                    return Err(format!(
-                        "symlink {shown} points outside the part (to {})",
-                        target.display()
-                    ));
-                }
-                symlinks.insert(path.clone());
-            }
-            Link => {
-                let target = link_target(&entry, &shown)?;
-                if !inside_path(&target).is_some_and(|t| files.contains(&t)) {
-                    return Err(format!(
-                        "hard link {shown} does not point to a file earlier in the archive (to {})",
-                        target.display()
-                    ));
-                }
-            }
-            Fifo => {}
-            Char | Block => return Err(format!("entry {shown} is a device node")),
-            other => return Err(format!("entry {shown} has an unsupported type ({other:?})")),
-        }
         let mtime = precise_mtime(&mut entry);
         if path.as_os_str().is_empty() {
             // The root: the part's own directory; its metadata is applied last.
@@ -200,7 +165,7 @@ fn unpack(reader: impl Read, root: &Path, owner: Option<(u32, u32)>) -> Result<u
         }
         // The tar crate sets whole seconds; a PAX record may hold nanoseconds.
         match entry.header().entry_type() {
-            Directory => directories.push((path, mtime)),
+            tar::EntryType::Directory => directories.push((path, mtime)),
             _ => set_mtime(&root.join(&path), mtime),
         }
         count += 1;
@@ -213,6 +178,65 @@ fn unpack(reader: impl Read, root: &Path, owner: Option<(u32, u32)>) -> Result<u
         apply_root_metadata(root, &header, mtime, owner)?;
     }
     Ok(count)
+}
+
+/// What the archive has shown so far: regular files (the only hard-link targets)
+/// and symlinks (nothing may lie below one).
+#[derive(Default)]
+struct Seen {
+    files: HashSet<PathBuf>,
+    symlinks: HashSet<PathBuf>,
+}
+
+/// Refuses an entry that would leave the part or that a part may not hold: one
+/// below a symlink, a symlink pointing outside, a hard link to anything but an
+/// earlier file, a device node, an unknown type.
+fn admit_entry<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    path: &Path,
+    seen: &mut Seen,
+) -> Result<(), String> {
+    let shown = path.display();
+    if let Some(link) = path
+        .ancestors()
+        .skip(1)
+        .find(|a| seen.symlinks.contains(*a))
+    {
+        return Err(format!(
+            "entry {shown} lies below symlink {}",
+            link.display()
+        ));
+    }
+    use tar::EntryType::*;
+    match entry.header().entry_type() {
+        Regular | Continuous | GNUSparse => {
+            seen.files.insert(path.to_path_buf());
+        }
+        Directory => {}
+        Symlink => {
+            let target = link_target(entry, &shown)?;
+            if !symlink_stays_inside(path, &target, &seen.symlinks) {
+                return Err(format!(
+                    "symlink {shown} points outside the part (to {})",
+                    target.display()
+                ));
+            }
+            seen.symlinks.insert(path.to_path_buf());
+        }
+        Link => {
+            let target = link_target(entry, &shown)?;
+            if !inside_path(&target).is_some_and(|t| seen.files.contains(&t)) {
+                return Err(format!(
+                    "hard link {shown} does not point to a file earlier in the archive (to {})",
+                    target.display()
+                ));
+            }
+        }
+        Fifo => {}
+        Char | Block => return Err(format!("entry {shown} is a device node")),
+        other => return Err(format!("entry {shown} has an unsupported type ({other:?})")),
+    }
+    Ok(())
 }
 
 /// An entry's mtime as (seconds, nanoseconds): the PAX `mtime` record when there is

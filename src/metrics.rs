@@ -142,14 +142,22 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 /// The OpenMetrics text of these figures.
 pub fn render(stats: &[EnvStats], outcomes: &[JobOutcomes], counts: &JobCounts) -> String {
     let mut registry = Registry::with_prefix("envsnap");
+    register_environments(&mut registry, stats);
+    register_jobs(&mut registry, outcomes, counts);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .expect("writing to a String cannot fail");
+    text
+}
+
+/// Per environment: its status, its backups, and its newest completed backup.
+fn register_environments(registry: &mut Registry, stats: &[EnvStats]) {
     let status = Family::<StatusLabels, Gauge>::default();
     let backups = Family::<EnvLabels, Gauge>::default();
     let last_success = Family::<EnvLabels, FloatGauge>::default();
     let last_duration = Family::<EnvLabels, FloatGauge>::default();
     let last_size = Family::<EnvLabels, Gauge>::default();
     let last_stored = Family::<EnvLabels, Gauge>::default();
-    let finished = Family::<JobLabels, Counter>::default();
-    let active = Family::<StateLabels, Gauge>::default();
     for env in stats {
         let labels = EnvLabels {
             env: env.env.clone(),
@@ -170,19 +178,6 @@ pub fn render(stats: &[EnvStats], outcomes: &[JobOutcomes], counts: &JobCounts) 
                 .get_or_create(&labels)
                 .set(env.last_stored as i64);
         }
-    }
-    for outcome in outcomes {
-        let labels = JobLabels {
-            kind: outcome.kind.clone(),
-            state: outcome.state.clone(),
-        };
-        finished.get_or_create(&labels).inc_by(outcome.count);
-    }
-    for (state, count) in [("queued", counts.queued), ("running", counts.running)] {
-        let labels = StateLabels {
-            state: state.into(),
-        };
-        active.get_or_create(&labels).set(count as i64);
     }
     registry.register(
         "environment_status",
@@ -210,16 +205,31 @@ pub fn render(stats: &[EnvStats], outcomes: &[JobOutcomes], counts: &JobCounts) 
         "Bytes the newest completed backup newly stored",
         last_stored,
     );
+}
+
+/// Jobs finished by kind and outcome, and jobs queued and running now.
+fn register_jobs(registry: &mut Registry, outcomes: &[JobOutcomes], counts: &JobCounts) {
+    let finished = Family::<JobLabels, Counter>::default();
+    let active = Family::<StateLabels, Gauge>::default();
+    for outcome in outcomes {
+        let labels = JobLabels {
+            kind: outcome.kind.clone(),
+            state: outcome.state.clone(),
+        };
+        finished.get_or_create(&labels).inc_by(outcome.count);
+    }
+    for (state, count) in [("queued", counts.queued), ("running", counts.running)] {
+        let labels = StateLabels {
+            state: state.into(),
+        };
+        active.get_or_create(&labels).set(count as i64);
+    }
     registry.register(
         "jobs_finished",
         "Jobs finished, by kind and outcome",
         finished,
     );
     registry.register("jobs", "Jobs queued and running now", active);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry)
-        .expect("writing to a String cannot fail");
-    text
 }
 
 #[cfg(test)]
