@@ -99,19 +99,15 @@ pub async fn serve(
 ) {
     let socket: PathBuf = ctx.config().daemon.socket.clone();
     let shutdown = ctx.shutdown.clone();
-    let scheduler = Scheduler {
-        config: ctx.config.clone(),
-        catalog: ctx.catalog.clone(),
-        runner: ctx.runner.clone(),
-        clock: ctx.clock.clone(),
-        changed: ctx.schedule_changed.clone(),
-    };
     let metrics_sources = crate::metrics::Sources {
         config: ctx.config.clone(),
         catalog: ctx.catalog.clone(),
     };
     let runner = tokio::spawn(crate::jobs::run(ctx.clone()));
-    let scheduler = tokio::spawn(crate::jobs::scheduler::run(scheduler, shutdown.clone()));
+    let scheduler = tokio::spawn(crate::jobs::scheduler::run(
+        Scheduler::of(&ctx),
+        shutdown.clone(),
+    ));
     let pruner = tokio::spawn(crate::jobs::prune::daily(
         Pruner::of(&ctx),
         shutdown.clone(),

@@ -114,6 +114,18 @@ pub async fn job_outcome(call: &Call<'_>, job: JobRecord, wait: bool) -> Outcome
     to_value(json!({ "job": finished, "backup": backup }))
 }
 
+/// A backup that has completed: `keep` and `delete` leave one being created alone.
+async fn find_completed(ctx: &Context, env: &str, name: &str) -> Result<BackupRecord, ApiError> {
+    let backup = find_backup(ctx, env, name).await?;
+    if backup.status != "completed" {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("backup {name} of {env} is still being created"),
+        ));
+    }
+    Ok(backup)
+}
+
 pub async fn find_backup(ctx: &Context, env: &str, name: &str) -> Result<BackupRecord, ApiError> {
     let (env_c, name_c) = (env.to_owned(), name.to_owned());
     ctx.catalog
@@ -134,13 +146,7 @@ pub async fn keep(
     until: Option<DateTime<Utc>>,
 ) -> Outcome {
     let (ctx, caller) = (call.ctx, call.caller);
-    let backup = find_backup(ctx, &env, &name).await?;
-    if backup.status != "completed" {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("backup {name} of {env} is still being created"),
-        ));
-    }
+    find_completed(ctx, &env, &name).await?;
     if let Some(until) = until
         && until <= ctx.clock.now()
     {
@@ -173,13 +179,7 @@ pub async fn keep(
 
 pub async fn delete(call: &Call<'_>, env: String, name: String) -> Outcome {
     let (ctx, caller) = (call.ctx, call.caller);
-    let backup = find_backup(ctx, &env, &name).await?;
-    if backup.status != "completed" {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("backup {name} of {env} is still being created"),
-        ));
-    }
+    let backup = find_completed(ctx, &env, &name).await?;
     let manifest = match backup.manifest.as_deref() {
         Some(id) => Some(ctx.repo.load_manifest(&env, id).await?),
         None => None,

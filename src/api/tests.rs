@@ -42,6 +42,18 @@ fn backup_create(name: Option<&str>, wait: bool, keep_until: Option<&str>) -> Re
     }
 }
 
+fn dry_run_restore(backup: &str) -> Request {
+    Request::Restore {
+        env: "demo".into(),
+        backup: backup.into(),
+        from: None,
+        map: Default::default(),
+        wait: false,
+        no_safety_backup: false,
+        dry_run: true,
+    }
+}
+
 async fn setup(start: &str) -> (TestContext, Api) {
     let test = demo(at(start), |_| {}).await;
     let api = Api::new(test.ctx.clone());
@@ -155,21 +167,7 @@ async fn backups_run_restore_and_expire_by_the_clock() {
         .await
         .unwrap();
 
-    let plan = ask(
-        &api,
-        &root(),
-        Request::Restore {
-            env: "demo".into(),
-            backup: "first".into(),
-            from: None,
-            map: Default::default(),
-            wait: false,
-            no_safety_backup: false,
-            dry_run: true,
-        },
-    )
-    .await
-    .unwrap();
+    let plan = ask(&api, &root(), dry_run_restore("first")).await.unwrap();
     let parts: Vec<&str> = plan["parts"]
         .as_array()
         .unwrap()
@@ -184,21 +182,9 @@ async fn backups_run_restore_and_expire_by_the_clock() {
         .await
         .unwrap();
     assert_eq!(pruned["pruned"], serde_json::json!(["demo/first"]));
-    let expired = ask(
-        &api,
-        &root(),
-        Request::Restore {
-            env: "demo".into(),
-            backup: "first".into(),
-            from: None,
-            map: Default::default(),
-            wait: false,
-            no_safety_backup: false,
-            dry_run: true,
-        },
-    )
-    .await
-    .unwrap_err();
+    let expired = ask(&api, &root(), dry_run_restore("first"))
+        .await
+        .unwrap_err();
     assert_eq!(expired.0, ErrorCode::NotFound, "{}", expired.1);
     test.ctx.shutdown.cancel();
     runner.await.unwrap();

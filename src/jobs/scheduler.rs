@@ -19,6 +19,7 @@ use super::runner::Runner;
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Clock;
 use crate::config::LiveConfig;
+use crate::context::Context;
 use crate::schedule::{CronError, Due, due, next_run, parse};
 
 /// The longest the loop sleeps, so a changed clock or config is noticed soon.
@@ -72,6 +73,16 @@ pub async fn run(scheduler: Scheduler, shutdown: CancellationToken) {
 }
 
 impl Scheduler {
+    pub fn of(ctx: &Context) -> Self {
+        Scheduler {
+            config: ctx.config.clone(),
+            catalog: ctx.catalog.clone(),
+            runner: ctx.runner.clone(),
+            clock: ctx.clock.clone(),
+            changed: ctx.schedule_changed.clone(),
+        }
+    }
+
     /// Queues what is due now; returns the earliest next run of any schedule.
     pub async fn tick(&self) -> Result<Option<DateTime<Utc>>, ScheduleError> {
         let now = self.clock.now();
@@ -152,14 +163,7 @@ mod tests {
             env.schedule = vec!["0 0 3 * * *".into()];
         })
         .await;
-        let ctx = &test.ctx;
-        let scheduler = Scheduler {
-            config: ctx.config.clone(),
-            catalog: ctx.catalog.clone(),
-            runner: ctx.runner.clone(),
-            clock: ctx.clock.clone(),
-            changed: ctx.schedule_changed.clone(),
-        };
+        let scheduler = Scheduler::of(&test.ctx);
         (test, scheduler)
     }
 
