@@ -215,4 +215,25 @@ mod tests {
             "on time again"
         );
     }
+
+    #[tokio::test]
+    async fn the_loop_runs_without_a_daemon_and_stops_on_shutdown() {
+        let (test, scheduler) = daily_at_three(true).await;
+        // First seen at 02:59 (a schedule never fires for times before it existed).
+        scheduler.tick().await.unwrap();
+        let (changed, shutdown) = (scheduler.changed.clone(), CancellationToken::new());
+        let looping = tokio::spawn(run(scheduler, shutdown.clone()));
+        // A reload (here: only the clock moved) wakes the loop, which queues the run.
+        test.hand.advance(chrono::Duration::minutes(2));
+        changed.notify_one();
+        for _ in 0..200 {
+            if !queued(&test).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(queued(&test), ["20300101-030000-scheduled"]);
+        shutdown.cancel();
+        looping.await.unwrap();
+    }
 }
