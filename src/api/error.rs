@@ -101,10 +101,8 @@ impl From<RepoError> for ApiError {
 }
 
 impl From<PruneError> for ApiError {
+    /// Nothing a prune meets is the caller's to fix: the catalog or the store failed.
     fn from(e: PruneError) -> Self {
-        match e {
-            PruneError::Catalog(e) => e.into(),
-            PruneError::Repo(e) => e.into(),
-        }
+        ApiError::new(ErrorCode::Internal, e.to_string())
     }
 }

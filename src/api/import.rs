@@ -193,7 +193,8 @@ pub async fn import(call: &Call<'_>, ask: ImportAsk, files: Vec<OwnedFd>, wait: 
         failed => {
             drop(ctx.runner.take_import(&token));
             return Err(match failed {
-                Ok(Err(e)) => e.into(),
+                // As before the typed errors: any refusal to queue is a conflict.
+                Ok(Err(e)) => ApiError::new(ErrorCode::Conflict, e.to_string()),
                 Err(e) => e.into(),
                 Ok(Ok(_)) => unreachable!("matched above"),
             });

@@ -21,9 +21,18 @@ use super::records::{
 
 const JOB_COLUMNS: &str = "id, kind, env, state, user, backup, error, created, started, finished";
 
-/// A job row as stored: times still text.
+/// A job row as stored: kind, state and times still text. A catalog written by a
+/// newer envsnap may hold kinds this one does not know: such a row must not make a
+/// whole query fail (the queue would stop, or the daemon would not start), so it is
+/// read as text and dealt with row by row ([`JobRow::is_known`]).
 struct JobRow {
-    record: JobRecord,
+    id: i64,
+    kind: String,
+    env: Option<String>,
+    state: String,
+    user: String,
+    backup: Option<String>,
+    error: Option<String>,
     created: String,
     started: Option<String>,
     finished: Option<String>,
@@ -31,30 +40,38 @@ struct JobRow {
 
 fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
-        record: JobRecord {
-            id: row.get(0)?,
-            kind: row.get(1)?,
-            env: row.get(2)?,
-            state: row.get(3)?,
-            user: row.get(4)?,
-            backup: row.get(5)?,
-            error: row.get(6)?,
-            created: DateTime::<Utc>::UNIX_EPOCH,
-            started: None,
-            finished: None,
-        },
+        id: row.get(0)?,
+        kind: row.get(1)?,
+        env: row.get(2)?,
+        state: row.get(3)?,
+        user: row.get(4)?,
+        backup: row.get(5)?,
+        error: row.get(6)?,
         created: row.get(7)?,
         started: row.get(8)?,
         finished: row.get(9)?,
     })
 }
 
+impl JobRow {
+    fn is_known(&self) -> bool {
+        self.kind.parse::<JobKind>().is_ok() && self.state.parse::<JobState>().is_ok()
+    }
+}
+
 fn into_job(row: JobRow) -> Result<JobRecord, CatalogError> {
+    let malformed = |e: String| CatalogError::Malformed(format!("job {}: {e}", row.id));
     Ok(JobRecord {
+        id: row.id,
+        kind: row.kind.parse().map_err(malformed)?,
+        env: row.env,
+        state: row.state.parse().map_err(malformed)?,
+        user: row.user,
+        backup: row.backup,
+        error: row.error,
         created: parse_time(&row.created)?,
         started: row.started.as_deref().map(parse_time).transpose()?,
         finished: row.finished.as_deref().map(parse_time).transpose()?,
-        ..row.record
     })
 }
 
@@ -300,7 +317,11 @@ impl Catalog {
             ))?
             .query_map([limit], read_job)?
             .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(into_job).collect()
+        // Jobs of kinds a newer envsnap made are not listed here.
+        rows.into_iter()
+            .filter(JobRow::is_known)
+            .map(into_job)
+            .collect()
     }
 
     /// Queued jobs that may start now: oldest first, at most one per environment
@@ -318,6 +339,12 @@ impl Catalog {
         let mut envs = std::collections::HashSet::new();
         let mut chosen = Vec::new();
         for row in rows {
+            if !row.is_known() {
+                // Queued by a newer envsnap: this one cannot run it, and says so.
+                let error = format!("unknown job kind {:?}", row.kind);
+                end_job(&conn, row.id, JobState::Failed, Some(&error))?;
+                continue;
+            }
             let job = into_job(row)?;
             // Jobs without an environment (prune) run alone, one at a time.
             let key = job.env.clone().unwrap_or_default();
@@ -342,7 +369,7 @@ impl Catalog {
     pub fn start_job(&self, id: i64) -> Result<bool, CatalogError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let started: Option<(JobKind, Option<String>)> = tx
+        let started: Option<(String, Option<String>)> = tx
             .query_row(
                 "UPDATE jobs SET state = 'running', started = ?2 WHERE id = ?1 AND state = 'queued' RETURNING kind, env",
                 params![id, time_text(Utc::now())],
@@ -352,7 +379,9 @@ impl Catalog {
         let Some((kind, env)) = started else {
             return Ok(false);
         };
-        if kind == JobKind::Restore {
+        // A kind this envsnap does not know changes no environment (it fails at once).
+        let kind = kind.parse::<JobKind>().ok();
+        if kind == Some(JobKind::Restore) {
             // A new restore: the safety backup named is the one it is about to make.
             if let Some(env) = env.as_deref() {
                 tx.execute(
@@ -361,14 +390,14 @@ impl Catalog {
                 )?;
             }
         }
-        if let (Some(env), true) = (env.as_deref(), kind.uses_backup()) {
+        if let (Some(env), true) = (env.as_deref(), kind.is_some_and(JobKind::uses_backup)) {
             tx.execute(
                 "INSERT INTO environments (name, status) VALUES (?1, 'updating')
                  ON CONFLICT (name) DO UPDATE SET status = 'updating'",
                 [env],
             )?;
         }
-        if let (Some(env), JobKind::Backup) = (env.as_deref(), kind) {
+        if let (Some(env), Some(JobKind::Backup)) = (env.as_deref(), kind) {
             let last_error: Option<String> = tx
                 .query_row(
                     "SELECT last_error FROM environments WHERE name = ?1",
@@ -416,7 +445,7 @@ impl Catalog {
     pub fn cancel_queued(&self, id: i64, activity: &ActivityEntry) -> Result<bool, CatalogError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let cancelled: Option<(JobKind, Option<String>, Option<String>)> = tx
+        let cancelled: Option<(String, Option<String>, Option<String>)> = tx
             .query_row(
                 "UPDATE jobs SET state = 'cancelled', error = 'cancelled while queued', finished = ?2
                  WHERE id = ?1 AND state = 'queued' RETURNING kind, env, backup",
@@ -427,9 +456,11 @@ impl Catalog {
         let Some((kind, env, backup)) = cancelled else {
             return Ok(false);
         };
-        if let (JobKind::Backup, Some(env), Some(backup)) =
-            (kind, env.as_deref(), backup.as_deref())
-        {
+        if let (true, Some(env), Some(backup)) = (
+            kind == JobKind::Backup.as_str(),
+            env.as_deref(),
+            backup.as_deref(),
+        ) {
             remove_backup(&tx, env, backup)?;
         }
         insert_activity(&tx, activity)?;
@@ -477,19 +508,24 @@ impl Catalog {
     /// After a crash or restart: jobs left running failed, their half backups gone,
     /// environments left `backing-up` back to `ready`. Returns the jobs failed.
     pub fn recover_interrupted(&self) -> Result<Vec<JobRecord>, CatalogError> {
-        let interrupted: Vec<JobRecord> = {
+        let interrupted: Vec<JobRow> = {
             let conn = self.lock();
-            let rows = conn
-                .prepare(&format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running'"
-                ))?
-                .query_map([], read_job)?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter().map(into_job).collect::<Result<_, _>>()?
+            conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running'"
+            ))?
+            .query_map([], read_job)?
+            .collect::<Result<Vec<_>, _>>()?
         };
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let reason = "interrupted: the daemon stopped while the job ran";
+        let (known, unknown): (Vec<JobRow>, Vec<JobRow>) =
+            interrupted.into_iter().partition(JobRow::is_known);
+        for row in &unknown {
+            end_job(&tx, row.id, JobState::Failed, Some(reason))?;
+        }
+        let interrupted: Vec<JobRecord> =
+            known.into_iter().map(into_job).collect::<Result<_, _>>()?;
         for job in &interrupted {
             end_job(&tx, job.id, JobState::Failed, Some(reason))?;
             if let (Some(env), Some(backup), true) = (
@@ -573,4 +609,53 @@ fn restore_env_after_backup(tx: &rusqlite::Connection, env: &str) -> Result<(), 
         [env],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job of a kind a newer envsnap queued, as it lies in the catalog.
+    fn insert_foreign_job(catalog: &Catalog, state: &str) -> i64 {
+        let conn = catalog.lock();
+        conn.execute(
+            "INSERT INTO jobs (kind, env, state, user, created) VALUES ('drill', 'live', ?1, 'root', ?2)",
+            params![state, time_text(Utc::now())],
+        )
+        .unwrap();
+        conn.last_insert_rowid()
+    }
+
+    #[test]
+    fn a_job_kind_from_a_newer_envsnap_fails_alone() {
+        let catalog = Catalog::in_memory().unwrap();
+        let foreign = insert_foreign_job(&catalog, "queued");
+        let ours = catalog
+            .queue_backup("live", "b1", "host", "manual", "root", None)
+            .unwrap();
+        // The queue goes on: ours is runnable, the foreign one failed saying why.
+        let runnable = catalog.runnable_jobs(4).unwrap();
+        assert_eq!(runnable.iter().map(|j| j.id).collect::<Vec<_>>(), [ours.id]);
+        let (state, error): (String, Option<String>) = catalog
+            .lock()
+            .query_row(
+                "SELECT state, error FROM jobs WHERE id = ?1",
+                [foreign],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(state, "failed");
+        assert_eq!(error.as_deref(), Some("unknown job kind \"drill\""));
+        assert_eq!(catalog.list_jobs(10).unwrap().len(), 1, "not listed");
+        // A restart with one left running still starts.
+        let running = insert_foreign_job(&catalog, "running");
+        assert!(catalog.recover_interrupted().unwrap().is_empty());
+        let state: String = catalog
+            .lock()
+            .query_row("SELECT state FROM jobs WHERE id = ?1", [running], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(state, "failed");
+    }
 }

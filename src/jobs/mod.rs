@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::JobRecord;
+use crate::catalog::{JobKind, JobRecord};
 use crate::context::Context;
 use crate::control::protocol::{JobState, Progress};
 use runner::Active;
@@ -100,16 +100,9 @@ async fn start_runnable(ctx: &Arc<Context>) {
 
 async fn run_job(ctx: &Arc<Context>, job: JobRecord, cancel: CancellationToken) {
     tracing::info!(job = job.id, kind = %job.kind, env = job.env.as_deref().unwrap_or(""), "job started");
-    match job.kind.as_str() {
-        "backup" => backup::run(ctx, &job, cancel).await,
-        "import" => import::run(ctx, &job, cancel).await,
-        "restore" => restore::run(ctx, &job, cancel).await,
-        other => {
-            let error = format!("unknown job kind {other:?}");
-            let _ = ctx
-                .catalog
-                .blocking(move |c| c.finish_job(job.id, JobState::Failed, Some(&error), None))
-                .await;
-        }
+    match job.kind {
+        JobKind::Backup => backup::run(ctx, &job, cancel).await,
+        JobKind::Import => import::run(ctx, &job, cancel).await,
+        JobKind::Restore => restore::run(ctx, &job, cancel).await,
     }
 }
