@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use super::Config;
+use super::schema::Config;
 
 /// A shared handle on the config in force; cheap to clone.
 #[derive(Clone)]

@@ -18,7 +18,7 @@
 
 use config::{Value, ValueKind};
 
-use super::ConfigError;
+use super::error::ConfigError;
 use super::values::is_valid_name;
 
 const PREFIX: &str = "ENVSNAP_";

@@ -1,6 +1,7 @@
 //! Tests of the assembled config: parts order, access lookup, the embedded default.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::*;
 use crate::config::Action;
@@ -107,7 +108,7 @@ fn defaults_are_filled_in() {
     assert_eq!(config.daemon.max_jobs, 2);
     assert!(config.daemon.catch_up);
     assert_eq!(config.daemon.command_timeout, Duration::from_secs(600));
-    assert_eq!(config.daemon.host, validate::hostname());
+    assert_eq!(config.daemon.host, defaults::hostname());
     assert_eq!(config.store.url, "file:///var/lib/envsnap/store");
     assert_eq!(config.store.compression, 3);
     let live = config.env("live").unwrap();

@@ -8,20 +8,20 @@ use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use super::access::{AccessRules, Principal};
+use super::defaults::{
+    DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMPRESSION, DEFAULT_MAX_JOBS, DEFAULT_RETENTION,
+    DEFAULT_SOCKET, DEFAULT_STATE_DIR, default_store_url, hostname,
+};
+use super::error::ConfigError;
+use super::origin::{Ctx, absolute, commands, one_line};
 use super::overrides::{Override, config_to_toml};
 use super::raw::{RawAccess, RawConfig, RawDaemon, RawEnv, RawStore};
+use super::schema::{AppConfig, Config, DaemonConfig, EnvConfig, MountConfig, StoreConfig};
+use super::validate_db;
 use super::values::{NAME_RULE, check_command, is_valid_name, normalize_cron, parse_duration};
-use super::{
-    AccessRules, Config, ConfigError, ConfigOrigin, DaemonConfig, EnvConfig, MountConfig,
-    Principal, StoreConfig, VersionSource,
-};
+use super::version::VersionSource;
 
-pub(super) const DEFAULT_STATE_DIR: &str = "/var/lib/envsnap";
-pub(super) const DEFAULT_SOCKET: &str = "/run/envsnap/envsnapd.sock";
-pub(super) const DEFAULT_MAX_JOBS: usize = 2;
-pub(super) const DEFAULT_COMPRESSION: i32 = 3;
-pub(super) const DEFAULT_RETENTION: Duration = Duration::from_secs(14 * 86_400);
-pub(super) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 /// The schemes `store::Store::from_url` understands (object_store's `parse_url`).
 const STORE_SCHEMES: [&str; 12] = [
     "file", "memory", "s3", "s3a", "gs", "az", "azure", "adl", "abfs", "abfss", "http", "https",
@@ -58,104 +58,6 @@ pub(super) fn parse(
     let tree = config_to_toml(merged.cache).unwrap_or_else(|| toml::Table::new().into());
     let raw: RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| ctx.serde_error(e))?;
     build(raw, &ctx, file)
-}
-
-/// Knows where each key came from, to name it in errors.
-pub(super) struct Ctx<'a> {
-    file: &'a Path,
-    overrides: &'a [Override],
-    table: toml::Table,
-}
-
-impl Ctx<'_> {
-    pub(super) fn error(&self, key: &str, problem: impl AsRef<str>) -> ConfigError {
-        ConfigError::Invalid {
-            origin: self.origin_of(key),
-            key: if key.is_empty() {
-                "(top level)".to_owned()
-            } else {
-                key.to_owned()
-            },
-            problem: one_line(problem.as_ref()),
-        }
-    }
-
-    /// A variable set this key or one inside it (`environments.live.schedule[0]`
-    /// comes from ENVSNAP_ENVIRONMENTS__LIVE__SCHEDULE), or the key's nearest
-    /// ancestor missing from the file exists because a variable set something in it
-    /// (`environments.staging.version` is missing because of
-    /// ENVSNAP_ENVIRONMENTS__STAGING__RETENTION).
-    fn origin_of(&self, key: &str) -> ConfigOrigin {
-        let set_by = |o: &&Override| {
-            key == o.key
-                || key
-                    .strip_prefix(o.key.as_str())
-                    .is_some_and(|rest| rest.starts_with(['.', '[']))
-        };
-        let variable = self.overrides.iter().find(set_by).or_else(|| {
-            let plain = key.split('[').next().unwrap_or(key);
-            let segments: Vec<&str> = plain.split('.').filter(|s| !s.is_empty()).collect();
-            let missing = (1..=segments.len())
-                .map(|n| segments[..n].join("."))
-                .find(|ancestor| !self.file_has(ancestor))?;
-            self.overrides.iter().find(|o| {
-                o.key == missing
-                    || o.key
-                        .strip_prefix(missing.as_str())
-                        .is_some_and(|rest| rest.starts_with('.'))
-            })
-        });
-        match variable {
-            Some(o) => ConfigOrigin::Variable(o.variable.clone()),
-            None => ConfigOrigin::File(self.file.to_path_buf()),
-        }
-    }
-
-    fn file_has(&self, key: &str) -> bool {
-        let mut table = &self.table;
-        let mut segments = key.split('.').peekable();
-        while let Some(segment) = segments.next() {
-            match (table.get(segment), segments.peek()) {
-                (Some(_), None) => return true,
-                (Some(toml::Value::Table(inner)), Some(_)) => table = inner,
-                _ => return false,
-            }
-        }
-        false
-    }
-
-    fn serde_error(&self, error: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
-        let path = error.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        let message = one_line(error.inner().message());
-        // serde_path_to_error has usually recorded the offending key already.
-        let join = |field: &str| {
-            if path.is_empty() {
-                field.to_owned()
-            } else if path.rsplit('.').next() == Some(field) {
-                path.clone()
-            } else {
-                format!("{path}.{field}")
-            }
-        };
-        if let Some(rest) = message.strip_prefix("unknown field `") {
-            let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
-            let expected = expected.trim_start_matches(", ");
-            return self.error(&join(field), format!("unknown key ({expected})"));
-        }
-        if let Some(rest) = message.strip_prefix("missing field `") {
-            let field = rest.split('`').next().unwrap_or(rest);
-            return self.error(&join(field), "missing required key");
-        }
-        let problem = message
-            .replace("invalid type:", "wrong type:")
-            .replace("unknown variant", "unknown value")
-            .replace("expected i64", "expected an integer")
-            .replace("expected u16", "expected a port number 0-65535")
-            .replace("expected a sequence", "expected a list")
-            .replace("expected path string", "expected a path string");
-        self.error(&path, problem)
-    }
 }
 
 fn build(raw: RawConfig, ctx: &Ctx, file: &Path) -> Result<Config, ConfigError> {
@@ -296,12 +198,6 @@ fn store(raw: RawStore, state_dir: &Path, ctx: &Ctx) -> Result<StoreConfig, Conf
     })
 }
 
-pub(super) fn default_store_url(state_dir: &Path) -> String {
-    url::Url::from_file_path(state_dir.join("store"))
-        .map(String::from)
-        .unwrap_or_else(|()| format!("file://{}/store", state_dir.display()))
-}
-
 fn check_store_url(text: &str) -> Result<(), String> {
     let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
     let scheme = url.scheme();
@@ -405,10 +301,10 @@ fn environment(name: &str, raw: RawEnv, ctx: &Ctx) -> Result<EnvConfig, ConfigEr
     for (db_name, db) in raw.databases {
         let db_key = format!("{key}.databases.{db_name}");
         part_name(&db_name, &db_key, ctx)?;
-        let built = super::validate_db::database(db, &db_key, ctx)?;
+        let built = validate_db::database(db, &db_key, ctx)?;
         databases.insert(db_name, built);
     }
-    super::validate_db::distinct_files(&databases, &key, ctx)?;
+    validate_db::distinct_files(&databases, &key, ctx)?;
     for (list, what) in [
         (&raw.app.stop, "app.stop"),
         (&raw.app.start, "app.start"),
@@ -436,7 +332,7 @@ fn environment(name: &str, raw: RawEnv, ctx: &Ctx) -> Result<EnvConfig, ConfigEr
         code,
         mounts,
         databases,
-        app: super::AppConfig {
+        app: AppConfig {
             stop: raw.app.stop,
             start: raw.app.start,
             check: raw.app.check,
@@ -531,21 +427,6 @@ fn normalized(path: &Path) -> PathBuf {
         .collect()
 }
 
-pub(super) fn absolute(path: PathBuf, key: &str, ctx: &Ctx) -> Result<PathBuf, ConfigError> {
-    if path.is_absolute() {
-        Ok(path)
-    } else {
-        Err(ctx.error(key, format!("`{}` is not an absolute path", path.display())))
-    }
-}
-
-pub(super) fn commands(list: &[String], key: &str, ctx: &Ctx) -> Result<(), ConfigError> {
-    for (i, command) in list.iter().enumerate() {
-        check_command(command).map_err(|p| ctx.error(&format!("{key}[{i}]"), p))?;
-    }
-    Ok(())
-}
-
 fn positive_duration(text: &str, key: &str, ctx: &Ctx) -> Result<Duration, ConfigError> {
     match parse_duration(text) {
         Ok(d) if d.is_zero() => Err(ctx.error(
@@ -563,20 +444,4 @@ fn line_of(text: &str, offset: usize) -> usize {
         .filter(|&&b| b == b'\n')
         .count()
         + 1
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The machine's host name, the default `daemon.host`.
-pub(super) fn hostname() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the pointer and length describe `buffer`, which outlives the call.
-    let status = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
-    if status != 0 {
-        return "localhost".to_owned();
-    }
-    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
-    String::from_utf8_lossy(&buffer[..end]).into_owned()
 }

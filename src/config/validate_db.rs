@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use super::error::ConfigError;
+use super::origin::{Ctx, absolute, commands};
 use super::raw::RawDatabase;
-use super::validate::{Ctx, absolute, commands};
-use super::{ConfigError, DatabaseConfig, DatabaseKind};
+use super::schema::{DatabaseConfig, DatabaseKind};
 
 pub(super) fn database(
     raw: RawDatabase,
