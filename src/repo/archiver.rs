@@ -26,8 +26,8 @@ use super::id::Id;
 use super::manifest::{PartLayout, PartRecord};
 use super::pack::ChunkKind;
 use super::reader::TreeEntries;
+use super::sink::{ChunkSink, ProduceError};
 use super::tree::{Entry, EntryKind, FileChunk, Xattr, join, path_order, write_entry};
-use super::writer::{ChunkSink, ProduceError};
 use super::{RepoError, Repository};
 
 /// Names at the root of a tree that belong to envsnap's restore, never to the data.

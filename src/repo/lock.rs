@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-use super::RepoError;
+use super::error::RepoError;
 use crate::store::Store;
 
 #[derive(Debug, Serialize, Deserialize)]

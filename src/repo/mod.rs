@@ -27,6 +27,7 @@
 pub mod archiver;
 pub mod chunker;
 pub mod crypto;
+mod error;
 pub mod export;
 pub mod format;
 pub mod id;
@@ -41,6 +42,7 @@ mod readahead;
 pub mod reader;
 pub mod rebuild;
 pub mod restorer;
+pub mod sink;
 pub mod tree;
 pub mod verify;
 pub mod writer;
@@ -50,7 +52,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::Utc;
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::Catalog;
 use crate::store::{Store, StoreError};
 use chunker::ChunkerParams;
 use crypto::Keys;
@@ -58,95 +60,10 @@ use format::{
     CIPHER, DEFAULT_COMPRESSION, DEFAULT_PACK_SIZE, EncryptionConfig, REPO_FORMAT, RepoConfig,
 };
 use manifest::{Manifest, manifest_key};
-use pack::DecodeError;
+
+pub use error::RepoError;
 
 const CONFIG_KEY: &str = "config";
-
-/// Errors of the storage engine.
-#[derive(Debug, thiserror::Error)]
-pub enum RepoError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    Key(#[from] crypto::KeyError),
-    #[error("no repository at {location} (no config object); initialise it first")]
-    NoRepository { location: String },
-    #[error("a repository already exists at {location}")]
-    AlreadyExists { location: String },
-    #[error("repository format {found} is not supported (this envsnap reads format {REPO_FORMAT})")]
-    UnsupportedFormat { found: u32 },
-    #[error("repository config is invalid: {0}")]
-    BadConfig(String),
-    #[error("the repository is encrypted: a key file is needed")]
-    KeyRequired,
-    #[error("the repository is not encrypted, but a key file was given")]
-    KeyNotExpected,
-    #[error("wrong key: the key file does not match this repository")]
-    WrongKey,
-    #[error("chunk {chunk} is not in the index")]
-    UnknownChunk { chunk: String },
-    #[error("object {object}: {reason}")]
-    Corrupt { object: String, reason: String },
-    #[error("part {part}: {source}")]
-    InPart {
-        part: String,
-        source: Box<RepoError>,
-    },
-    #[error("backup {0} not found")]
-    NoSuchBackup(String),
-    #[error("backup has no part {0}")]
-    NoSuchPart(String),
-    #[error("part {part} is a {found}, not a {wanted}")]
-    WrongLayout {
-        part: String,
-        found: &'static str,
-        wanted: &'static str,
-    },
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "invalid name {0:?}: names are 1-64 of A-Z a-z 0-9 . _ - and start with a letter or digit"
-    )]
-    BadName(String),
-    #[error("cancelled")]
-    Cancelled,
-    #[error("the write pipeline stopped: {0}")]
-    Pipeline(String),
-    /// A part's source (a database dump) failed; the message names it.
-    #[error("{0}")]
-    Source(String),
-}
-
-impl RepoError {
-    pub(crate) fn in_part(self, part: &str) -> Self {
-        match self {
-            already @ RepoError::InPart { .. } => already,
-            other => RepoError::InPart {
-                part: part.to_owned(),
-                source: Box::new(other),
-            },
-        }
-    }
-
-    pub(crate) fn corrupt(object: impl Into<String>, error: DecodeError) -> Self {
-        RepoError::Corrupt {
-            object: object.into(),
-            reason: error.to_string(),
-        }
-    }
-
-    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        RepoError::Io {
-            path: path.as_ref().display().to_string(),
-            source,
-        }
-    }
-}
 
 /// Settings fixed when a repository is created.
 #[derive(Debug, Clone)]

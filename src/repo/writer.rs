@@ -6,9 +6,9 @@
 //!                  bounded channel                     bounded channel
 //! ```
 //!
-//! Producers (`archiver.rs` for trees, [`BackupWriter::add_stream`] for streams) hash
-//! each chunk and look it up, first in this write's own set, then in the catalog's
-//! chunk index; only new chunks travel on. Every channel is bounded, so memory stays
+//! Producers (`archiver.rs` for trees, [`BackupWriter::add_stream`] for streams) hand
+//! each chunk to the pipeline's entry, the [`ChunkSink`] (`sink.rs`), which lets only
+//! new chunks travel on. Every channel is bounded, so memory stays
 //! flat whatever the data size, and the slowest stage sets the pace.
 //!
 //! [`BackupWriter::commit`] drains the pipeline, then writes the index object, adds
@@ -17,7 +17,6 @@
 //! dropping the writer) deletes the packs this write uploaded, and prune reclaims what
 //! a crash leaves. If any stage fails, the channels close and every stage stops.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -40,8 +39,8 @@ use super::manifest::{
 };
 use super::pack::{ChunkKind, PackBuilder, PackEntry, encode_blob};
 use super::readahead::ReadAhead;
+use super::sink::{ChunkSink, PendingChunk, ProduceError};
 use super::{RepoError, Repository, checked_name, pack_key};
-use crate::catalog::Catalog;
 use crate::store::Store;
 
 /// The packs a write uploaded, with the chunks each holds.
@@ -54,72 +53,11 @@ const BLOB_QUEUE: usize = 4;
 /// Packs uploading at once: overlaps network latency, bounds memory to ~3 packs.
 const UPLOADS_IN_FLIGHT: usize = 2;
 
-struct PendingChunk {
-    id: Id,
-    kind: ChunkKind,
-    data: Vec<u8>,
-    stored: Arc<AtomicU64>,
-}
-
 struct EncodedChunk {
     id: Id,
     kind: ChunkKind,
     raw_length: u32,
     blob: Vec<u8>,
-}
-
-/// The producers' end of the pipeline; cloned into each producer thread.
-#[derive(Clone)]
-pub struct ChunkSink {
-    keys: Keys,
-    catalog: Catalog,
-    seen: Arc<Mutex<HashSet<Id>>>,
-    queue: crossbeam_channel::Sender<PendingChunk>,
-    cancel: CancellationToken,
-    /// Bytes of content processed so far (new or not), for progress reports.
-    progress: Arc<AtomicU64>,
-}
-
-impl ChunkSink {
-    /// Hashes a chunk and, unless the repository has it already, queues it for
-    /// storing; `stored` grows by its stored size once it is encoded.
-    pub fn add(
-        &self,
-        kind: ChunkKind,
-        data: &[u8],
-        stored: &Arc<AtomicU64>,
-    ) -> Result<Id, RepoError> {
-        if self.cancel.is_cancelled() {
-            return Err(RepoError::Cancelled);
-        }
-        let id = self.keys.chunk_id(data);
-        if kind == ChunkKind::Data {
-            self.progress
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        if !self.seen.lock().expect("dedup set lock").insert(id) || self.catalog.has_chunk(&id)? {
-            return Ok(id);
-        }
-        let pending = PendingChunk {
-            id,
-            kind,
-            data: data.to_vec(),
-            stored: stored.clone(),
-        };
-        self.queue
-            .send(pending)
-            .map_err(|_| RepoError::Pipeline("a later stage failed".into()))?;
-        Ok(id)
-    }
-
-    pub fn cancel_token(&self) -> &CancellationToken {
-        &self.cancel
-    }
-
-    /// Counts content that needed no reading (files reused from the parent).
-    pub fn skipped(&self, bytes: u64) {
-        self.progress.fetch_add(bytes, Ordering::Relaxed);
-    }
 }
 
 /// One backup being written. Add parts, then [`commit`](Self::commit).
@@ -166,14 +104,12 @@ impl Repository {
             blob_rx,
             uploaded.clone(),
         ));
-        let sink = ChunkSink {
-            keys: self.keys().clone(),
-            catalog: self.catalog().clone(),
-            seen: Arc::new(Mutex::new(HashSet::new())),
-            queue: chunk_tx,
+        let sink = ChunkSink::new(
+            self.keys().clone(),
+            self.catalog().clone(),
+            chunk_tx,
             cancel,
-            progress: Arc::new(AtomicU64::new(0)),
-        };
+        );
         Ok(BackupWriter {
             repo: self.clone(),
             sink: Some(sink),
@@ -200,7 +136,7 @@ impl BackupWriter {
     pub fn progress(&self) -> Arc<AtomicU64> {
         self.sink
             .as_ref()
-            .map_or_else(|| Arc::new(AtomicU64::new(0)), |s| s.progress.clone())
+            .map_or_else(|| Arc::new(AtomicU64::new(0)), ChunkSink::progress)
     }
 
     fn check_new_part(&self, part: &str) -> Result<(), RepoError> {
@@ -390,37 +326,6 @@ impl BackupWriter {
             if let Err(e) = self.repo.store().delete(&pack_key(&pack)).await {
                 tracing::warn!(pack = %pack, error = %e, "could not delete a pack of a failed backup; prune will");
             }
-        }
-    }
-}
-
-/// What a producer thread can fail with: reading its input, or the repository.
-#[derive(Debug)]
-pub(crate) enum ProduceError {
-    Io(std::io::Error),
-    Repo(RepoError),
-}
-
-impl From<std::io::Error> for ProduceError {
-    fn from(e: std::io::Error) -> Self {
-        ProduceError::Io(e)
-    }
-}
-
-impl From<RepoError> for ProduceError {
-    fn from(e: RepoError) -> Self {
-        ProduceError::Repo(e)
-    }
-}
-
-impl From<ProduceError> for RepoError {
-    fn from(e: ProduceError) -> Self {
-        match e {
-            ProduceError::Io(e) => RepoError::Io {
-                path: "input stream".into(),
-                source: e,
-            },
-            ProduceError::Repo(e) => e,
         }
     }
 }
