@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use super::CliError;
+use super::error::CliError;
 
 /// Asks on stderr for `expected` (a `noun`: "backup name", "environment name") to be
 /// typed on stdin; refuses when stdin is not a terminal or the answer differs. `what`

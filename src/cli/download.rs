@@ -12,7 +12,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::CliError;
+use super::error::CliError;
 use crate::control::client::Client;
 use crate::control::protocol::Request;
 

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use super::CliError;
+use super::error::CliError;
 use super::progress::ProgressDisplay;
 use crate::control::client::Client;
 use crate::control::protocol::Request;
@@ -114,7 +114,7 @@ fn print(request: &Request, raw: &str, json: bool) -> Result<(), CliError> {
         writeln!(stdout, "{raw}")?;
     } else {
         let data: serde_json::Value = serde_json::from_str(raw)?;
-        stdout.write_all(super::render(request, &data, &chrono::Local)?.as_bytes())?;
+        stdout.write_all(super::result::render(request, &data, &chrono::Local)?.as_bytes())?;
     }
     Ok(())
 }
