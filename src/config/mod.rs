@@ -9,7 +9,7 @@
 //! 3. the merged tree is deserialized strictly (unknown keys and wrong types are
 //!    errors) into the raw shape ([`raw`]), with `serde_path_to_error` giving the key;
 //! 4. every value is checked and defaults are filled in ([`validate`]), giving the
-//!    types of [`schema`], which hold only valid values: schedules are normalized
+//!    types of `schema.rs`, which hold only valid values: schedules are normalized
 //!    6-field cron, durations are `Duration`s, paths that must be absolute are.
 //!
 //! Nothing outside the config is touched while loading except `password_file`s, whose
@@ -17,8 +17,9 @@
 //! Version files and commands are read later, by [`VersionSource::read`]. A failed
 //! load changes nothing, so a reload with a broken file keeps the old config.
 //!
-//! The types are in [`schema`], the refusal in [`error`], reading a file in [`load`]
-//! and what a file leaves out in [`defaults`]; this module only re-exports them.
+//! The types are in `schema.rs`, the refusal in `error.rs`, reading a file in
+//! `load.rs` and what a file leaves out in `defaults.rs`; this module only
+//! re-exports them.
 //!
 //! `docs/config.md` documents every key for operators.
 

@@ -1,14 +1,15 @@
 //! Restoring a tree part into a directory: plan, fetch into staging, then swap in.
 //!
-//! 1. Plan ([`plan`]): the backup's tree against the target, changing nothing; the
-//!    plan's figures are what `--dry-run` shows.
+//! 1. Plan (`restorer/plan.rs`): the backup's tree against the target, changing
+//!    nothing; the plan's figures are what `--dry-run` shows.
 //! 2. Fetch (here): the chunks of the files to write are grouped by pack and fetched
 //!    with bounded concurrency; each is hash-checked and written at its offset into a
-//!    staging file inside the target ([`stage`]). Holes are never written, so sparse
-//!    files stay sparse. If any chunk is missing or corrupt the restore stops here,
-//!    and the target is exactly as it was.
-//! 3. Apply ([`apply`]): remove extra paths, create directories, give staged files
-//!    their metadata and rename them into place, then links, then directory metadata.
+//!    staging file inside the target (`restorer/stage.rs`). Holes are never written,
+//!    so sparse files stay sparse. If any chunk is missing or corrupt the restore
+//!    stops here, and the target is exactly as it was.
+//! 3. Apply (`restorer/apply.rs`): remove extra paths, create directories, give
+//!    staged files their metadata and rename them into place, then links, then
+//!    directory metadata.
 
 mod apply;
 mod plan;

@@ -2,7 +2,7 @@
 //! hashes each chunk and looks it up, first in this write's own set, then in the
 //! catalog's chunk index; only new chunks travel on to the compressors. The sink is
 //! cloned into each producer thread (`archiver.rs` for trees, the stream reader in
-//! `writer.rs`); a producer stops with a [`ProduceError`] when its input or the
+//! `writer.rs`); a producer stops with a `ProduceError` when its input or the
 //! repository fails, or when the write is cancelled.
 
 use std::collections::HashSet;
