@@ -22,25 +22,24 @@ use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
 
-use super::{DumpStream, SecretFile, SourceError, feed_tool, find_tool, run_tool, store_dump};
+use super::dump::{DumpStream, store_dump};
+use super::error::{DatabaseError, SourceError};
+use super::secret::{SecretFile, read_password};
+use super::tool::{feed_tool, find_tool, run_tool};
 use crate::config::DatabaseConfig;
 use crate::repo::writer::BackupWriter;
 
 pub const FORMAT: &str = "mariadb-sql";
 const KIND: &str = "mariadb";
 
-fn error(message: impl Into<String>) -> SourceError {
-    super::tool_error(KIND, message)
+fn error(problem: impl Into<DatabaseError>) -> SourceError {
+    SourceError::unnamed(KIND, problem)
 }
 
 /// The first installed of `names` (MariaDB's names first, then MySQL's).
 fn tool(names: &[&str]) -> Result<(PathBuf, String), SourceError> {
-    let path = find_tool(names, &[]).ok_or_else(|| {
-        error(format!(
-            "{} is not installed (not on PATH)",
-            names.join(" or ")
-        ))
-    })?;
+    let path = find_tool(names, &[])
+        .ok_or_else(|| error(DatabaseError::NotInstalled(names.join(" or "))))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -66,7 +65,7 @@ impl<'a> Connection<'a> {
             text.push_str(&format!("user={}\n", option_value(user)));
         }
         if let Some(path) = &db.password_file {
-            let password = super::read_password(path).map_err(error)?;
+            let password = read_password(path).map_err(error)?;
             text.push_str(&format!("password={}\n", option_value(&password)));
         }
         let options = SecretFile::create(scratch, "mariadb-client", &text).map_err(error)?;

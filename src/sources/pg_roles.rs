@@ -57,12 +57,20 @@ const HARMLESS: &[&str] = &[
     "UNTIL",
 ];
 
+/// A statement the restore would keep holds something pg_dumpall never writes there,
+/// so the script is not run at all.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the roles script holds a backslash, a $ or a block comment where pg_dumpall writes none; it was not run"
+)]
+pub struct UnsafeRolesScript;
+
 /// The statements of `script` that create the roles not in `existing`, in script
 /// order; an error if a kept statement is not as pg_dumpall writes them.
 pub fn statements_for_missing(
     script: &str,
     existing: &HashSet<String>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, UnsafeRolesScript> {
     let statements = split_statements(script);
     let created: HashSet<String> = statements
         .iter()
@@ -118,10 +126,7 @@ pub fn statements_for_missing(
         };
         if keep {
             if statement.contains('\\') || statement.contains('$') || statement.contains("/*") {
-                return Err(
-                    "the roles script holds a backslash, a $ or a block comment where pg_dumpall writes none; it was not run"
-                        .into(),
-                );
+                return Err(UnsafeRolesScript);
             }
             kept.push(format!("{};", statement.trim()));
         }

@@ -32,7 +32,11 @@ use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
 
-use super::{DumpStream, SecretFile, SourceError, feed_tool, find_tool, run_tool, store_dump};
+use super::dump::{DumpStream, store_dump};
+use super::error::{DatabaseError, SourceError};
+use super::pg_roles;
+use super::secret::{SecretFile, read_password};
+use super::tool::{ToolError, feed_tool, find_tool, run_tool};
 use crate::config::DatabaseConfig;
 use crate::repo::manifest::{Manifest, companion_name};
 use crate::repo::writer::BackupWriter;
@@ -45,8 +49,8 @@ const ROLES: &str = "roles";
 const MAX_ROLES_SCRIPT: u64 = 64 << 20;
 const KIND: &str = "postgres";
 
-fn error(message: impl Into<String>) -> SourceError {
-    super::tool_error(KIND, message)
+fn error(problem: impl Into<DatabaseError>) -> SourceError {
+    SourceError::unnamed(KIND, problem)
 }
 
 /// Debian and Ubuntu keep each major version's tools in their own directory; the
@@ -67,7 +71,7 @@ fn version_dirs() -> Vec<PathBuf> {
 
 fn tool(name: &str) -> Result<PathBuf, SourceError> {
     find_tool(&[name], &version_dirs())
-        .ok_or_else(|| error(format!("{name} is not installed (not on PATH)")))
+        .ok_or_else(|| error(DatabaseError::NotInstalled(name.to_owned())))
 }
 
 /// Connection settings shared by every tool run for one database.
@@ -81,7 +85,7 @@ impl<'a> Connection<'a> {
     fn open(db: &'a DatabaseConfig, scratch: &Path) -> Result<Self, SourceError> {
         let passfile = match &db.password_file {
             Some(path) => {
-                let password = super::read_password(path).map_err(error)?;
+                let password = read_password(path).map_err(error)?;
                 let escaped = password.replace('\\', "\\\\").replace(':', "\\:");
                 let line = format!("*:*:*:*:{escaped}\n");
                 Some(SecretFile::create(scratch, "pgpass", &line).map_err(error)?)
@@ -177,23 +181,28 @@ async fn create_missing_roles(
         return Ok(());
     };
     if roles.format != ROLES_FORMAT || roles.size > MAX_ROLES_SCRIPT {
-        return Err(error(format!(
-            "part {} is not a roles script ({}, {} bytes)",
-            roles.part, roles.format, roles.size
-        )));
+        return Err(error(DatabaseError::NotRolesScript {
+            part: roles.part.clone(),
+            format: roles.format.clone(),
+            size: roles.size,
+        }));
     }
     let mut script = Vec::new();
     repo.read_stream(manifest, &roles.part, &mut script)
         .await
-        .map_err(|e| error(format!("reading part {}: {e}", roles.part)))?;
+        .map_err(|source| {
+            error(DatabaseError::ReadPart {
+                part: roles.part.clone(),
+                source: Box::new(source),
+            })
+        })?;
     let existing = connection
         .admin("SELECT coalesce(json_agg(rolname), '[]') FROM pg_roles;\n")
         .await?;
-    let existing: HashSet<String> = serde_json::from_str(existing.trim())
-        .map_err(|e| error(format!("listing the server's roles: {e}")))?;
-    let statements =
-        super::pg_roles::statements_for_missing(&String::from_utf8_lossy(&script), &existing)
-            .map_err(error)?;
+    let existing: HashSet<String> =
+        serde_json::from_str(existing.trim()).map_err(|e| error(DatabaseError::ListRoles(e)))?;
+    let statements = pg_roles::statements_for_missing(&String::from_utf8_lossy(&script), &existing)
+        .map_err(error)?;
     if statements.is_empty() {
         return Ok(());
     }
@@ -202,7 +211,19 @@ async fn create_missing_roles(
         .admin(&sql)
         .await
         .map(|_| ())
-        .map_err(|e| error(format!("creating the database's missing roles: {e}")))
+        .map_err(|e| error(DatabaseError::CreateRoles(Box::new(e))))
+}
+
+/// Whether psql failed because other sessions use the database (a client that
+/// reconnected between the terminate and the rename).
+fn is_in_use(error: &SourceError) -> bool {
+    let SourceError::Dump { problem, .. } = error else {
+        return false;
+    };
+    matches!(
+        &**problem,
+        DatabaseError::Tool(ToolError::Failed { last_line, .. }) if last_line.contains("other users")
+    )
 }
 
 /// `name` as an SQL identifier.
@@ -263,16 +284,17 @@ pub async fn restore(
 
     let mut command = connection.command(&pg_restore, &staged);
     command.args(["--single-transaction", "--exit-on-error"]);
-    if let Err(message) = feed_tool(&mut command, "pg_restore", repo, manifest, part).await {
+    if let Err(failure) = feed_tool(&mut command, "pg_restore", repo, manifest, part).await {
         let cleanup = connection
             .admin(&format!("DROP DATABASE IF EXISTS {};\n", ident(&staged)))
             .await;
         if let Err(e) = cleanup {
             tracing::warn!(database = %staged, error = %e, "could not drop the partly loaded database");
         }
-        return Err(error(format!(
-            "{message}; database {name} was left as it was"
-        )));
+        return Err(error(DatabaseError::NotLoaded {
+            name,
+            source: failure,
+        }));
     }
 
     let swap = format!(
@@ -296,7 +318,7 @@ COMMIT;
         attempt += 1;
         match connection.admin(&swap).await {
             Ok(_) => break,
-            Err(e) if attempt < 5 && e.to_string().contains("other users") => {
+            Err(e) if attempt < 5 && is_in_use(&e) => {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
             Err(e) => return Err(e),

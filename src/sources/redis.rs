@@ -29,7 +29,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::process::Command;
 
-use super::{DumpStream, SourceError, find_tool, run_tool, store_dump};
+use super::dump::{DumpStream, store_dump};
+use super::error::{DatabaseError, SourceError};
+use super::replace::replace_with_part;
+use super::secret::read_password;
+use super::tool::{find_tool, run_tool};
 use crate::config::DatabaseConfig;
 use crate::repo::writer::BackupWriter;
 
@@ -38,12 +42,13 @@ const KIND: &str = "redis";
 /// Length of the end-of-transfer marker of a diskless replication snapshot.
 const EOF_MARKER: usize = 40;
 
-fn error(message: impl Into<String>) -> SourceError {
-    super::tool_error(KIND, message)
+fn error(problem: impl Into<DatabaseError>) -> SourceError {
+    SourceError::unnamed(KIND, problem)
 }
 
 fn redis_cli() -> Result<PathBuf, SourceError> {
-    find_tool(&["redis-cli"], &[]).ok_or_else(|| error("redis-cli is not installed (not on PATH)"))
+    find_tool(&["redis-cli"], &[])
+        .ok_or_else(|| error(DatabaseError::NotInstalled("redis-cli".to_owned())))
 }
 
 /// redis-cli with the connection flags and the password in its environment.
@@ -63,7 +68,7 @@ fn command(db: &DatabaseConfig) -> Result<Command, SourceError> {
     }
     command.env_remove("REDISCLI_AUTH");
     if let Some(path) = &db.password_file {
-        let password = super::read_password(path).map_err(error)?;
+        let password = read_password(path).map_err(error)?;
         command.env("REDISCLI_AUTH", password);
     }
     Ok(command)
@@ -144,15 +149,15 @@ pub async fn restore(
     let rdb_path = db
         .rdb_path
         .as_deref()
-        .ok_or_else(|| error("no rdb_path configured"))?;
+        .ok_or_else(|| error(DatabaseError::NotConfigured("rdb_path")))?;
     let no_vars = BTreeMap::new();
     crate::commands::run_all(&db.stop, &no_vars, timeout)
         .await
-        .map_err(|e| error(format!("stop: {e}")))?;
+        .map_err(|e| error(DatabaseError::Stop(e)))?;
     replace_file(repo, manifest, part, rdb_path).await?;
     crate::commands::run_all(&db.start, &no_vars, timeout)
         .await
-        .map_err(|e| error(format!("start: {e}")))?;
+        .map_err(|e| error(DatabaseError::Start(e)))?;
     wait_for_pong(db, timeout).await
 }
 
@@ -163,7 +168,7 @@ async fn replace_file(
     part: &str,
     path: &Path,
 ) -> Result<(), SourceError> {
-    super::replace_with_part(repo, manifest, part, path, b"REDIS", || Ok(()))
+    replace_with_part(repo, manifest, part, path, b"REDIS", || Ok(()))
         .await
         .map_err(error)
 }
@@ -177,14 +182,11 @@ async fn wait_for_pong(db: &DatabaseConfig, timeout: Duration) -> Result<(), Sou
         match run_tool(&mut ping, "redis-cli", b"").await {
             Ok(answer) if answer.trim() == "PONG" => return Ok(()),
             Ok(answer) => last = answer.trim().to_owned(),
-            Err(e) => last = e,
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(error(format!(
-        "the server did not answer PING within {}s after start: {last}",
-        timeout.as_secs()
-    )))
+    Err(error(DatabaseError::NoPong { timeout, last }))
 }
 
 #[cfg(test)]

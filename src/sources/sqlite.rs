@@ -13,29 +13,29 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 use tokio_util::sync::CancellationToken;
 
-use super::SourceError;
+use super::error::{DatabaseError, SourceError};
+use super::replace::{ReplaceError, replace_with_part};
 use crate::repo::writer::BackupWriter;
 
 pub const FORMAT: &str = "sqlite";
 
-fn dump_error(message: impl Into<String>) -> SourceError {
-    SourceError::Dump {
-        name: String::new(),
-        kind: "sqlite",
-        message: message.into(),
-    }
+const KIND: &str = "sqlite";
+
+fn error(problem: impl Into<DatabaseError>) -> SourceError {
+    SourceError::unnamed(KIND, problem)
 }
 
 /// Copies the database at `path` into a new file under `scratch`.
 fn snapshot(path: &Path, scratch: &Path) -> Result<PathBuf, SourceError> {
     if !path.is_file() {
-        return Err(dump_error(format!(
-            "{} does not exist or is not a file",
-            path.display()
-        )));
+        return Err(error(DatabaseError::NoDatabaseFile(path.to_path_buf())));
     }
-    std::fs::create_dir_all(scratch)
-        .map_err(|e| dump_error(format!("{}: {e}", scratch.display())))?;
+    std::fs::create_dir_all(scratch).map_err(|source| {
+        error(DatabaseError::Io {
+            path: scratch.to_path_buf(),
+            source,
+        })
+    })?;
     let mut random = [0u8; 6];
     getrandom::fill(&mut random).expect("the operating system's random source failed");
     let copy = scratch.join(format!("sqlite-{}.db", hex::encode(random)));
@@ -54,7 +54,10 @@ fn snapshot(path: &Path, scratch: &Path) -> Result<PathBuf, SourceError> {
         Ok(()) => Ok(copy),
         Err(e) => {
             let _ = std::fs::remove_file(&copy);
-            Err(dump_error(format!("{}: {e}", path.display())))
+            Err(error(DatabaseError::Snapshot {
+                path: path.to_path_buf(),
+                source: e,
+            }))
         }
     }
 }
@@ -69,7 +72,7 @@ pub async fn backup(
     let (path_owned, scratch_owned) = (path.to_path_buf(), scratch.to_path_buf());
     let copy = tokio::task::spawn_blocking(move || snapshot(&path_owned, &scratch_owned))
         .await
-        .map_err(|e| dump_error(e.to_string()))??;
+        .map_err(|e| error(DatabaseError::SnapshotTask(e)))??;
     if cancel.is_cancelled() {
         let _ = std::fs::remove_file(&copy);
         return Err(crate::repo::RepoError::Cancelled.into());
@@ -80,7 +83,10 @@ pub async fn backup(
             .await
             .map(|_| ())
             .map_err(SourceError::from),
-        Err(e) => Err(dump_error(format!("{}: {e}", copy.display()))),
+        Err(source) => Err(error(DatabaseError::Io {
+            path: copy.clone(),
+            source,
+        })),
     };
     let _ = tokio::fs::remove_file(&copy).await;
     stored
@@ -107,12 +113,12 @@ pub async fn restore(
             match std::fs::remove_file(&side) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("{}: {e}", side.display())),
+                Err(source) => return Err(ReplaceError::Io { path: side, source }),
             }
         }
         Ok(())
     };
-    super::replace_with_part(
+    replace_with_part(
         repo,
         manifest,
         part,
@@ -121,5 +127,5 @@ pub async fn restore(
         remove_side_files,
     )
     .await
-    .map_err(dump_error)
+    .map_err(error)
 }

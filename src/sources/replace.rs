@@ -1,0 +1,99 @@
+//! Replacing a database's file (SQLite's database, Redis's RDB) with a stored part,
+//! atomically and without trusting the directory: the directory of a database is
+//! usually writable by the app's user, who could plant a symlink where we write. So
+//! the new file gets an unpredictable name, is created exclusively without following
+//! links (O_EXCL, O_NOFOLLOW, mode 0600), is checked to start with the format's magic
+//! bytes, takes the old file's owner and mode through its own descriptor, and only
+//! then is renamed over the old one. On any failure the staged file is removed and
+//! the old file is untouched.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::repo::manifest::Manifest;
+use crate::repo::{RepoError, Repository};
+
+/// Why a file could not be replaced. Each is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// Checking or adjusting the staged file through its descriptor failed.
+    #[error(transparent)]
+    Staged(io::Error),
+    #[error(transparent)]
+    Read(Box<RepoError>),
+    #[error("part {part} does not hold what {} expects", path.display())]
+    NotExpected { part: String, path: PathBuf },
+}
+
+impl ReplaceError {
+    fn io(path: &Path) -> impl FnOnce(io::Error) -> ReplaceError {
+        let path = path.to_path_buf();
+        move |source| ReplaceError::Io { path, source }
+    }
+}
+
+/// Replaces the file at `path` with the stream part `part`, after checking it starts
+/// with `magic` and then running `before_rename` (e.g. removing stale side files).
+pub(super) async fn replace_with_part(
+    repo: &Repository,
+    manifest: &Manifest,
+    part: &str,
+    path: &Path,
+    magic: &[u8],
+    before_rename: impl FnOnce() -> Result<(), ReplaceError>,
+) -> Result<(), ReplaceError> {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).expect("the operating system's random source failed");
+    let staged = path.with_file_name(format!(".{name}.envsnap-{}", hex::encode(random)));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(ReplaceError::io(dir))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&staged)
+        .map_err(ReplaceError::io(&staged))?;
+    let result = async {
+        let mut out = tokio::fs::File::from_std(file);
+        repo.read_stream(manifest, part, &mut out)
+            .await
+            .map_err(|e| ReplaceError::Read(Box::new(e)))?;
+        out.sync_all().await.map_err(ReplaceError::io(&staged))?;
+        let mut file = out.into_std().await;
+        let mut header = vec![0u8; magic.len()];
+        file.rewind().map_err(ReplaceError::Staged)?;
+        if file.read_exact(&mut header).is_err() || header != magic {
+            return Err(ReplaceError::NotExpected {
+                part: part.to_owned(),
+                path: path.to_path_buf(),
+            });
+        }
+        // The old file's owner and mode, set through our descriptor (never a path).
+        if let Ok(old) = std::fs::symlink_metadata(path)
+            && old.is_file()
+        {
+            std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid()))
+                .map_err(ReplaceError::Staged)?;
+            file.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o7777))
+                .map_err(ReplaceError::Staged)?;
+        }
+        before_rename()?;
+        std::fs::rename(&staged, path).map_err(ReplaceError::io(path))
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    result
+}

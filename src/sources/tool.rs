@@ -1,0 +1,224 @@
+//! Running the database engines' own tools (`pg_dump`, `mariadb`, `redis-cli`...) as
+//! child processes: finding them, running one to its end with some input, and
+//! streaming a stored part into one's stdin ([`feed_tool`], for `pg_restore` and
+//! `mariadb`).
+//!
+//! A tool that fails is described by its exit status and its last stderr line
+//! ([`ToolError::Failed`]): that line is where every one of these tools says what went
+//! wrong. Only the tail of stderr is kept, so a chatty tool costs no memory.
+
+use std::io;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+use crate::repo::RepoError;
+use crate::repo::Repository;
+use crate::repo::manifest::Manifest;
+
+/// Stderr is kept up to this size (the tail matters: it holds the error).
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// The pipe capacity asked for a dump's way out of a tool and a restore's way into
+/// one (Linux's default limit for users): fewer, larger transfers.
+pub(super) const TOOL_PIPE_SIZE: i32 = 1 << 20;
+
+/// Why a tool run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{tool} could not be started: {source}")]
+    Start { tool: String, source: io::Error },
+    #[error("{tool}: cannot wait for it: {source}")]
+    Wait { tool: String, source: io::Error },
+    #[error("{tool}: cannot read its output: {source}")]
+    Output { tool: String, source: io::Error },
+    /// It ran and failed; `last_line` is its last non-empty stderr line, if any.
+    #[error("{tool} {}{}", ended(*status), after_colon(last_line))]
+    Failed {
+        tool: String,
+        status: ExitStatus,
+        last_line: String,
+    },
+    /// The stored part could not be read while the tool was fed.
+    #[error("reading part {part} for {tool}: {source}")]
+    Feed {
+        tool: String,
+        part: String,
+        source: Box<RepoError>,
+    },
+}
+
+impl ToolError {
+    /// How a finished tool is described: exit status and last stderr line.
+    pub(super) fn failed(tool: &str, status: ExitStatus, stderr: &[u8]) -> Self {
+        ToolError::Failed {
+            tool: tool.to_owned(),
+            status,
+            last_line: last_line(stderr),
+        }
+    }
+
+    fn wait(tool: &str, source: io::Error) -> Self {
+        ToolError::Wait {
+            tool: tool.to_owned(),
+            source,
+        }
+    }
+}
+
+fn ended(status: ExitStatus) -> String {
+    status.code().map_or_else(
+        || "was killed by a signal".to_owned(),
+        |c| format!("exited with status {c}"),
+    )
+}
+
+fn after_colon(line: &str) -> String {
+    if line.is_empty() {
+        String::new()
+    } else {
+        format!(": {line}")
+    }
+}
+
+/// The first of `names` found on `PATH`, else in `extra_dirs` (in order).
+pub(super) fn find_tool(names: &[&str], extra_dirs: &[PathBuf]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .chain(extra_dirs.iter().cloned())
+        .collect();
+    names.iter().find_map(|name| {
+        dirs.iter()
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+/// The last non-empty line of a tool's stderr.
+fn last_line(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+/// Collects a child's stderr in the background, keeping its tail.
+pub(super) fn collect_stderr(
+    stderr: tokio::process::ChildStderr,
+) -> tokio::task::JoinHandle<Vec<u8>> {
+    tokio::spawn(async move {
+        let mut stderr = stderr;
+        let mut kept = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            kept.extend_from_slice(&buffer[..n]);
+            if kept.len() > STDERR_KEEP {
+                kept.drain(..kept.len() - STDERR_KEEP / 2);
+            }
+        }
+        kept
+    })
+}
+
+pub(super) fn spawn_tool(
+    command: &mut Command,
+    tool: &str,
+    stdin: Stdio,
+) -> Result<Child, ToolError> {
+    command
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ToolError::Start {
+            tool: tool.to_owned(),
+            source,
+        })
+}
+
+/// Waits for a finished tool; a failure is its status and last stderr line.
+pub(super) async fn wait_for(
+    child: &mut Child,
+    stderr: tokio::task::JoinHandle<Vec<u8>>,
+    tool: &str,
+) -> Result<(), ToolError> {
+    let status = child.wait().await.map_err(|e| ToolError::wait(tool, e))?;
+    let err = stderr.await.unwrap_or_default();
+    if status.success() {
+        Ok(())
+    } else {
+        Err(ToolError::failed(tool, status, &err))
+    }
+}
+
+/// Runs a tool to its end with `input` on stdin; returns its stdout.
+pub(super) async fn run_tool(
+    command: &mut Command,
+    tool: &str,
+    input: &[u8],
+) -> Result<String, ToolError> {
+    let mut child = spawn_tool(command, tool, Stdio::piped())?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
+    let stderr = collect_stderr(child.stderr.take().expect("piped"));
+    let input = input.to_vec();
+    let writer = tokio::spawn(async move {
+        // A tool that exits early closes the pipe; its status says why.
+        let _ = stdin.write_all(&input).await;
+    });
+    let mut out = Vec::new();
+    let read = stdout.read_to_end(&mut out).await;
+    let status = child.wait().await.map_err(|e| ToolError::wait(tool, e))?;
+    let _ = writer.await;
+    let err = stderr.await.unwrap_or_default();
+    if !status.success() {
+        return Err(ToolError::failed(tool, status, &err));
+    }
+    read.map_err(|source| ToolError::Output {
+        tool: tool.to_owned(),
+        source,
+    })?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Streams the stored part `part` into a tool's stdin and waits for it to succeed.
+/// The tool's own failure (its last stderr line) wins over the broken pipe it causes.
+pub(super) async fn feed_tool(
+    command: &mut Command,
+    tool: &str,
+    repo: &Repository,
+    manifest: &Manifest,
+    part: &str,
+) -> Result<(), ToolError> {
+    let mut child = spawn_tool(command, tool, Stdio::piped())?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let _ = nix::fcntl::fcntl(&stdin, nix::fcntl::FcntlArg::F_SETPIPE_SZ(TOOL_PIPE_SIZE));
+    let mut stdout = child.stdout.take().expect("piped");
+    let stderr = collect_stderr(child.stderr.take().expect("piped"));
+    let drain = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
+    });
+    let fed = repo.read_stream(manifest, part, &mut stdin).await;
+    let _ = stdin.shutdown().await;
+    drop(stdin);
+    let status = child.wait().await.map_err(|e| ToolError::wait(tool, e))?;
+    let _ = drain.await;
+    let err = stderr.await.unwrap_or_default();
+    if !status.success() {
+        return Err(ToolError::failed(tool, status, &err));
+    }
+    fed.map(|_| ()).map_err(|source| ToolError::Feed {
+        tool: tool.to_owned(),
+        part: part.to_owned(),
+        source: Box::new(source),
+    })
+}
