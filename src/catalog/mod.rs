@@ -17,6 +17,7 @@ mod error;
 mod exports;
 mod jobs;
 mod migrations;
+mod queue;
 mod records;
 mod schedules;
 mod stats;
@@ -25,7 +26,7 @@ pub use backups::{CompletedBackup, NewBackup};
 pub use chunks::ChunkLocation;
 pub use db::Catalog;
 pub use error::CatalogError;
-pub use jobs::QueueError;
+pub use queue::QueueError;
 pub use records::{
     ActivityEntry, BackupRecord, EnvState, JobCounts, JobKind, JobRecord, JobState, PartSize,
 };
