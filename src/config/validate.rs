@@ -16,7 +16,7 @@ use super::defaults::{
 use super::error::ConfigError;
 use super::origin::{Ctx, absolute, commands, one_line};
 use super::overrides::{Override, config_to_toml};
-use super::raw::{RawAccess, RawConfig, RawDaemon, RawEnv, RawStore};
+use super::raw::{RawAccess, RawConfig, RawDaemon, RawEnv, RawMount, RawStore};
 use super::schema::{AppConfig, Config, DaemonConfig, EnvConfig, MountConfig, StoreConfig};
 use super::validate_db;
 use super::values::{NAME_RULE, check_command, is_valid_name, normalize_cron, parse_duration};
@@ -266,37 +266,7 @@ fn environment(name: &str, raw: RawEnv, ctx: &Ctx) -> Result<EnvConfig, ConfigEr
     if let Some(code) = &code {
         directories.push((normalized(code), "code".to_owned()));
     }
-    let mut mounts = BTreeMap::new();
-    for (mount_name, mount) in raw.mounts {
-        let mount_key = format!("{key}.mounts.{mount_name}");
-        part_name(&mount_name, &mount_key, ctx)?;
-        let path = absolute(mount.path, &format!("{mount_key}.path"), ctx)?;
-        let part = format!("files:{mount_name}");
-        if let Some((_, other)) = directories
-            .iter()
-            .find(|(dir, _)| *dir == normalized(&path))
-        {
-            return Err(ctx.error(
-                &format!("{mount_key}.path"),
-                format!(
-                    "two parts back up the same directory: {other} and {part} both back up {}",
-                    path.display()
-                ),
-            ));
-        }
-        directories.push((normalized(&path), part));
-        for (i, pattern) in mount.exclude.iter().enumerate() {
-            check_exclude(pattern)
-                .map_err(|p| ctx.error(&format!("{mount_key}.exclude[{i}]"), p))?;
-        }
-        mounts.insert(
-            mount_name,
-            MountConfig {
-                path,
-                exclude: mount.exclude,
-            },
-        );
-    }
+    let mounts = mounts(raw.mounts, &key, &mut directories, ctx)?;
     let mut databases = BTreeMap::new();
     for (db_name, db) in raw.databases {
         let db_key = format!("{key}.databases.{db_name}");
@@ -341,6 +311,48 @@ fn environment(name: &str, raw: RawEnv, ctx: &Ctx) -> Result<EnvConfig, ConfigEr
         on_failure: raw.on_failure,
         on_success: raw.on_success,
     })
+}
+
+/// An environment's `mounts`: each a valid part name and an absolute path that no
+/// other part of the environment backs up already (claimed in `directories`).
+fn mounts(
+    raw_mounts: BTreeMap<String, RawMount>,
+    key: &str,
+    directories: &mut Vec<(PathBuf, String)>,
+    ctx: &Ctx,
+) -> Result<BTreeMap<String, MountConfig>, ConfigError> {
+    let mut mounts = BTreeMap::new();
+    for (mount_name, mount) in raw_mounts {
+        let mount_key = format!("{key}.mounts.{mount_name}");
+        part_name(&mount_name, &mount_key, ctx)?;
+        let path = absolute(mount.path, &format!("{mount_key}.path"), ctx)?;
+        let part = format!("files:{mount_name}");
+        if let Some((_, other)) = directories
+            .iter()
+            .find(|(dir, _)| *dir == normalized(&path))
+        {
+            return Err(ctx.error(
+                &format!("{mount_key}.path"),
+                format!(
+                    "two parts back up the same directory: {other} and {part} both back up {}",
+                    path.display()
+                ),
+            ));
+        }
+        directories.push((normalized(&path), part));
+        for (i, pattern) in mount.exclude.iter().enumerate() {
+            check_exclude(pattern)
+                .map_err(|p| ctx.error(&format!("{mount_key}.exclude[{i}]"), p))?;
+        }
+        mounts.insert(
+            mount_name,
+            MountConfig {
+                path,
+                exclude: mount.exclude,
+            },
+        );
+    }
+    Ok(mounts)
 }
 
 /// `version = "1.4.2"`, `{ file = "/srv/live/VERSION" }` or `{ command = "..." }`.

@@ -18,6 +18,39 @@ pub(super) fn database(
 ) -> Result<DatabaseConfig, ConfigError> {
     let kind = raw.kind;
     let at = |field: &str| format!("{key}.{field}");
+    only_applicable_keys(&raw, key, ctx)?;
+    required_keys(&raw, key, ctx)?;
+    let path = |value: Option<PathBuf>, field: &str| {
+        value.map(|p| absolute(p, &at(field), ctx)).transpose()
+    };
+    let file = path(raw.path, "path")?;
+    let socket = path(raw.socket, "socket")?;
+    let rdb_path = path(raw.rdb_path, "rdb_path")?;
+    let password_file = path(raw.password_file, "password_file")?;
+    if let Some(file) = &password_file {
+        check_password_file(file).map_err(|p| ctx.error(&at("password_file"), p))?;
+    }
+    commands(&raw.stop, &at("stop"), ctx)?;
+    commands(&raw.start, &at("start"), ctx)?;
+    Ok(DatabaseConfig {
+        kind,
+        path: file,
+        database: raw.database,
+        host: raw.host,
+        port: raw.port,
+        user: raw.user,
+        password_file,
+        socket,
+        rdb_path,
+        stop: raw.stop,
+        start: raw.start,
+    })
+}
+
+/// Refuses a key that does not apply to the database's kind, naming those that do.
+fn only_applicable_keys(raw: &RawDatabase, key: &str, ctx: &Ctx) -> Result<(), ConfigError> {
+    let kind = raw.kind;
+    let at = |field: &str| format!("{key}.{field}");
     let allowed: &[&str] = match kind {
         DatabaseKind::Sqlite => &["path"],
         DatabaseKind::Postgres => &["database", "host", "port", "user", "password_file"],
@@ -64,6 +97,14 @@ pub(super) fn database(
             ));
         }
     }
+    Ok(())
+}
+
+/// Refuses a database missing what its kind needs, or given both a socket and a
+/// host, or an empty name.
+fn required_keys(raw: &RawDatabase, key: &str, ctx: &Ctx) -> Result<(), ConfigError> {
+    let kind = raw.kind;
+    let at = |field: &str| format!("{key}.{field}");
     let missing = |field: &str, why: &str| {
         ctx.error(
             &at(field),
@@ -100,31 +141,7 @@ pub(super) fn database(
             return Err(ctx.error(&at(field), "must not be empty"));
         }
     }
-    let path = |value: Option<PathBuf>, field: &str| {
-        value.map(|p| absolute(p, &at(field), ctx)).transpose()
-    };
-    let file = path(raw.path, "path")?;
-    let socket = path(raw.socket, "socket")?;
-    let rdb_path = path(raw.rdb_path, "rdb_path")?;
-    let password_file = path(raw.password_file, "password_file")?;
-    if let Some(file) = &password_file {
-        check_password_file(file).map_err(|p| ctx.error(&at("password_file"), p))?;
-    }
-    commands(&raw.stop, &at("stop"), ctx)?;
-    commands(&raw.start, &at("start"), ctx)?;
-    Ok(DatabaseConfig {
-        kind,
-        path: file,
-        database: raw.database,
-        host: raw.host,
-        port: raw.port,
-        user: raw.user,
-        password_file,
-        socket,
-        rdb_path,
-        stop: raw.stop,
-        start: raw.start,
-    })
+    Ok(())
 }
 
 /// Two SQLite parts of one environment may not back up the same file.

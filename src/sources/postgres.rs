@@ -259,28 +259,7 @@ pub async fn restore(
     let retired = with_suffix(&name, "_envsnap_old");
     create_missing_roles(repo, manifest, part, &connection).await?;
 
-    // Leftovers of an interrupted restore are ours to clear.
-    connection
-        .admin(&format!(
-            "DROP DATABASE IF EXISTS {};\nDROP DATABASE IF EXISTS {};\n",
-            ident(&staged),
-            ident(&retired)
-        ))
-        .await?;
-    let create = connection
-        .admin(&format!(
-            "SELECT format('CREATE DATABASE %I TEMPLATE template0 OWNER %I ENCODING %L LC_COLLATE %L LC_CTYPE %L',
-                 {}, pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype)
-             FROM pg_database WHERE datname = {};\n",
-            literal(&staged),
-            literal(&name)
-        ))
-        .await?;
-    let create = match create.trim() {
-        "" => format!("CREATE DATABASE {} TEMPLATE template0;\n", ident(&staged)),
-        statement => format!("{statement};\n"),
-    };
-    connection.admin(&create).await?;
+    create_staged(&connection, &name, &staged, &retired).await?;
 
     let mut command = connection.command(&pg_restore, &staged);
     command.args(["--single-transaction", "--exit-on-error"]);
@@ -297,6 +276,50 @@ pub async fn restore(
         }));
     }
 
+    swap_in(&connection, &name, &staged, &retired).await
+}
+
+/// The empty database the dump is loaded into, made like the one it replaces
+/// (owner, encoding, collation); leftovers of an interrupted restore dropped first.
+async fn create_staged(
+    connection: &Connection<'_>,
+    name: &str,
+    staged: &str,
+    retired: &str,
+) -> Result<(), SourceError> {
+    // Leftovers of an interrupted restore are ours to clear.
+    connection
+        .admin(&format!(
+            "DROP DATABASE IF EXISTS {};\nDROP DATABASE IF EXISTS {};\n",
+            ident(staged),
+            ident(retired)
+        ))
+        .await?;
+    let create = connection
+        .admin(&format!(
+            "SELECT format('CREATE DATABASE %I TEMPLATE template0 OWNER %I ENCODING %L LC_COLLATE %L LC_CTYPE %L',
+                 {}, pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype)
+             FROM pg_database WHERE datname = {};\n",
+            literal(staged),
+            literal(name)
+        ))
+        .await?;
+    let create = match create.trim() {
+        "" => format!("CREATE DATABASE {} TEMPLATE template0;\n", ident(staged)),
+        statement => format!("{statement};\n"),
+    };
+    connection.admin(&create).await?;
+    Ok(())
+}
+
+/// The loaded database takes the old one's name in one transaction (retried while
+/// clients reconnect), then the old copy is dropped.
+async fn swap_in(
+    connection: &Connection<'_>,
+    name: &str,
+    staged: &str,
+    retired: &str,
+) -> Result<(), SourceError> {
     let swap = format!(
         "BEGIN;
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
@@ -306,10 +329,10 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_database WHERE datname = {old})
 ALTER DATABASE {staged_ident} RENAME TO {name_ident};
 COMMIT;
 ",
-        old = literal(&name),
-        retired = literal(&retired),
-        staged_ident = ident(&staged),
-        name_ident = ident(&name),
+        old = literal(name),
+        retired = literal(retired),
+        staged_ident = ident(staged),
+        name_ident = ident(name),
     );
     // A client that reconnects between the terminate and the rename makes the rename
     // fail ("being accessed by other users"); the whole swap is retried.
@@ -328,8 +351,8 @@ COMMIT;
     // next restore drops it.
     let drop_old = format!(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {};\nDROP DATABASE IF EXISTS {};\n",
-        literal(&retired),
-        ident(&retired)
+        literal(retired),
+        ident(retired)
     );
     if let Err(e) = connection.admin(&drop_old).await {
         tracing::warn!(database = %retired, error = %e, "could not drop the replaced database");
