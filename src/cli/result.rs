@@ -80,13 +80,7 @@ pub fn render(
         }
         Request::EnvList => tables::environments(&decode::<Vec<EnvView>>(data)?, zone),
         Request::EnvShow { .. } => blocks::environment(&decode(data)?, zone),
-        Request::BackupCreate { wait: false, .. } => {
-            let job: JobRecord = decode(data)?;
-            format!(
-                "queued job {id}; follow it with: envsnapctl job watch {id}\n",
-                id = job.id
-            )
-        }
+        Request::BackupCreate { wait: false, .. } => queued("job", &decode(data)?),
         Request::BackupCreate { wait: true, .. } => {
             blocks::backup(&decode::<CreatedBackup>(data)?.backup, zone)
         }
@@ -95,20 +89,7 @@ pub fn render(
             blocks::backup(&decode(data)?, zone)
         }
         Request::BackupDownload { .. } => download::summary(data, None),
-        Request::BackupLink { .. } => {
-            let expires = data["expires"]
-                .as_str()
-                .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
-                .map_or_else(String::new, |t| time::block_time(t, zone));
-            format!(
-                "{}\nexpires {expires}; part {} of backup {} ({}, {})\n",
-                data["url"].as_str().unwrap_or_default(),
-                data["part"].as_str().unwrap_or_default(),
-                data["backup"].as_str().unwrap_or_default(),
-                data["format"].as_str().unwrap_or_default(),
-                text::human_size(data["bytes"].as_u64().unwrap_or_default()),
-            )
-        }
+        Request::BackupLink { .. } => link(data, zone),
         Request::BackupDelete { .. } => {
             let deleted: DeletedBackup = decode(data)?;
             format!(
@@ -117,24 +98,12 @@ pub fn render(
                 blocks::counters(&deleted.prune)
             )
         }
-        Request::Import { wait: false, .. } => {
-            let job: JobRecord = decode(data)?;
-            format!(
-                "queued import job {id}; follow it with: envsnapctl job watch {id}\n",
-                id = job.id
-            )
-        }
+        Request::Import { wait: false, .. } => queued("import job", &decode(data)?),
         Request::Import { wait: true, .. } => {
             blocks::backup(&decode::<CreatedBackup>(data)?.backup, zone)
         }
         Request::Restore { dry_run: true, .. } => blocks::restore_plan(data),
-        Request::Restore { wait: false, .. } => {
-            let job: JobRecord = decode(data)?;
-            format!(
-                "queued restore job {id}; follow it with: envsnapctl job watch {id}\n",
-                id = job.id
-            )
-        }
+        Request::Restore { wait: false, .. } => queued("restore job", &decode(data)?),
         Request::Restore { .. } => blocks::job(&decode(data)?, zone),
         Request::JobList => tables::jobs(&decode::<Vec<_>>(data)?),
         Request::JobShow { .. } | Request::JobWatch { .. } | Request::JobCancel { .. } => {
@@ -151,6 +120,30 @@ pub fn render(
         Request::Prune { .. } => blocks::prune(data),
         Request::CatalogRebuild => blocks::counters(data),
     })
+}
+
+/// A job queued without `--wait`, and how to follow it.
+fn queued(what: &str, job: &JobRecord) -> String {
+    format!(
+        "queued {what} {id}; follow it with: envsnapctl job watch {id}\n",
+        id = job.id
+    )
+}
+
+/// A link: the URL on its first line, then what it is and when it expires.
+fn link(data: &serde_json::Value, zone: &impl Zone) -> String {
+    let expires = data["expires"]
+        .as_str()
+        .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+        .map_or_else(String::new, |t| time::block_time(t, zone));
+    format!(
+        "{}\nexpires {expires}; part {} of backup {} ({}, {})\n",
+        data["url"].as_str().unwrap_or_default(),
+        data["part"].as_str().unwrap_or_default(),
+        data["backup"].as_str().unwrap_or_default(),
+        data["format"].as_str().unwrap_or_default(),
+        text::human_size(data["bytes"].as_u64().unwrap_or_default()),
+    )
 }
 
 /// Whether the exit status depends on the result's content.

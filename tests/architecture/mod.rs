@@ -1,5 +1,6 @@
 //! The layering of `src/`, checked from the source text: no import cycle between
-//! files, and no file grown past what a reader takes in at once.
+//! files, dependencies pointing down the layers ([`LAYER_RULES`]), and no file or
+//! function grown past what a reader takes in at once (flat dispatch tables aside).
 //!
 //! A file depends on another when it names it: a `crate::`, `super::` or `self::`
 //! path (in a `use` line or inline) that resolves to that file's module, or a child
@@ -13,6 +14,11 @@ use std::path::{Path, PathBuf};
 
 /// Past this many lines a file is split by concept (STYLE.md).
 const MAX_FILE_LINES: usize = 650;
+/// Past this many lines a function is split into steps with names.
+const MAX_FUNCTION_LINES: usize = 85;
+/// Flat tables, one arm per request: longer, and clearer whole.
+const FLAT_TABLES: &[(&str, &str)] =
+    &[("api/mod.rs", "dispatch"), ("bin/envsnapctl.rs", "request")];
 
 type Module = Vec<String>;
 
@@ -56,6 +62,61 @@ fn no_source_file_is_too_long() {
         "files over {MAX_FILE_LINES} lines (split them by concept):\n{}",
         too_long.join("\n")
     );
+}
+
+#[test]
+fn no_function_is_too_long() {
+    let root = source_root();
+    let mut too_long = Vec::new();
+    for file in library_files().values().chain(binary_files().iter()) {
+        let relative = file.path.strip_prefix(&root).expect("under src");
+        let relative = relative.to_string_lossy();
+        for (name, lines) in function_lengths(&file.text) {
+            let flat = FLAT_TABLES.contains(&(relative.as_ref(), name.as_str()));
+            if lines > MAX_FUNCTION_LINES && !flat {
+                too_long.push(format!("{relative}: fn {name}: {lines} lines"));
+            }
+        }
+    }
+    assert!(
+        too_long.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines (split them into named steps):\n{}",
+        too_long.join("\n")
+    );
+}
+
+/// Each function's name and length, from its `fn` line to the closing brace at the
+/// same indentation (rustfmt's layout).
+fn function_lengths(text: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let indent = line.len() - line.trim_start().len();
+        let words: Vec<&str> = line
+            .split_whitespace()
+            .skip_while(|w| w.starts_with("pub") || matches!(*w, "async" | "const" | "unsafe"))
+            .collect();
+        let (Some(&"fn"), Some(name)) = (words.first(), words.get(1)) else {
+            continue;
+        };
+        let name: String = name
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let declaration_only = lines[start..]
+            .iter()
+            .map(|l| l.trim_end())
+            .find(|l| l.ends_with('{') || l.ends_with(';'))
+            .is_some_and(|l| l.ends_with(';'));
+        if declaration_only {
+            continue; // a trait method without a body
+        }
+        let closing = format!("{}}}", " ".repeat(indent));
+        if let Some(end) = lines[start..].iter().position(|l| *l == closing) {
+            found.push((name, end + 1));
+        }
+    }
+    found
 }
 
 /// Who may not depend on whom, beyond having no cycle: dependencies point down,
@@ -222,6 +283,9 @@ fn the_checker_sees_every_kind_of_reference() {
         .filter(|c| c.len() > 1)
         .collect();
     assert_eq!(cycles.len(), 1, "a <-> b");
+    let text =
+        "trait T {\n    fn declared(&self);\n}\n\npub async fn body(\n    x: u8,\n) {\n    x;\n}\n";
+    assert_eq!(function_lengths(text), [("body".to_owned(), 5)]);
 }
 
 fn source_root() -> PathBuf {
