@@ -1,6 +1,6 @@
 //! The import job: archives made elsewhere become a backup with trigger `import`.
 //!
-//! The client passed one open file per part with the request (`api.rs` holds them in
+//! The client passed one open file per part with the request (`api/import.rs` holds them in
 //! the runner until the job runs), or named a URL the job fetches. Each is decompressed and checked as it is stored
 //! (`import.rs`): a tree part's tar archive is unpacked, entry by entry, into a
 //! private staging directory and archived from there like a live directory; a
