@@ -7,7 +7,7 @@ use serde_json::json;
 use super::call::Call;
 use super::error::{ApiError, Outcome, to_value};
 use super::jobs::follow;
-use crate::catalog::{ActivityEntry, BackupRecord, JobRecord, JobState, QueueError};
+use crate::catalog::{ActivityEntry, BackupRecord, CatalogError, JobRecord, JobState, QueueError};
 use crate::context::Context;
 use crate::control::protocol::ErrorCode;
 use crate::repo::manifest::is_safe_name;
@@ -63,31 +63,66 @@ pub async fn create(call: &Call<'_>, ask: BackupAsk, wait: bool) -> Outcome {
     if !is_safe_name(&base) {
         return Err(ApiError::bad_backup_name(&base));
     }
+    let job = queue_named(
+        ctx,
+        NamedJob {
+            env: &env,
+            base: &base,
+            generated: !explicit,
+            trigger: "manual",
+            user: &caller.user,
+            args,
+        },
+    )
+    .await??;
+    tracing::info!(job = job.id, env = %env, backup = job.backup.as_deref().unwrap_or(""), user = %caller.user, "backup queued");
+    ctx.runner.wake();
+    job_outcome(call, job, wait).await
+}
+
+/// A backup or import job to queue under a name.
+pub struct NamedJob<'a> {
+    pub env: &'a str,
+    /// The name asked for, or generated from the time.
+    pub base: &'a str,
+    /// Whether `base` was generated: then a taken name gets a suffix (`-2`, `-3`,
+    /// ...) instead of a refusal, so two in one second both get one.
+    pub generated: bool,
+    pub trigger: &'a str,
+    pub user: &'a str,
+    pub args: Option<String>,
+}
+
+/// Queues the job and reserves its backup's name; a name asked for that is taken
+/// is refused (`QueueError::Duplicate`).
+pub async fn queue_named(
+    ctx: &Context,
+    job: NamedJob<'_>,
+) -> Result<Result<JobRecord, QueueError>, CatalogError> {
     let host = ctx.config().daemon.host.clone();
-    let user = caller.user.clone();
-    let (env_c, base_c) = (env.clone(), base.clone());
-    let job = ctx
-        .catalog
+    let (env, base, trigger, user) = (
+        job.env.to_owned(),
+        job.base.to_owned(),
+        job.trigger.to_owned(),
+        job.user.to_owned(),
+    );
+    let (generated, args) = (job.generated, job.args);
+    ctx.catalog
         .blocking(move |c| {
-            // A generated name that is taken (two backups in one second) gets a suffix.
             let mut attempt = 1;
             loop {
-                let name = if attempt == 1 {
-                    base_c.clone()
-                } else {
-                    format!("{base_c}-{attempt}")
+                let name = match attempt {
+                    1 => base.clone(),
+                    n => format!("{base}-{n}"),
                 };
-                match c.queue_backup(&env_c, &name, &host, "manual", &user, args.as_deref()) {
-                    Err(QueueError::Duplicate { .. }) if !explicit && attempt < 100 => attempt += 1,
+                match c.queue_backup(&env, &name, &host, &trigger, &user, args.as_deref()) {
+                    Err(QueueError::Duplicate { .. }) if generated && attempt < 100 => attempt += 1,
                     Err(QueueError::Catalog(e)) => return Err(e),
                     other => return Ok(other),
                 }
             }
         })
-        .await??;
-    tracing::info!(job = job.id, env = %env, backup = job.backup.as_deref().unwrap_or(""), user = %caller.user, "backup queued");
-    ctx.runner.wake();
-    job_outcome(call, job, wait).await
+        .await
 }
 
 /// A queued backup (or import) job: itself, or with `wait` its progress and then the

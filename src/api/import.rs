@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 
 use super::access::known_env;
-use super::backups::{generated_name, job_outcome};
+use super::backups::{NamedJob, generated_name, job_outcome, queue_named};
 use super::call::Call;
 use super::error::{ApiError, Outcome};
 use crate::config::{DatabaseKind, EnvConfig, PartSource};
@@ -123,11 +123,31 @@ pub fn check_import(
     Ok(())
 }
 
+/// One regular file per part passed (not a pipe or a device the daemon would read
+/// on someone's behalf).
+fn check_files(parts: &[String], files: &[OwnedFd]) -> Result<(), ApiError> {
+    let invalid = ApiError::invalid;
+    if files.len() != parts.len() {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "an import needs one file per part",
+        ));
+    }
+    for (part, file) in parts.iter().zip(files) {
+        let stat = nix::sys::stat::fstat(file).map_err(|e| invalid(format!("{part}: {e}")))?;
+        if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(invalid(format!(
+                "the file for part {part} is not a regular file"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Queues an import of the client's files (one per part) as a backup with trigger
 /// `import`; the checks of the archives themselves run in the job (`jobs/import.rs`).
 pub async fn import(call: &Call<'_>, ask: ImportAsk, files: Vec<OwnedFd>, wait: bool) -> Outcome {
     let (ctx, caller) = (call.ctx, call.caller);
-    let invalid = |message: String| ApiError::new(ErrorCode::Invalid, message);
     let ImportAsk {
         env,
         parts,
@@ -138,20 +158,7 @@ pub async fn import(call: &Call<'_>, ask: ImportAsk, files: Vec<OwnedFd>, wait: 
     check_import(ctx, &env, &parts, &urls, version.as_deref())?;
     let config = ctx.config();
     let env_config = config.env(&env).expect("checked by check_import");
-    if files.len() != parts.len() {
-        return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            "an import needs one file per part",
-        ));
-    }
-    for (part, file) in parts.iter().zip(&files) {
-        let stat = nix::sys::stat::fstat(file).map_err(|e| invalid(format!("{part}: {e}")))?;
-        if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(invalid(format!(
-                "the file for part {part} is not a regular file"
-            )));
-        }
-    }
+    check_files(&parts, &files)?;
     let owner = match caller.is_unrestricted() {
         true => None,
         false => Some(check_user_import(env_config, &parts, &urls, caller)?),
@@ -159,6 +166,7 @@ pub async fn import(call: &Call<'_>, ask: ImportAsk, files: Vec<OwnedFd>, wait: 
     if ctx.shutdown.is_cancelled() {
         return Err(ApiError::shutting_down());
     }
+    let generated = name.is_none();
     let name = name.unwrap_or_else(|| generated_name("import", ctx.clock.now()));
     if !is_safe_name(&name) {
         return Err(ApiError::bad_backup_name(&name));
@@ -182,12 +190,18 @@ pub async fn import(call: &Call<'_>, ask: ImportAsk, files: Vec<OwnedFd>, wait: 
         owner,
     };
     let args = serde_json::to_string(&args).expect("serializes");
-    let host = config.daemon.host.clone();
-    let (user, env_c, name_c) = (caller.user.clone(), env.clone(), name.clone());
-    let queued = ctx
-        .catalog
-        .blocking(move |c| Ok(c.queue_backup(&env_c, &name_c, &host, "import", &user, Some(&args))))
-        .await;
+    let queued = queue_named(
+        ctx,
+        NamedJob {
+            env: &env,
+            base: &name,
+            generated,
+            trigger: "import",
+            user: &caller.user,
+            args: Some(args),
+        },
+    )
+    .await;
     let job = match queued {
         Ok(Ok(job)) => job,
         failed => {
@@ -200,7 +214,8 @@ pub async fn import(call: &Call<'_>, ask: ImportAsk, files: Vec<OwnedFd>, wait: 
             });
         }
     };
-    tracing::info!(job = job.id, env = %env, backup = %name, user = %caller.user, "import queued");
+    let backup = job.backup.as_deref().unwrap_or_default();
+    tracing::info!(job = job.id, env = %env, backup = %backup, user = %caller.user, "import queued");
     ctx.runner.wake();
     job_outcome(call, job, wait).await
 }

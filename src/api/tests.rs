@@ -189,3 +189,43 @@ async fn backups_run_restore_and_expire_by_the_clock() {
     test.ctx.shutdown.cancel();
     runner.await.unwrap();
 }
+
+#[tokio::test]
+async fn generated_names_stay_unique_within_one_second() {
+    let (_test, api) = setup("2030-01-01T00:00:00Z").await;
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let request = Request::Import {
+            env: "demo".into(),
+            parts: vec!["code".into()],
+            urls: Default::default(),
+            name: None,
+            version: None,
+            wait: false,
+        };
+        api.admit(&root(), &request).await.unwrap();
+        let file = std::os::fd::OwnedFd::from(tempfile::tempfile().unwrap());
+        let (replies, _progress) = mpsc::channel(1);
+        let job = api
+            .handle(&root(), request, vec![file], &replies)
+            .await
+            .map_err(|e| e.message)
+            .unwrap();
+        let job: Value = serde_json::from_str(job.get()).unwrap();
+        assert_eq!(job["kind"], "import");
+        names.push(job["backup"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        names,
+        ["20300101-000000-import", "20300101-000000-import-2"]
+    );
+    // A name asked for is never changed: taken is taken.
+    let taken = ask(
+        &api,
+        &root(),
+        backup_create(Some("20300101-000000-import"), false, None),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(taken.0, ErrorCode::Conflict, "{}", taken.1);
+}
