@@ -28,6 +28,7 @@
 //! - [`store`]: the object store (local directory, memory, S3, GCS, Azure) narrowed to
 //!   one host's prefix.
 //! - [`config`]: the config file: schema, defaults, validation with exact errors.
+//! - [`message`]: messages for people kept to one printable line.
 //! - [`memory`]: allocator tuning, and freed memory handed back to the system.
 //!
 //! Backup flow: `Repository::start_backup` → `add_tree` / `add_stream` per part →
@@ -50,6 +51,7 @@ pub mod import;
 pub mod jobs;
 pub mod link;
 pub mod memory;
+pub mod message;
 pub mod metrics;
 pub mod repo;
 pub mod retention;

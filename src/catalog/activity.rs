@@ -62,9 +62,10 @@ pub(super) fn insert_activity(
     conn: &rusqlite::Connection,
     entry: &ActivityEntry,
 ) -> Result<(), CatalogError> {
+    let detail = entry.detail.as_deref().map(crate::message::one_line);
     conn.execute(
         "INSERT INTO activity (time, user, env, action, backup, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![time_text(entry.time), entry.user, entry.env, entry.action, entry.backup, entry.outcome, entry.detail],
+        params![time_text(entry.time), entry.user, entry.env, entry.action, entry.backup, entry.outcome, detail],
     )?;
     Ok(())
 }

@@ -241,6 +241,7 @@ pub(super) fn set_env_status(
     status: &str,
     last_error: Option<&str>,
 ) -> Result<(), CatalogError> {
+    let last_error = last_error.map(crate::message::one_line);
     conn.execute(
         "INSERT INTO environments (name, status, last_error) VALUES (?1, ?2, ?3)
          ON CONFLICT (name) DO UPDATE SET status = excluded.status, last_error = excluded.last_error",

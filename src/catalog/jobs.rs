@@ -405,6 +405,8 @@ fn end_job(
     state: JobState,
     error: Option<&str>,
 ) -> Result<(), CatalogError> {
+    // Kept as one printable line: errors quote hostile input (entry names, stderr).
+    let error = error.map(crate::message::one_line);
     tx.execute(
         "UPDATE jobs SET state = ?2, error = ?3, finished = ?4 WHERE id = ?1",
         params![id, state, error, time_text(Utc::now())],

@@ -262,10 +262,11 @@ pub struct ErrorReply {
 }
 
 impl ErrorReply {
+    /// The reply with `message` made one printable line (it may quote hostile input).
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ErrorReply {
             code,
-            message: message.into(),
+            message: crate::message::one_line(&message.into()),
         }
     }
 }

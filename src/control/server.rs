@@ -265,7 +265,7 @@ async fn write_error<W: tokio::io::AsyncWrite + Unpin>(
     code: ErrorCode,
     message: String,
 ) -> std::io::Result<()> {
-    write_reply(out, &Reply::Error(ErrorReply { code, message })).await
+    write_reply(out, &Reply::Error(ErrorReply::new(code, message))).await
 }
 
 async fn write_reply<W: tokio::io::AsyncWrite + Unpin>(
