@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result};
 use chrono::{Duration, Utc};
-use envsnap::catalog::{ActivityEntry, Catalog, CompletedBackup, PartSize};
+use envsnap::catalog::{ActivityEntry, BackupName, Catalog, CompletedBackup, PartSize};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -29,7 +29,14 @@ fn main() -> Result<()> {
     let start = Utc::now() - Duration::minutes(count as i64);
     for i in 0..count {
         let name = format!("seed-{i:06}");
-        let job = catalog.queue_backup(env, &name, "bench-host", "scheduled", "root", None)?;
+        let job = catalog.queue_backup(
+            env,
+            BackupName::Exact(&name),
+            "bench-host",
+            "scheduled",
+            "root",
+            None,
+        )?;
         catalog.start_job(job.id)?;
         let created = start + Duration::minutes(i as i64);
         let activity = ActivityEntry {

@@ -7,7 +7,9 @@ use serde_json::json;
 use super::call::Call;
 use super::error::{ApiError, Outcome, to_value};
 use super::jobs::follow;
-use crate::catalog::{ActivityEntry, BackupRecord, CatalogError, JobRecord, JobState, QueueError};
+use crate::catalog::{
+    ActivityEntry, BackupName, BackupRecord, CatalogError, JobRecord, JobState, QueueError,
+};
 use crate::context::Context;
 use crate::control::protocol::ErrorCode;
 use crate::repo::manifest::is_safe_name;
@@ -85,8 +87,8 @@ pub struct NamedJob<'a> {
     pub env: &'a str,
     /// The name asked for, or generated from the time.
     pub base: &'a str,
-    /// Whether `base` was generated: then a taken name gets a suffix (`-2`, `-3`,
-    /// ...) instead of a refusal, so two in one second both get one.
+    /// Whether `base` was generated (`BackupName::Generated`: a taken one gets a
+    /// suffix) or asked for (`BackupName::Exact`: a taken one is refused).
     pub generated: bool,
     pub trigger: &'a str,
     pub user: &'a str,
@@ -109,17 +111,13 @@ pub async fn queue_named(
     let (generated, args) = (job.generated, job.args);
     ctx.catalog
         .blocking(move |c| {
-            let mut attempt = 1;
-            loop {
-                let name = match attempt {
-                    1 => base.clone(),
-                    n => format!("{base}-{n}"),
-                };
-                match c.queue_backup(&env, &name, &host, &trigger, &user, args.as_deref()) {
-                    Err(QueueError::Duplicate { .. }) if generated && attempt < 100 => attempt += 1,
-                    Err(QueueError::Catalog(e)) => return Err(e),
-                    other => return Ok(other),
-                }
+            let name = match generated {
+                true => BackupName::Generated(&base),
+                false => BackupName::Exact(&base),
+            };
+            match c.queue_backup(&env, name, &host, &trigger, &user, args.as_deref()) {
+                Err(QueueError::Catalog(e)) => Err(e),
+                other => Ok(other),
             }
         })
         .await

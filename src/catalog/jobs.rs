@@ -426,6 +426,7 @@ fn restore_env_after_backup(tx: &rusqlite::Connection, env: &str) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::BackupName;
 
     /// A job of a kind a newer envsnap queued, as it lies in the catalog.
     fn insert_foreign_job(catalog: &Catalog, state: &str) -> i64 {
@@ -443,7 +444,14 @@ mod tests {
         let catalog = Catalog::in_memory().unwrap();
         let foreign = insert_foreign_job(&catalog, "queued");
         let ours = catalog
-            .queue_backup("live", "b1", "host", "manual", "root", None)
+            .queue_backup(
+                "live",
+                BackupName::Exact("b1"),
+                "host",
+                "manual",
+                "root",
+                None,
+            )
             .unwrap();
         // The queue goes on: ours is runnable, the foreign one failed saying why.
         let runnable = catalog.runnable_jobs(4).unwrap();

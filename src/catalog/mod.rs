@@ -26,7 +26,7 @@ pub use backups::{CompletedBackup, NewBackup};
 pub use chunks::ChunkLocation;
 pub use db::Catalog;
 pub use error::CatalogError;
-pub use queue::QueueError;
+pub use queue::{BackupName, QueueError};
 pub use records::{
     ActivityEntry, BackupRecord, EnvState, JobCounts, JobKind, JobRecord, JobState, PartSize,
 };

@@ -32,13 +32,23 @@ impl From<rusqlite::Error> for QueueError {
     }
 }
 
+/// The name a queued backup reserves.
+#[derive(Debug, Clone, Copy)]
+pub enum BackupName<'a> {
+    /// Asked for: refused when taken.
+    Exact(&'a str),
+    /// Generated (from a time): a taken one gets a suffix, `-2`, `-3`, ..., so two
+    /// backups in one second both get one.
+    Generated(&'a str),
+}
+
 impl Catalog {
     /// Queues a backup job and reserves its backup name, in one transaction. A backup
     /// with trigger `import` is an `import` job (its data comes from the client).
     pub fn queue_backup(
         &self,
         env: &str,
-        name: &str,
+        name: BackupName<'_>,
         host: &str,
         trigger: &str,
         user: &str,
@@ -46,15 +56,16 @@ impl Catalog {
     ) -> Result<JobRecord, QueueError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let taken = tx
-            .prepare_cached("SELECT 1 FROM backups WHERE env = ?1 AND name = ?2")?
-            .exists(params![env, name])?;
-        if taken {
-            return Err(QueueError::Duplicate {
-                env: env.to_owned(),
-                name: name.to_owned(),
-            });
-        }
+        let name = &match name {
+            BackupName::Exact(name) if is_taken(&tx, env, name)? => {
+                return Err(QueueError::Duplicate {
+                    env: env.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
+            BackupName::Exact(name) => name.to_owned(),
+            BackupName::Generated(base) => free_name(&tx, env, base)?,
+        };
         let now = Utc::now();
         let kind = if trigger == "import" {
             JobKind::Import
@@ -95,15 +106,7 @@ impl Catalog {
     ) -> Result<JobRecord, CatalogError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let mut name = base_name.to_owned();
-        let mut attempt = 1;
-        while tx
-            .prepare_cached("SELECT 1 FROM backups WHERE env = ?1 AND name = ?2")?
-            .exists(params![env, name])?
-        {
-            attempt += 1;
-            name = format!("{base_name}-{attempt}");
-        }
+        let name = free_name(&tx, env, base_name)?;
         let now = Utc::now();
         tx.execute(
             "INSERT INTO jobs (kind, env, state, user, backup, created) VALUES ('backup', ?1, 'queued', 'root', ?2, ?3)",
@@ -168,5 +171,54 @@ impl Catalog {
         tx.commit()?;
         drop(conn);
         Ok(self.get_job(id)?.expect("just inserted"))
+    }
+}
+
+fn is_taken(tx: &rusqlite::Connection, env: &str, name: &str) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT 1 FROM backups WHERE env = ?1 AND name = ?2")?
+        .exists(params![env, name])
+}
+
+/// `base`, or the first of `base-2`, `base-3`, ... that no backup of `env` has.
+fn free_name(tx: &rusqlite::Connection, env: &str, base: &str) -> rusqlite::Result<String> {
+    let mut name = base.to_owned();
+    let mut attempt = 1;
+    while is_taken(tx, env, &name)? {
+        attempt += 1;
+        name = format!("{base}-{attempt}");
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_get_a_suffix_and_asked_for_names_are_refused() {
+        let catalog = Catalog::in_memory().unwrap();
+        let queue = |name| catalog.queue_backup("live", name, "host", "manual", "root", None);
+        let first = queue(BackupName::Generated("20300101-000000-manual")).unwrap();
+        let second = queue(BackupName::Generated("20300101-000000-manual")).unwrap();
+        assert_eq!(first.backup.as_deref(), Some("20300101-000000-manual"));
+        assert_eq!(second.backup.as_deref(), Some("20300101-000000-manual-2"));
+        let taken = queue(BackupName::Exact("20300101-000000-manual-2")).unwrap_err();
+        assert_eq!(
+            taken.to_string(),
+            "a backup named \"20300101-000000-manual-2\" already exists in environment live"
+        );
+        let scheduled = catalog
+            .queue_scheduled_backup(
+                "live",
+                "20300101-000000-manual",
+                "host",
+                "0 0 3 * * *",
+                Utc::now(),
+            )
+            .unwrap();
+        assert_eq!(
+            scheduled.backup.as_deref(),
+            Some("20300101-000000-manual-3")
+        );
     }
 }

@@ -237,17 +237,17 @@ async fn restore(
     let hook_env = hook_vars(env, job, &args.backup);
     let timeout = config.daemon.command_timeout;
     let app = &env_config.app;
-    let app_step = |step, commands| app_step(step, commands, &hook_env, timeout);
-    if let Err(cause) = app_step("stop", &app.stop).await {
+    let run_app = |step, commands| app_step(step, commands, &hook_env, timeout);
+    if let Err(cause) = run_app("stop", &app.stop).await {
         return Err(roll_back(ctx, &env_config, safety.as_ref(), cause, &hook_env).await);
     }
     let restored = restore_parts(ctx, &source, &manifest, &args.parts, &env_config).await;
     let started = match restored {
-        Ok(()) => app_step("start", &app.start).await,
+        Ok(()) => run_app("start", &app.start).await,
         Err(e) => Err(e),
     };
     let checked = match started {
-        Ok(()) => app_step("check", &app.check).await,
+        Ok(()) => run_app("check", &app.check).await,
         Err(e) => Err(e),
     };
     match checked {
