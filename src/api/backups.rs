@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::call::Call;
 use super::error::{ApiError, Outcome, to_value};
-use super::jobs::follow;
+use super::jobs::{follow, taking_jobs};
 use crate::catalog::{
     ActivityEntry, BackupName, BackupRecord, CatalogError, JobRecord, JobState, QueueError,
 };
@@ -57,9 +57,7 @@ pub async fn create(call: &Call<'_>, ask: BackupAsk, wait: bool) -> Outcome {
         })
         .expect("serializes")
     });
-    if ctx.shutdown.is_cancelled() {
-        return Err(ApiError::shutting_down());
-    }
+    taking_jobs(ctx)?;
     let explicit = name.is_some();
     let base = name.unwrap_or_else(|| generated_name("manual", ctx.clock.now()));
     if !is_safe_name(&base) {

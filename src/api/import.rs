@@ -14,6 +14,7 @@ use super::access::known_env;
 use super::backups::{NamedJob, generated_name, job_outcome, queue_named};
 use super::call::Call;
 use super::error::{ApiError, Outcome};
+use super::jobs::taking_jobs;
 use crate::config::{DatabaseKind, EnvConfig, PartSource};
 use crate::context::Context;
 use crate::control::peer::Caller;
@@ -90,7 +91,7 @@ pub fn check_import(
     urls: &BTreeMap<String, String>,
     version: Option<&str>,
 ) -> Result<(), ApiError> {
-    let invalid = |message: String| ApiError::new(ErrorCode::Invalid, message);
+    let invalid = |message: String| ApiError::invalid(message);
     known_env(ctx, env)?;
     let config = ctx.config();
     let env_config = config.env(env).expect("checked just above");
@@ -163,9 +164,7 @@ pub async fn import(call: &Call<'_>, ask: ImportAsk, files: Vec<OwnedFd>, wait: 
         true => None,
         false => Some(check_user_import(env_config, &parts, &urls, caller)?),
     };
-    if ctx.shutdown.is_cancelled() {
-        return Err(ApiError::shutting_down());
-    }
+    taking_jobs(ctx)?;
     let generated = name.is_none();
     let name = name.unwrap_or_else(|| generated_name("import", ctx.clock.now()));
     if !is_safe_name(&name) {

@@ -13,6 +13,14 @@ use crate::control::protocol::{ErrorCode, Progress, Reply};
 /// The most jobs one `job list` answers.
 const LIST_LIMIT: u32 = 1000;
 
+/// Refuses a new job while the daemon stops.
+pub fn taking_jobs(ctx: &Context) -> Result<(), ApiError> {
+    match ctx.shutdown.is_cancelled() {
+        true => Err(ApiError::shutting_down()),
+        false => Ok(()),
+    }
+}
+
 pub async fn list(call: &Call<'_>) -> Outcome {
     to_value(
         call.ctx

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::call::Call;
 use super::error::{ApiError, Outcome, to_value};
-use super::jobs::follow;
+use super::jobs::{follow, taking_jobs};
 use crate::catalog::{ActivityEntry, JobKind, JobRecord, JobState};
 use crate::config::{EnvConfig, PartSource};
 use crate::context::Context;
@@ -35,9 +35,7 @@ pub struct RestoreAsk {
 /// `wait`, follows the job and answers with its outcome.
 pub async fn restore(call: &Call<'_>, ask: RestoreAsk, wait: bool, dry_run: bool) -> Outcome {
     let ctx = call.ctx;
-    if ctx.shutdown.is_cancelled() {
-        return Err(ApiError::shutting_down());
-    }
+    taking_jobs(ctx)?;
     let (source_host, source_env) = parse_source(&ask)?;
     let source = open_source(ctx, source_host.as_deref()).await?;
     let manifest = find_restorable(
@@ -241,7 +239,7 @@ fn map_parts(
     env: &EnvConfig,
     map: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, ApiError> {
-    let invalid = |message: String| ApiError::new(ErrorCode::Invalid, message);
+    let invalid = |message: String| ApiError::invalid(message);
     for from in map.keys() {
         if manifest.main_parts().all(|p| &p.part != from) {
             return Err(invalid(format!(
