@@ -229,3 +229,24 @@ async fn generated_names_stay_unique_within_one_second() {
     .unwrap_err();
     assert_eq!(taken.0, ErrorCode::Conflict, "{}", taken.1);
 }
+
+#[tokio::test]
+async fn a_stopping_daemon_takes_no_new_jobs() {
+    let (test, api) = setup("2030-01-01T00:00:00Z").await;
+    test.ctx.shutdown.cancel();
+    let refused = ask(&api, &root(), backup_create(None, false, None))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        (
+            ErrorCode::ShuttingDown,
+            "envsnapd is shutting down and takes no new jobs".to_owned()
+        )
+    );
+    let restore = ask(&api, &root(), dry_run_restore("any"))
+        .await
+        .unwrap_err();
+    assert_eq!(restore.0, ErrorCode::ShuttingDown);
+    assert!(test.ctx.catalog.list_jobs(10).unwrap().is_empty());
+}

@@ -478,4 +478,44 @@ mod tests {
             .unwrap();
         assert_eq!(state, "failed");
     }
+
+    #[test]
+    fn a_job_error_quoting_hostile_input_is_kept_as_one_line() {
+        let catalog = Catalog::in_memory().unwrap();
+        let job = catalog
+            .queue_backup(
+                "live",
+                BackupName::Exact("b1"),
+                "host",
+                "manual",
+                "root",
+                None,
+            )
+            .unwrap();
+        let error = "entry evil\nFAKE: ok\u{1b}[2J\n";
+        catalog
+            .fail_backup(
+                job.id,
+                "live",
+                "b1",
+                JobState::Failed,
+                error,
+                &ActivityEntry::now(
+                    "root",
+                    Some("live"),
+                    "backup",
+                    Some("b1"),
+                    "failed",
+                    Some(error.into()),
+                ),
+            )
+            .unwrap();
+        let stored = catalog.get_job(job.id).unwrap().unwrap();
+        assert_eq!(
+            stored.error.as_deref(),
+            Some("entry evil FAKE: ok\\u{1b}[2J")
+        );
+        let logged = catalog.list_activity(Some("live"), None, 10).unwrap();
+        assert_eq!(logged[0].detail, stored.error);
+    }
 }
