@@ -2,7 +2,8 @@
 //! `envsnapd` binary.
 //!
 //! Start-up: config → the context ([`Context::open`]: catalog, store and repository,
-//! jobs a crash left running failed) → control socket and metrics listener bound →
+//! jobs a crash left running failed; the sandboxes and scratch servers of drills it
+//! interrupted removed) → control socket and metrics listener bound →
 //! job runner, scheduler, daily prune, link sweeper, control server and metrics
 //! started, each with the narrow handles it uses → `READY=1` to systemd. SIGHUP (or
 //! `envsnapctl reload`) re-reads the config; an invalid one is refused, logged, and
@@ -40,9 +41,17 @@ pub enum DaemonError {
     },
 }
 
-/// Opens the context on the system clock (see [`Context::open`]).
+/// Opens the context on the system clock (see [`Context::open`]) and clears what
+/// interrupted drills left.
 pub async fn open(config: Config) -> Result<Arc<Context>, DaemonError> {
-    Ok(Context::open(config, Clock::system()).await?)
+    let ctx = Context::open(config, Clock::system()).await?;
+    // Drills a crash interrupted (their jobs were just failed): no scratch server
+    // and no sandbox outlives them.
+    let removed = crate::drill::sandbox::sweep(&ctx.config().daemon.state_dir);
+    if removed > 0 {
+        tracing::warn!(removed, "sandboxes of interrupted drills removed");
+    }
+    Ok(ctx)
 }
 
 /// Binds the control socket: mode 0660, group `socket_group`. A socket file left by a

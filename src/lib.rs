@@ -16,6 +16,7 @@
 //! - [`context`]: the state the handlers and jobs share.
 //! - [`clock`]: the time, injectable.
 //! - [`download`]: one part of a backup as tar, tar.zst or its native dump.
+//! - [`drill`]: restore drills: the sandbox, the report and its warnings.
 //! - [`import`]: archives made elsewhere, checked entry by entry before they are stored.
 //! - [`sources`]: how each kind of part is read (database dumps).
 //! - [`commands`]: running operators' commands (hooks, app stop/start).
@@ -47,6 +48,7 @@ pub mod context;
 pub mod control;
 pub mod daemon;
 pub mod download;
+pub mod drill;
 pub mod import;
 pub mod jobs;
 pub mod link;

@@ -143,6 +143,7 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 pub fn render(stats: &[EnvStats], outcomes: &[JobOutcomes], counts: &JobCounts) -> String {
     let mut registry = Registry::with_prefix("envsnap");
     register_environments(&mut registry, stats);
+    register_drills(&mut registry, stats);
     register_jobs(&mut registry, outcomes, counts);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
@@ -207,6 +208,37 @@ fn register_environments(registry: &mut Registry, stats: &[EnvStats]) {
     );
 }
 
+/// Per environment: the newest passed drill, and how many drills failed.
+fn register_drills(registry: &mut Registry, stats: &[EnvStats]) {
+    let last_success = Family::<EnvLabels, FloatGauge>::default();
+    let last_duration = Family::<EnvLabels, FloatGauge>::default();
+    let failures = Family::<EnvLabels, Counter>::default();
+    for env in stats {
+        let labels = EnvLabels {
+            env: env.env.clone(),
+        };
+        failures.get_or_create(&labels).inc_by(env.drill_failures);
+        if let (Some(time), Some(duration)) =
+            (env.drill_last_success, env.drill_last_duration_seconds)
+        {
+            let seconds = time.timestamp_millis() as f64 / 1000.0;
+            last_success.get_or_create(&labels).set(seconds);
+            last_duration.get_or_create(&labels).set(duration);
+        }
+    }
+    registry.register(
+        "drill_last_success_timestamp_seconds",
+        "When the newest passed restore drill finished (Unix time)",
+        last_success,
+    );
+    registry.register(
+        "drill_last_duration_seconds",
+        "How long the newest passed restore drill took",
+        last_duration,
+    );
+    registry.register("drill_failures", "Restore drills that failed", failures);
+}
+
 /// Jobs finished by kind and outcome, and jobs queued and running now.
 fn register_jobs(registry: &mut Registry, outcomes: &[JobOutcomes], counts: &JobCounts) {
     let finished = Family::<JobLabels, Counter>::default();
@@ -247,6 +279,9 @@ mod tests {
                 last_duration_seconds: Some(4.5),
                 last_size: 1000,
                 last_stored: 10,
+                drill_last_success: Some("2026-11-24T05:00:02Z".parse().unwrap()),
+                drill_last_duration_seconds: Some(12.5),
+                drill_failures: 1,
             },
             EnvStats {
                 env: "new".into(),
@@ -256,6 +291,9 @@ mod tests {
                 last_duration_seconds: None,
                 last_size: 0,
                 last_stored: 0,
+                drill_last_success: None,
+                drill_last_duration_seconds: None,
+                drill_failures: 0,
             },
         ];
         let outcomes = vec![JobOutcomes {
@@ -279,6 +317,10 @@ mod tests {
             "envsnap_backup_last_duration_seconds{env=\"live\"} 4.5",
             "envsnap_backup_last_size_bytes{env=\"live\"} 1000",
             "envsnap_jobs_finished_total{kind=\"backup\",state=\"failed\"} 2",
+            "envsnap_drill_last_success_timestamp_seconds{env=\"live\"} 1795496402.0",
+            "envsnap_drill_last_duration_seconds{env=\"live\"} 12.5",
+            "envsnap_drill_failures_total{env=\"live\"} 1",
+            "envsnap_drill_failures_total{env=\"new\"} 0",
             "envsnap_jobs{state=\"queued\"} 1",
         ] {
             assert!(

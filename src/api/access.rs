@@ -2,8 +2,8 @@
 //! needs there, and the extra rights some requests need elsewhere.
 //!
 //! The right each request needs is one exhaustive table (`Request::action` in the
-//! protocol). The environment is the request's own, except for job requests, which
-//! concern the job's environment (its rules decide who may see or cancel it), and a
+//! protocol). The environment is the request's own, except for job and drill
+//! requests by id, which concern the job's (or drill's) environment (its rules decide who may see or cancel it), and a
 //! restore from another environment or host, which also reads that source. Root, and
 //! the user the daemon runs as, may do everything (`Caller::is_unrestricted`).
 //! Every refusal is logged with the caller's user and uid.
@@ -46,6 +46,15 @@ async fn concerned_env(ctx: &Context, request: &Request) -> Option<String> {
                 .ok()
                 .flatten()
                 .and_then(|job| job.env)
+        }
+        Request::DrillShow { id } => {
+            let (id, host) = (*id, ctx.repo.host().to_owned());
+            ctx.catalog
+                .blocking(move |c| c.get_drill(&host, id))
+                .await
+                .ok()
+                .flatten()
+                .map(|drill| drill.env)
         }
         other => other.env().map(str::to_owned),
     }

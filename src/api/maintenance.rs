@@ -1,10 +1,12 @@
 //! Maintenance: `verify` (the store holds what the backups need), `prune` (retention
-//! applied now, or planned with `--dry-run`) and `catalog rebuild`.
+//! applied now, or planned with `--dry-run`) and `catalog rebuild` (backups and drill
+//! reports back from the store).
 
 use super::call::Call;
 use super::error::{ApiError, Outcome, to_value};
-use crate::catalog::BackupRecord;
+use crate::catalog::{BackupRecord, DrillRecord};
 use crate::control::protocol::ErrorCode;
+use crate::drill::report::Report;
 use crate::jobs::prune::Pruner;
 
 pub async fn prune(call: &Call<'_>, dry_run: bool) -> Outcome {
@@ -44,19 +46,42 @@ pub async fn verify(
     to_value(ctx.repo.verify(&manifests, read_data).await?)
 }
 
-/// Re-reads the store's index objects and manifests into the catalog.
+/// Re-reads the store's index objects, manifests and drill reports into the catalog.
 pub async fn catalog_rebuild(call: &Call<'_>) -> Outcome {
     let ctx = call.ctx;
     let report = ctx.repo.rebuild_index().await?;
     let manifests = ctx.repo.list_manifests(None).await?;
     let records: Vec<_> = manifests.iter().map(BackupRecord::from_manifest).collect();
+    let drills = drill_records(&ctx.repo.list_drill_reports().await?);
+    let drills_found = drills.len();
     ctx.catalog
         .blocking(move |c| {
             for record in &records {
                 c.upsert_completed_backup(record)?;
             }
+            for drill in &drills {
+                c.record_drill(drill)?;
+            }
             Ok(())
         })
         .await?;
+    let mut report = serde_json::to_value(report)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    report["drills"] = drills_found.into();
     to_value(report)
+}
+
+/// The catalog's records of drill reports read from the store (unreadable ones are
+/// skipped with a warning).
+fn drill_records(reports: &[Vec<u8>]) -> Vec<DrillRecord> {
+    reports
+        .iter()
+        .filter_map(|raw| match serde_json::from_slice::<Report>(raw) {
+            Ok(report) => Some(report.to_record()),
+            Err(e) => {
+                tracing::warn!(error = %e, "a drill report in the store cannot be read; skipped");
+                None
+            }
+        })
+        .collect()
 }

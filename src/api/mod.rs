@@ -11,6 +11,7 @@
 //! - [`exports`]: downloads and links of one part;
 //! - [`import`]: archives made elsewhere, queued as an import job;
 //! - [`restore`]: pre-checks, part mapping, the dry-run plan, the restore job;
+//! - [`drills`]: restore drills: run one, list them, show a report;
 //! - [`jobs`]: list, show, watch, cancel;
 //! - [`maintenance`]: verify, prune, catalog rebuild.
 //!
@@ -24,6 +25,7 @@
 pub mod access;
 pub mod backups;
 pub mod call;
+pub mod drills;
 pub mod error;
 pub mod exports;
 pub mod import;
@@ -188,6 +190,14 @@ impl Api {
                 )
                 .await
             }
+            R::Drill {
+                env,
+                backup,
+                wait,
+                keep,
+            } => drills::create(call, drills::DrillAsk { env, backup, keep }, wait).await,
+            R::DrillList { env } => drills::list(call, env).await,
+            R::DrillShow { id } => drills::show(call, id).await,
             R::JobList => jobs::list(call).await,
             R::JobShow { id } => jobs::show(call, id).await,
             R::JobWatch { id } => jobs::watch(call, id).await,

@@ -42,6 +42,9 @@ struct EnvView {
     next_run: Option<DateTime<Utc>>,
     parts: Vec<String>,
     safety_backup: Option<String>,
+    /// The newest drill's outcome (`passed`, `failed`) and when it finished.
+    last_drill: Option<String>,
+    last_drill_at: Option<DateTime<Utc>>,
 }
 
 async fn env_view(ctx: &Context, name: &str) -> Result<EnvView, ApiError> {
@@ -50,9 +53,15 @@ async fn env_view(ctx: &Context, name: &str) -> Result<EnvView, ApiError> {
         ApiError::new(ErrorCode::NotFound, format!("unknown environment {name:?}"))
     })?;
     let owned = name.to_owned();
-    let (state, last) = ctx
+    let (state, last, drill) = ctx
         .catalog
-        .blocking(move |c| Ok((c.env_state(&owned)?, c.last_backup(&owned)?)))
+        .blocking(move |c| {
+            Ok((
+                c.env_state(&owned)?,
+                c.last_backup(&owned)?,
+                c.last_drill(&owned)?,
+            ))
+        })
         .await?;
     Ok(EnvView {
         name: name.to_owned(),
@@ -64,6 +73,8 @@ async fn env_view(ctx: &Context, name: &str) -> Result<EnvView, ApiError> {
         next_run: next_run(env, config.daemon.timezone, ctx.clock.now()),
         parts: env.parts().into_iter().map(|p| p.name).collect(),
         safety_backup: state.safety_backup,
+        last_drill: drill.as_ref().map(|d| d.outcome.clone()),
+        last_drill_at: drill.map(|d| d.finished),
     })
 }
 

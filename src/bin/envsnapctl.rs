@@ -44,6 +44,24 @@ enum Command {
     /// The daemon's job queue
     #[command(subcommand)]
     Job(JobCommand),
+    /// Restore drills: `drill ENV [BACKUP]` restores a backup into a private sandbox
+    /// and checks every part with its engine; `drill list ENV`, `drill show ID`
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Drill {
+        #[command(subcommand)]
+        command: Option<DrillCommand>,
+        /// The environment
+        #[arg(required = true)]
+        env: Option<String>,
+        /// The backup to drill (default: the newest completed one)
+        backup: Option<String>,
+        /// Follow the drill; exit non-zero if it fails
+        #[arg(long)]
+        wait: bool,
+        /// Keep the sandbox afterwards (the report says where)
+        #[arg(long)]
+        keep: bool,
+    },
     /// Store archives made elsewhere (tar, dumps; plain, gzip or zstd) as a backup
     Import {
         env: String,
@@ -218,6 +236,14 @@ enum JobCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum DrillCommand {
+    /// An environment's drills, newest first
+    List { env: String },
+    /// One drill's report
+    Show { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
 enum CatalogCommand {
     /// Recreate the catalog from the store
     Rebuild,
@@ -280,6 +306,26 @@ impl Command {
             Command::Job(JobCommand::Show { id }) => Request::JobShow { id },
             Command::Job(JobCommand::Watch { id }) => Request::JobWatch { id },
             Command::Job(JobCommand::Cancel { id }) => Request::JobCancel { id },
+            Command::Drill {
+                command: Some(DrillCommand::List { env }),
+                ..
+            } => Request::DrillList { env },
+            Command::Drill {
+                command: Some(DrillCommand::Show { id }),
+                ..
+            } => Request::DrillShow { id },
+            Command::Drill {
+                command: None,
+                env,
+                backup,
+                wait,
+                keep,
+            } => Request::Drill {
+                env: env.unwrap_or_default(),
+                backup,
+                wait,
+                keep,
+            },
             Command::Log { env, since, limit } => Request::Log { env, since, limit },
             Command::Import {
                 env,

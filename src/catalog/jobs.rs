@@ -74,12 +74,13 @@ fn into_job(row: JobRow) -> Result<JobRecord, CatalogError> {
 
 impl Catalog {
     /// Backups that active jobs rely on, as (environment, backup name): the sources of
-    /// queued or running restores, and the safety backups of running ones.
+    /// queued or running restores and drills, and the safety backups of running
+    /// restores.
     pub fn backups_in_use(&self) -> Result<Vec<(String, String)>, CatalogError> {
         let conn = self.lock();
         let mut used = Vec::new();
         let mut restores = conn.prepare_cached(
-            "SELECT args FROM jobs WHERE kind IN ('restore', 'import') AND state IN ('queued', 'running')",
+            "SELECT args FROM jobs WHERE kind IN ('restore', 'import', 'drill') AND state IN ('queued', 'running')",
         )?;
         for args in restores.query_map([], |r| r.get::<_, Option<String>>(0))? {
             let Some(args) = args? else { continue };
@@ -399,7 +400,7 @@ impl Catalog {
     }
 }
 
-fn end_job(
+pub(super) fn end_job(
     tx: &rusqlite::Connection,
     id: i64,
     state: JobState,
@@ -432,7 +433,7 @@ mod tests {
     fn insert_foreign_job(catalog: &Catalog, state: &str) -> i64 {
         let conn = catalog.lock();
         conn.execute(
-            "INSERT INTO jobs (kind, env, state, user, created) VALUES ('drill', 'live', ?1, 'root', ?2)",
+            "INSERT INTO jobs (kind, env, state, user, created) VALUES ('teleport', 'live', ?1, 'root', ?2)",
             params![state, time_text(Utc::now())],
         )
         .unwrap();
@@ -465,7 +466,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(state, "failed");
-        assert_eq!(error.as_deref(), Some("unknown job kind \"drill\""));
+        assert_eq!(error.as_deref(), Some("unknown job kind \"teleport\""));
         assert_eq!(catalog.list_jobs(10).unwrap().len(), 1, "not listed");
         // A restart with one left running still starts.
         let running = insert_foreign_job(&catalog, "running");

@@ -90,6 +90,22 @@ const STEPS: &[&str] = &[
          key TEXT PRIMARY KEY,
          expires TEXT NOT NULL
      );",
+    // 6: restore drills: one row per finished drill, with its whole report (also in
+    // the store, from where `catalog rebuild` brings it back).
+    "CREATE TABLE drills (
+         id INTEGER NOT NULL,
+         host TEXT NOT NULL,
+         env TEXT NOT NULL,
+         backup TEXT NOT NULL,
+         started TEXT NOT NULL,
+         finished TEXT NOT NULL,
+         outcome TEXT NOT NULL,
+         error TEXT,
+         warnings INTEGER NOT NULL DEFAULT 0,
+         report TEXT NOT NULL,
+         PRIMARY KEY (host, id)
+     );
+     CREATE INDEX drills_by_env ON drills(env, finished);",
 ];
 
 pub fn migrate(conn: &mut Connection, name: &str) -> Result<(), CatalogError> {

@@ -13,6 +13,7 @@ mod activity;
 mod backups;
 mod chunks;
 mod db;
+mod drills;
 mod error;
 mod exports;
 mod jobs;
@@ -26,8 +27,9 @@ pub use backups::{CompletedBackup, NewBackup};
 pub use chunks::ChunkLocation;
 pub use db::Catalog;
 pub use error::CatalogError;
-pub use queue::{BackupName, QueueError};
+pub use queue::{BackupName, QueueError, drill_schedule_key};
 pub use records::{
-    ActivityEntry, BackupRecord, EnvState, JobCounts, JobKind, JobRecord, JobState, PartSize,
+    ActivityEntry, BackupRecord, DrillRecord, EnvState, JobCounts, JobKind, JobRecord, JobState,
+    PartSize,
 };
 pub use stats::{EnvStats, JobOutcomes};

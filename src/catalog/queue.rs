@@ -125,11 +125,7 @@ impl Catalog {
             },
             now,
         )?;
-        tx.execute(
-            "INSERT INTO schedule_runs (env, schedule, last_run) VALUES (?1, ?2, ?3)
-             ON CONFLICT (env, schedule) DO UPDATE SET last_run = excluded.last_run",
-            params![env, schedule, time_text(time)],
-        )?;
+        record_run(&tx, env, schedule, time)?;
         tx.commit()?;
         drop(conn);
         Ok(self.get_job(job)?.expect("just inserted"))
@@ -172,6 +168,66 @@ impl Catalog {
         drop(conn);
         Ok(self.get_job(id)?.expect("just inserted"))
     }
+    /// Queues a restore drill of `backup` unless one of the environment is queued or
+    /// running; with `schedule`, records the scheduled run in the same transaction.
+    pub fn queue_drill(
+        &self,
+        env: &str,
+        user: &str,
+        backup: &str,
+        args: &str,
+        schedule: Option<(&str, DateTime<Utc>)>,
+    ) -> Result<JobRecord, QueueError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let busy: Option<(i64, JobState)> = tx
+            .query_row(
+                "SELECT id, state FROM jobs WHERE env = ?1 AND kind = 'drill'
+                 AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
+                [env],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((job, state)) = busy {
+            return Err(QueueError::Busy {
+                env: env.to_owned(),
+                kind: JobKind::Drill,
+                job,
+                state,
+            });
+        }
+        tx.execute(
+            "INSERT INTO jobs (kind, env, state, user, backup, args, created) VALUES ('drill', ?1, 'queued', ?2, ?3, ?4, ?5)",
+            params![env, user, backup, args, time_text(Utc::now())],
+        )?;
+        let id = tx.last_insert_rowid();
+        if let Some((expr, time)) = schedule {
+            record_run(&tx, env, &drill_schedule_key(expr), time)?;
+        }
+        tx.commit()?;
+        drop(conn);
+        Ok(self.get_job(id)?.expect("just inserted"))
+    }
+}
+
+/// The key a drill schedule's runs are recorded under: its own, so a backup and a
+/// drill with the same cron expression keep separate runs.
+pub fn drill_schedule_key(expr: &str) -> String {
+    format!("drill: {expr}")
+}
+
+fn record_run(
+    tx: &rusqlite::Connection,
+    env: &str,
+    schedule: &str,
+    time: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO schedule_runs (env, schedule, last_run) VALUES (?1, ?2, ?3)
+         ON CONFLICT (env, schedule) DO UPDATE SET last_run = excluded.last_run",
+        params![env, schedule, time_text(time)],
+    )?;
+    Ok(())
 }
 
 fn is_taken(tx: &rusqlite::Connection, env: &str, name: &str) -> rusqlite::Result<bool> {

@@ -38,6 +38,8 @@ pub enum JobKind {
     Backup,
     Import,
     Restore,
+    /// A restore drill: a backup restored into a sandbox and checked.
+    Drill,
 }
 
 /// Where a job is: `queued → running → succeeded | failed | cancelled`.
@@ -74,7 +76,12 @@ impl JobRecord {
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 3] = [JobKind::Backup, JobKind::Import, JobKind::Restore];
+    pub const ALL: [JobKind; 4] = [
+        JobKind::Backup,
+        JobKind::Import,
+        JobKind::Restore,
+        JobKind::Drill,
+    ];
 
     /// The name stored in the catalog and shown to people (`backup`, ...).
     pub fn as_str(self) -> &'static str {
@@ -82,6 +89,7 @@ impl JobKind {
             JobKind::Backup => "backup",
             JobKind::Import => "import",
             JobKind::Restore => "restore",
+            JobKind::Drill => "drill",
         }
     }
 
@@ -90,8 +98,8 @@ impl JobKind {
         matches!(self, JobKind::Backup | JobKind::Import)
     }
 
-    /// Whether the job reads a backup that prune must leave alone, and changes the
-    /// environment (one such job per environment at a time).
+    /// Whether the job changes the environment from a backup (one such job per
+    /// environment at a time; prune leaves its backup alone).
     pub fn uses_backup(self) -> bool {
         matches!(self, JobKind::Restore | JobKind::Import)
     }
@@ -243,6 +251,25 @@ pub struct EnvState {
     pub last_error: Option<String>,
     /// The `pre-restore` backup of the last restore, to roll back to.
     pub safety_backup: Option<String>,
+}
+
+/// A restore drill as the catalog lists it; `report` is the whole report (JSON, the
+/// same object the store keeps next to the backup's manifest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    /// The drill's job id on the host that ran it.
+    pub id: i64,
+    pub env: String,
+    pub host: String,
+    pub backup: String,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    /// `passed` or `failed`.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub warnings: u32,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub report: serde_json::Value,
 }
 
 pub(crate) fn time_text(time: DateTime<Utc>) -> String {

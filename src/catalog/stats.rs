@@ -22,6 +22,11 @@ pub struct EnvStats {
     pub last_duration_seconds: Option<f64>,
     pub last_size: u64,
     pub last_stored: u64,
+    /// The newest passed drill: when it finished and how long it took.
+    pub drill_last_success: Option<DateTime<Utc>>,
+    pub drill_last_duration_seconds: Option<f64>,
+    /// Drills that failed.
+    pub drill_failures: u64,
 }
 
 /// Finished jobs by kind and final state.
@@ -46,6 +51,12 @@ impl Catalog {
              WHERE b.env = ?1 AND b.status = 'completed'
              GROUP BY b.rowid ORDER BY b.completed DESC, b.rowid DESC LIMIT 1",
         )?;
+        let mut drill_passed = conn.prepare_cached(
+            "SELECT started, finished FROM drills WHERE env = ?1 AND outcome = 'passed'
+             ORDER BY finished DESC, id DESC LIMIT 1",
+        )?;
+        let mut drill_failed = conn
+            .prepare_cached("SELECT count(*) FROM drills WHERE env = ?1 AND outcome = 'failed'")?;
         let mut stats = Vec::with_capacity(envs.len());
         for env in envs {
             let state: Option<String> = status.query_row([env], |r| r.get(0)).optional()?;
@@ -61,7 +72,19 @@ impl Catalog {
                 last_duration_seconds: None,
                 last_size: 0,
                 last_stored: 0,
+                drill_last_success: None,
+                drill_last_duration_seconds: None,
+                drill_failures: drill_failed.query_row([env], |r| r.get::<_, i64>(0))? as u64,
             };
+            let drill: Option<(String, String)> = drill_passed
+                .query_row([env], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((started, finished)) = drill {
+                let (started, finished) = (parse_time(&started)?, parse_time(&finished)?);
+                entry.drill_last_success = Some(finished);
+                entry.drill_last_duration_seconds =
+                    Some((finished - started).num_milliseconds() as f64 / 1000.0);
+            }
             if let Some((created, Some(completed), size, stored)) = newest {
                 let (created, completed) = (parse_time(&created)?, parse_time(&completed)?);
                 entry.last_success = Some(completed);

@@ -84,6 +84,15 @@ pub fn environment(env: &EnvView, zone: &impl Zone) -> String {
         )
         .row("parts", env.parts.join(", "))
         .optional("safety backup", env.safety_backup.as_deref())
+        .optional(
+            "last drill",
+            env.last_drill
+                .as_ref()
+                .map(|outcome| match env.last_drill_at {
+                    Some(at) => format!("{outcome} ({})", block_time(at, zone)),
+                    None => outcome.clone(),
+                }),
+        )
         .render()
 }
 

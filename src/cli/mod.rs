@@ -16,6 +16,7 @@
 pub mod blocks;
 pub mod confirm;
 pub mod download;
+pub mod drills;
 mod error;
 pub mod import;
 pub mod progress;

@@ -11,7 +11,7 @@ use super::time::{self, Zone};
 use super::views::{
     CreatedBackup, DeletedBackup, EnvView, JobRecord, Reloaded, StatusView, VerifyProblems,
 };
-use super::{blocks, download, tables, text};
+use super::{blocks, download, drills, tables, text};
 use crate::control::client::Client;
 use crate::control::protocol::{JobState, Request};
 
@@ -20,6 +20,7 @@ pub async fn run(client: &Client, request: Request, json: bool) -> Result<(), Cl
     let follows = matches!(
         request,
         Request::BackupCreate { wait: true, .. }
+            | Request::Drill { wait: true, .. }
             | Request::Restore {
                 wait: true,
                 dry_run: false,
@@ -105,6 +106,11 @@ pub fn render(
         Request::Restore { dry_run: true, .. } => blocks::restore_plan(data),
         Request::Restore { wait: false, .. } => queued("restore job", &decode(data)?),
         Request::Restore { .. } => blocks::job(&decode(data)?, zone),
+        Request::Drill { wait: false, .. } => queued("drill job", &decode(data)?),
+        Request::Drill { wait: true, .. } | Request::DrillShow { .. } => {
+            drills::show(&decode(data)?, zone)
+        }
+        Request::DrillList { .. } => drills::list(&decode::<Vec<_>>(data)?, zone),
         Request::JobList => tables::jobs(&decode::<Vec<_>>(data)?),
         Request::JobShow { .. } | Request::JobWatch { .. } | Request::JobCancel { .. } => {
             blocks::job(&decode(data)?, zone)

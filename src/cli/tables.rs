@@ -10,7 +10,7 @@ use super::views::{ActivityEntry, BackupRecord, BackupTotals, EnvView, JobRecord
 /// Error and detail cells are cut to this many characters; `show` prints them whole.
 const LONG_CELL: usize = 48;
 
-fn render(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+pub(super) fn render(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let mut table = Table::new();
     table
         .load_preset(presets::NOTHING)
@@ -231,6 +231,8 @@ b               completed  2026-11-24 04:00  1.4.2    manual   2 B      10 B    
             next_run: Some(at("2026-11-25T03:00:00Z")),
             parts: vec![],
             safety_backup: None,
+            last_drill: None,
+            last_drill_at: None,
         };
         let text = environments(&[env], &Utc);
         assert_eq!(

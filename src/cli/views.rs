@@ -27,6 +27,11 @@ pub struct EnvView {
     /// The `pre-restore` backup of the last restore, to roll back to.
     #[serde(default)]
     pub safety_backup: Option<String>,
+    /// The newest drill's outcome and when it finished.
+    #[serde(default)]
+    pub last_drill: Option<String>,
+    #[serde(default)]
+    pub last_drill_at: Option<DateTime<Utc>>,
 }
 
 /// `status`.

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::access::AccessRules;
 use super::schema::{
-    AppConfig, Config, DaemonConfig, DatabaseConfig, DatabaseKind, EnvConfig, StoreConfig,
+    AppConfig, Config, DaemonConfig, DatabaseConfig, DatabaseKind, DrillConfig, EnvConfig,
+    StoreConfig,
 };
 use super::version::VersionSource;
 
@@ -19,6 +20,8 @@ pub(super) const DEFAULT_MAX_JOBS: usize = 2;
 pub(super) const DEFAULT_COMPRESSION: i32 = 3;
 pub(super) const DEFAULT_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 pub(super) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+pub(super) const DEFAULT_DRILL_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const DEFAULT_SHRINK_WARNING: f64 = 0.5;
 
 impl Config {
     /// The quick-start config: everything under `state_dir`, one `demo` environment
@@ -52,6 +55,7 @@ impl Config {
             access: None,
             on_failure: Vec::new(),
             on_success: Vec::new(),
+            drill: DrillConfig::default(),
         };
         Config {
             path: PathBuf::from(EMBEDDED_DEFAULT),
@@ -67,6 +71,7 @@ impl Config {
                 on_success: Vec::new(),
                 command_timeout: DEFAULT_COMMAND_TIMEOUT,
                 metrics_listen: None,
+                drill_user: None,
             },
             store: StoreConfig {
                 url: default_store_url(state_dir),
@@ -75,6 +80,21 @@ impl Config {
             },
             access: AccessRules::default(),
             environments: BTreeMap::from([("demo".to_owned(), environment)]),
+        }
+    }
+}
+
+impl Default for DrillConfig {
+    /// No scheduled drills, no operator checks: `envsnapctl drill` still checks every
+    /// part with its engine.
+    fn default() -> Self {
+        DrillConfig {
+            schedule: Vec::new(),
+            checks: BTreeMap::new(),
+            commands: Vec::new(),
+            timeout: DEFAULT_DRILL_TIMEOUT,
+            keep_sandbox_on_failure: false,
+            shrink_warning: DEFAULT_SHRINK_WARNING,
         }
     }
 }

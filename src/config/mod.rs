@@ -42,8 +42,8 @@ pub use defaults::{EMBEDDED_DEFAULT, default_state_dir};
 pub use error::{ConfigError, ConfigOrigin};
 pub use live::LiveConfig;
 pub use schema::{
-    AppConfig, Config, DaemonConfig, DatabaseConfig, DatabaseKind, EnvConfig, MountConfig,
-    PartSource, PartSpec, StoreConfig,
+    AppConfig, Config, DaemonConfig, DatabaseConfig, DatabaseKind, DrillConfig, EnvConfig,
+    MountConfig, PartSource, PartSpec, StoreConfig,
 };
 pub use values::{normalize_cron, parse_duration};
 pub use version::VersionSource;

@@ -39,6 +39,7 @@ pub(super) struct RawDaemon {
     pub on_success: Vec<String>,
     pub command_timeout: Option<String>,
     pub metrics_listen: Option<String>,
+    pub drill_user: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +91,24 @@ pub(super) struct RawEnv {
     pub on_failure: Vec<String>,
     #[serde(default)]
     pub on_success: Vec<String>,
+    #[serde(default)]
+    pub drill: RawDrill,
+}
+
+/// `[environments.NAME.drill]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDrill {
+    #[serde(default)]
+    pub schedule: Vec<String>,
+    /// Database name → SQL queries that must return true.
+    #[serde(default)]
+    pub checks: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub commands: Vec<String>,
+    pub timeout: Option<String>,
+    pub keep_sandbox_on_failure: Option<bool>,
+    pub shrink_warning: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -48,6 +48,9 @@ pub struct DaemonConfig {
     pub command_timeout: Duration,
     /// Prometheus listener, loopback only.
     pub metrics_listen: Option<SocketAddr>,
+    /// The unprivileged user a drill's scratch PostgreSQL runs as (it refuses root);
+    /// `None`: `postgres` if the host has that user, else `nobody`.
+    pub drill_user: Option<String>,
 }
 
 /// `[store]`.
@@ -78,6 +81,24 @@ pub struct EnvConfig {
     pub access: Option<AccessRules>,
     pub on_failure: Vec<String>,
     pub on_success: Vec<String>,
+    pub drill: DrillConfig,
+}
+
+/// `[environments.ENV.drill]`: restore drills of the environment's backups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrillConfig {
+    /// Normalized cron, like `schedule`: when a drill of the newest backup runs.
+    pub schedule: Vec<String>,
+    /// Database name → SQL queries that must return true in the restored database.
+    pub checks: BTreeMap<String, Vec<String>>,
+    /// Run in the sandbox after the checks (`ENVSNAP_DRILL_DIR`, ...); must succeed.
+    pub commands: Vec<String>,
+    /// Limit for each check and each command.
+    pub timeout: Duration,
+    pub keep_sandbox_on_failure: bool,
+    /// A table or part that shrank by more than this fraction since the last drill
+    /// is a warning.
+    pub shrink_warning: f64,
 }
 
 /// `[environments.ENV.mounts.NAME]`, the part `files:NAME`.

@@ -16,8 +16,11 @@ use super::defaults::{
 use super::error::ConfigError;
 use super::origin::{Ctx, absolute, commands, one_line};
 use super::overrides::{Override, config_to_toml};
-use super::raw::{RawAccess, RawConfig, RawDaemon, RawEnv, RawMount, RawStore};
-use super::schema::{AppConfig, Config, DaemonConfig, EnvConfig, MountConfig, StoreConfig};
+use super::raw::{RawAccess, RawConfig, RawDaemon, RawDrill, RawEnv, RawMount, RawStore};
+use super::schema::{
+    AppConfig, Config, DaemonConfig, DatabaseConfig, DatabaseKind, DrillConfig, EnvConfig,
+    MountConfig, StoreConfig,
+};
 use super::validate_db;
 use super::values::{NAME_RULE, check_command, is_valid_name, normalize_cron, parse_duration};
 use super::version::VersionSource;
@@ -142,6 +145,14 @@ fn daemon(raw: RawDaemon, ctx: &Ctx) -> Result<DaemonConfig, ConfigError> {
             Some(metrics_address(&text).map_err(|p| ctx.error("daemon.metrics_listen", p))?)
         }
     };
+    if let Some(user) = &raw.drill_user
+        && (user.is_empty() || user == "root" || user.contains(char::is_whitespace))
+    {
+        return Err(ctx.error(
+            "daemon.drill_user",
+            format!("`{user}` cannot run scratch servers: name an unprivileged user"),
+        ));
+    }
     Ok(DaemonConfig {
         host,
         socket,
@@ -154,6 +165,7 @@ fn daemon(raw: RawDaemon, ctx: &Ctx) -> Result<DaemonConfig, ConfigError> {
         on_success: raw.on_success,
         command_timeout,
         metrics_listen,
+        drill_user: raw.drill_user,
     })
 }
 
@@ -288,6 +300,7 @@ fn environment(name: &str, raw: RawEnv, ctx: &Ctx) -> Result<EnvConfig, ConfigEr
         None => None,
         Some(rules) => Some(access(rules, &format!("{key}.access"), ctx)?),
     };
+    let drill = drill(raw.drill, &key, &databases, ctx)?;
     Ok(EnvConfig {
         name: name.to_owned(),
         version,
@@ -310,6 +323,73 @@ fn environment(name: &str, raw: RawEnv, ctx: &Ctx) -> Result<EnvConfig, ConfigEr
         access,
         on_failure: raw.on_failure,
         on_success: raw.on_success,
+        drill,
+    })
+}
+
+/// `[environments.NAME.drill]`: cron like `schedule`, checks only for the
+/// environment's SQL databases, a positive timeout, a fraction for warnings.
+fn drill(
+    raw: RawDrill,
+    env_key: &str,
+    databases: &BTreeMap<String, DatabaseConfig>,
+    ctx: &Ctx,
+) -> Result<DrillConfig, ConfigError> {
+    let key = format!("{env_key}.drill");
+    let defaults = DrillConfig::default();
+    let schedule = raw
+        .schedule
+        .iter()
+        .enumerate()
+        .map(|(i, expr)| {
+            normalize_cron(expr).map_err(|p| ctx.error(&format!("{key}.schedule[{i}]"), p))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (name, queries) in &raw.checks {
+        let check_key = format!("{key}.checks.{name}");
+        match databases.get(name).map(|db| db.kind) {
+            None => {
+                return Err(ctx.error(
+                    &check_key,
+                    format!("the environment has no database `{name}`"),
+                ));
+            }
+            Some(DatabaseKind::Redis) => {
+                return Err(ctx.error(
+                    &check_key,
+                    "Redis has no SQL: use drill.commands with $ENVSNAP_DRILL_REDIS_<NAME>_SOCKET",
+                ));
+            }
+            Some(_) => {}
+        }
+        for (i, sql) in queries.iter().enumerate() {
+            if sql.trim().is_empty() || sql.contains('\0') {
+                return Err(ctx.error(&format!("{check_key}[{i}]"), "the query is empty"));
+            }
+        }
+    }
+    commands(&raw.commands, &format!("{key}.commands"), ctx)?;
+    let timeout = match raw.timeout {
+        None => defaults.timeout,
+        Some(text) => positive_duration(&text, &format!("{key}.timeout"), ctx)?,
+    };
+    let shrink_warning = match raw.shrink_warning {
+        None => defaults.shrink_warning,
+        Some(f) if (0.0..=1.0).contains(&f) => f,
+        Some(f) => {
+            return Err(ctx.error(
+                &format!("{key}.shrink_warning"),
+                format!("must be a fraction from 0 to 1, got {f}"),
+            ));
+        }
+    };
+    Ok(DrillConfig {
+        schedule,
+        checks: raw.checks,
+        commands: raw.commands,
+        timeout,
+        keep_sandbox_on_failure: raw.keep_sandbox_on_failure.unwrap_or(false),
+        shrink_warning,
     })
 }
 

@@ -136,6 +136,24 @@ pub enum Request {
         #[serde(default)]
         dry_run: bool,
     },
+    /// Restores a backup into a sandbox and checks every part (see `jobs/drill.rs`).
+    Drill {
+        env: String,
+        /// Default: the newest completed backup.
+        #[serde(default)]
+        backup: Option<String>,
+        #[serde(default)]
+        wait: bool,
+        /// Keep the sandbox afterwards.
+        #[serde(default)]
+        keep: bool,
+    },
+    DrillList {
+        env: String,
+    },
+    DrillShow {
+        id: i64,
+    },
     JobList,
     JobShow {
         id: i64,
@@ -172,9 +190,10 @@ impl Request {
     /// The access right a request needs (see `[access]` in the config).
     pub fn action(&self) -> Action {
         match self {
-            Request::BackupCreate { .. } | Request::JobCancel { .. } | Request::Verify { .. } => {
-                Action::Backup
-            }
+            Request::BackupCreate { .. }
+            | Request::JobCancel { .. }
+            | Request::Verify { .. }
+            | Request::Drill { .. } => Action::Backup,
             // Changing an expiry can make prune delete a backup: as strong as delete.
             Request::BackupDelete { .. }
             | Request::BackupKeep { .. }
@@ -218,7 +237,9 @@ impl Request {
             | Request::BackupKeep { env, .. }
             | Request::Restore { env, .. }
             | Request::Import { env, .. }
-            | Request::Verify { env, .. } => Some(env),
+            | Request::Verify { env, .. }
+            | Request::Drill { env, .. }
+            | Request::DrillList { env } => Some(env),
             Request::Log { env, .. } => env.as_deref(),
             _ => None,
         }

@@ -297,7 +297,7 @@ async fn write_parts(
 }
 
 /// Runs `on_success` / `on_failure` (the environment's, else the daemon's).
-async fn run_hook(
+pub(super) async fn run_hook(
     ctx: &Arc<Context>,
     job: &JobRecord,
     env: &str,

@@ -10,7 +10,7 @@
 //! them.
 //!
 //! - [`runner`]: the runner's state, shared through the context.
-//! - [`backup`], [`import`], [`restore`]: one file per job kind.
+//! - [`backup`], [`import`], [`restore`], [`drill`]: one file per job kind.
 //! - [`prune`]: retention applied (on demand, after each backup, daily).
 //! - [`scheduler`]: cron schedules → queued backup jobs.
 //!
@@ -18,6 +18,7 @@
 //! with its `run`, and one arm in `run_job`.
 
 pub mod backup;
+pub mod drill;
 pub mod import;
 pub mod prune;
 pub mod restore;
@@ -104,5 +105,6 @@ async fn run_job(ctx: &Arc<Context>, job: JobRecord, cancel: CancellationToken) 
         JobKind::Backup => backup::run(ctx, &job, cancel).await,
         JobKind::Import => import::run(ctx, &job, cancel).await,
         JobKind::Restore => restore::run(ctx, &job, cancel).await,
+        JobKind::Drill => drill::run(ctx, &job, cancel).await,
     }
 }

@@ -1,6 +1,7 @@
-//! The scheduler loop: due backups queued as jobs, until shutdown.
+//! The scheduler loop: due backups and drills queued as jobs, until shutdown.
 //!
-//! Each step asks [`crate::schedule::due`] about every (environment, expression) with
+//! Each step asks [`crate::schedule::due`] about every (environment, expression) of
+//! backup and drill schedules (a drill's runs are recorded under their own key) with
 //! its last run from the catalog and the time from the clock, queues what is due in
 //! the same transaction that records the run (so a restart neither loses nor doubles
 //! one), and sleeps until the earliest next run, at most [`MAX_SLEEP`] so a changed
@@ -15,8 +16,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::drill::DrillArgs;
 use super::runner::Runner;
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError, QueueError, drill_schedule_key};
 use crate::clock::Clock;
 use crate::config::LiveConfig;
 use crate::context::Context;
@@ -34,6 +36,13 @@ pub struct Scheduler {
     pub clock: Clock,
     /// Notified when the config (and so the schedules) changed.
     pub changed: Arc<Notify>,
+}
+
+/// What a schedule queues.
+#[derive(Debug, Clone, Copy)]
+enum Runs {
+    Backup,
+    Drill,
 }
 
 /// Why a scheduler step failed.
@@ -87,31 +96,105 @@ impl Scheduler {
     pub async fn tick(&self) -> Result<Option<DateTime<Utc>>, ScheduleError> {
         let now = self.clock.now();
         let config = self.config.get();
-        let tz = config.daemon.timezone;
         let mut earliest: Option<DateTime<Utc>> = None;
         for (env, env_config) in &config.environments {
-            for expr in &env_config.schedule {
-                let cron = parse(expr).map_err(|source| ScheduleError::Cron {
-                    env: env.clone(),
-                    expr: expr.clone(),
-                    source,
-                })?;
-                let (env_c, expr_c) = (env.clone(), expr.clone());
-                let last = self
-                    .catalog
-                    .blocking(move |c| c.schedule_last_run(&env_c, &expr_c, now))
-                    .await?;
-                match due(&cron, tz, last, now, config.daemon.catch_up) {
-                    Due::Nothing => {}
-                    Due::Run(time) => self.queue(env, expr, time).await?,
-                    Due::Skip(time) => self.skip(env, expr, time).await?,
-                }
-                if let Some(next) = next_run(&cron, tz, now) {
+            let backups = env_config.schedule.iter().map(|e| (Runs::Backup, e));
+            let drills = env_config.drill.schedule.iter().map(|e| (Runs::Drill, e));
+            for (runs, expr) in backups.chain(drills) {
+                if let Some(next) = self.step(env, runs, expr, now).await? {
                     earliest = Some(earliest.map_or(next, |e| e.min(next)));
                 }
             }
         }
         Ok(earliest)
+    }
+
+    /// Queues what one schedule has due now; returns its next run.
+    async fn step(
+        &self,
+        env: &str,
+        runs: Runs,
+        expr: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, ScheduleError> {
+        let config = self.config.get();
+        let tz = config.daemon.timezone;
+        let cron = parse(expr).map_err(|source| ScheduleError::Cron {
+            env: env.to_owned(),
+            expr: expr.to_owned(),
+            source,
+        })?;
+        let key = match runs {
+            Runs::Backup => expr.to_owned(),
+            Runs::Drill => drill_schedule_key(expr),
+        };
+        let (env_c, key_c) = (env.to_owned(), key.clone());
+        let last = self
+            .catalog
+            .blocking(move |c| c.schedule_last_run(&env_c, &key_c, now))
+            .await?;
+        match (due(&cron, tz, last, now, config.daemon.catch_up), runs) {
+            (Due::Nothing, _) => {}
+            (Due::Run(time), Runs::Backup) => self.queue(env, expr, time).await?,
+            (Due::Run(time), Runs::Drill) => self.queue_drill(env, expr, time).await?,
+            (Due::Skip(time), _) => {
+                tracing::warn!(env, schedule = %key, missed = %time, "missed run not caught up (catch_up = false)");
+                self.skip(env, &key, time).await?
+            }
+        }
+        Ok(next_run(&cron, tz, now))
+    }
+
+    /// Queues a drill of the newest completed backup, recording the run with it. A
+    /// run with nothing to drill, or while a drill of the environment still runs, is
+    /// recorded and skipped with a warning (the next run tries again).
+    async fn queue_drill(
+        &self,
+        env: &str,
+        expr: &str,
+        time: DateTime<Utc>,
+    ) -> Result<(), ScheduleError> {
+        let env_c = env.to_owned();
+        let newest = self
+            .catalog
+            .blocking(move |c| c.last_backup(&env_c))
+            .await?;
+        let Some((backup, manifest)) = newest.and_then(|b| Some((b.name.clone(), b.manifest?)))
+        else {
+            tracing::warn!(
+                env,
+                schedule = expr,
+                "scheduled drill skipped: no completed backup"
+            );
+            return self.skip(env, &drill_schedule_key(expr), time).await;
+        };
+        let args = serde_json::to_string(&DrillArgs {
+            source_host: None,
+            source_env: env.to_owned(),
+            backup: backup.clone(),
+            manifest,
+            keep: false,
+        })
+        .expect("arguments serialize");
+        let (env_c, expr_c) = (env.to_owned(), expr.to_owned());
+        let queued = self
+            .catalog
+            .blocking(move |c| {
+                Ok(c.queue_drill(&env_c, "root", &backup, &args, Some((&expr_c, time))))
+            })
+            .await?;
+        match queued {
+            Ok(job) => {
+                tracing::info!(env, schedule = expr, job = job.id, "scheduled drill queued");
+                self.runner.wake();
+                Ok(())
+            }
+            Err(QueueError::Catalog(e)) => Err(e.into()),
+            Err(busy) => {
+                tracing::warn!(env, schedule = expr, reason = %busy, "scheduled drill skipped");
+                self.skip(env, &drill_schedule_key(expr), time).await
+            }
+        }
     }
 
     /// Queues the backup scheduled for `time`, named after it in local time.
@@ -139,10 +222,10 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Records a missed run as handled without running it (`catch_up = false`).
-    async fn skip(&self, env: &str, expr: &str, time: DateTime<Utc>) -> Result<(), ScheduleError> {
-        tracing::warn!(env = %env, schedule = %expr, missed = %time, "missed run not caught up (catch_up = false)");
-        let (env_c, expr_c) = (env.to_owned(), expr.to_owned());
+    /// Records a run as handled without running it (missed with `catch_up = false`,
+    /// or a drill with nothing to drill).
+    async fn skip(&self, env: &str, key: &str, time: DateTime<Utc>) -> Result<(), ScheduleError> {
+        let (env_c, expr_c) = (env.to_owned(), key.to_owned());
         self.catalog
             .blocking(move |c| c.set_schedule_last_run(&env_c, &expr_c, time))
             .await?;

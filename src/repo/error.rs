@@ -64,6 +64,13 @@ pub enum RepoError {
     Cancelled,
     #[error("the write pipeline stopped: {0}")]
     Pipeline(String),
+    /// A restored tree is not what its backup holds (a restore drill's check).
+    #[error("restored {part} differs from the backup at {path:?}: {problem}")]
+    Differs {
+        part: String,
+        path: String,
+        problem: String,
+    },
     /// A part's source (a database dump) failed; the message names it.
     #[error("{0}")]
     Source(String),

@@ -20,7 +20,7 @@ use super::tree::{Entry, EntryKind, Xattr};
 
 /// Looks up owner names on this host; chown only works (and is only tried) as root.
 pub struct Owners {
-    is_root: bool,
+    pub(super) is_root: bool,
     // Name lookups read /etc/passwd and /etc/group: once per name, not per entry.
     users: RefCell<HashMap<String, Option<u32>>>,
     groups: RefCell<HashMap<String, Option<u32>>>,
@@ -35,7 +35,7 @@ impl Owners {
         }
     }
 
-    fn uid(&self, entry: &Entry) -> u32 {
+    pub(super) fn uid(&self, entry: &Entry) -> u32 {
         let Some(name) = entry.user.as_deref() else {
             return entry.uid;
         };
@@ -49,7 +49,7 @@ impl Owners {
         found.unwrap_or(entry.uid)
     }
 
-    fn gid(&self, entry: &Entry) -> u32 {
+    pub(super) fn gid(&self, entry: &Entry) -> u32 {
         let Some(name) = entry.group.as_deref() else {
             return entry.gid;
         };

@@ -8,6 +8,7 @@
 //! <host>/index/<index id>       the chunks each write added (index.rs)
 //! <host>/manifests/<env>/<id>   one per completed backup, written last (manifest.rs)
 //! <host>/locks/<writer id>      running writers, so prune spares their packs (lock.rs)
+//! <host>/drills/<env>/<id>/<n>  restore drill reports of a backup (evidence.rs)
 //! ```
 //!
 //! Writing ([`writer`]): data is cut into chunks (FastCDC), named by BLAKE3, looked up
@@ -19,15 +20,20 @@
 //! Reading ([`reader`], [`restorer`], [`export`]) hash-checks every chunk before use;
 //! a missing or corrupt object is an error naming the part and the object.
 //!
+//! A restored tree can be checked against its backup entry by entry, content
+//! included ([`check`], for restore drills).
+//!
 //! Maintenance: [`verify`] checks structure and, optionally, every byte; [`prune`]
 //! deletes manifests and sweeps unreferenced data; [`rebuild`] recreates the chunk
 //! index and the list of backups from the store alone. `docs/format.md` is the
 //! contract for all of the above.
 
 pub mod archiver;
+pub mod check;
 pub mod chunker;
 pub mod crypto;
 mod error;
+pub mod evidence;
 pub mod export;
 pub mod format;
 pub mod id;

@@ -52,6 +52,7 @@ impl Repository {
         let mut report = PruneReport::default();
         for manifest in delete {
             self.store().delete(&manifest.key()).await?;
+            self.delete_drill_reports(manifest).await?;
             report.manifests_deleted += 1;
         }
         let live = self.mark().await?;

@@ -118,6 +118,18 @@ pub enum DatabaseError {
     Start(CommandError),
     #[error("the server did not answer PING within {}s after start: {last}", timeout.as_secs())]
     NoPong { timeout: Duration, last: String },
+
+    // Restore drills: the scratch servers and what they measured.
+    #[error("scratch {tool} {problem}")]
+    ScratchServer { tool: String, problem: String },
+    #[error("measuring the restored database: {0}")]
+    Figures(String),
+    #[error("the dump's header cannot be read: {0}")]
+    DumpHeader(String),
+    #[error("the restored database fails its integrity check: {0}")]
+    Integrity(String),
+    #[error("{0}")]
+    Query(String),
 }
 
 #[cfg(test)]

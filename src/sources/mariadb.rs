@@ -37,7 +37,7 @@ fn error(problem: impl Into<DatabaseError>) -> SourceError {
 }
 
 /// The first installed of `names` (MariaDB's names first, then MySQL's).
-fn tool(names: &[&str]) -> Result<(PathBuf, String), SourceError> {
+pub(super) fn tool(names: &[&str]) -> Result<(PathBuf, String), SourceError> {
     let path = find_tool(names, &[])
         .ok_or_else(|| error(DatabaseError::NotInstalled(names.join(" or "))))?;
     let name = path
@@ -53,13 +53,13 @@ fn option_value(value: &str) -> String {
 }
 
 /// The connection for one restore or backup: its options file lives as long as this.
-struct Connection<'a> {
+pub(super) struct Connection<'a> {
     db: &'a DatabaseConfig,
     options: SecretFile,
 }
 
 impl<'a> Connection<'a> {
-    fn open(db: &'a DatabaseConfig, scratch: &Path) -> Result<Self, SourceError> {
+    pub(super) fn open(db: &'a DatabaseConfig, scratch: &Path) -> Result<Self, SourceError> {
         let mut text = String::from("[client]\n");
         if let Some(user) = &db.user {
             text.push_str(&format!("user={}\n", option_value(user)));
@@ -76,7 +76,7 @@ impl<'a> Connection<'a> {
         self.db.database.as_deref().unwrap_or_default()
     }
 
-    fn command(&self, program: &Path) -> Command {
+    pub(super) fn command(&self, program: &Path) -> Command {
         let mut command = Command::new(program);
         // Must be the first option.
         command.arg(format!(
@@ -99,10 +99,22 @@ impl<'a> Connection<'a> {
     }
 
     /// Runs SQL with the client, no database selected; returns tab-separated rows.
-    async fn admin(&self, sql: &str) -> Result<String, SourceError> {
+    pub(super) async fn admin(&self, sql: &str) -> Result<String, SourceError> {
+        self.query(None, sql).await
+    }
+
+    /// Runs SQL with the client in `database`; returns tab-separated rows.
+    pub(super) async fn query(
+        &self,
+        database: Option<&str>,
+        sql: &str,
+    ) -> Result<String, SourceError> {
         let (client, name) = tool(&["mariadb", "mysql"])?;
         let mut command = self.command(&client);
         command.args(["--batch", "--skip-column-names"]);
+        if let Some(database) = database {
+            command.arg(format!("--database={database}"));
+        }
         run_tool(&mut command, &name, sql.as_bytes())
             .await
             .map_err(error)
@@ -132,12 +144,12 @@ pub async fn backup(
 }
 
 /// `name` as an identifier.
-fn ident(name: &str) -> String {
+pub(super) fn ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
 /// `text` as a string literal.
-fn literal(text: &str) -> String {
+pub(super) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 

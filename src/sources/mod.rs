@@ -17,6 +17,9 @@
 //!   in a directory the app's user can write.
 //! - `error.rs`: every failure is a [`SourceError`] naming the database and its kind.
 //!
+//! - `scratch/`: restore drills load a part into a private scratch copy of its
+//!   engine inside the drill's sandbox and measure it there.
+//!
 //! This file only dispatches on the database's kind.
 
 pub mod demo;
@@ -27,6 +30,7 @@ mod pg_roles;
 pub mod postgres;
 pub mod redis;
 mod replace;
+pub mod scratch;
 mod secret;
 pub mod sqlite;
 mod tool;
@@ -61,6 +65,18 @@ pub fn format_for(kind: DatabaseKind) -> &'static str {
         DatabaseKind::Sqlite => sqlite::FORMAT,
         DatabaseKind::Redis => redis::FORMAT,
     }
+}
+
+/// The database kind whose dumps have `format` (the inverse of [`format_for`]).
+pub fn kind_for_format(format: &str) -> Option<DatabaseKind> {
+    [
+        DatabaseKind::Postgres,
+        DatabaseKind::Mariadb,
+        DatabaseKind::Sqlite,
+        DatabaseKind::Redis,
+    ]
+    .into_iter()
+    .find(|kind| format_for(*kind) == format)
 }
 
 /// Loads the stream part `part` of `manifest` into the database `db` (the part

@@ -56,6 +56,14 @@ fn error(problem: impl Into<DatabaseError>) -> SourceError {
 /// Debian and Ubuntu keep each major version's tools in their own directory; the
 /// newest one reads the most server versions.
 fn version_dirs() -> Vec<PathBuf> {
+    installed_versions()
+        .into_iter()
+        .map(|(_, dir)| dir)
+        .collect()
+}
+
+/// Each installed major version with its `bin` directory, newest first.
+pub(super) fn installed_versions() -> Vec<(u32, PathBuf)> {
     let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -66,23 +74,23 @@ fn version_dirs() -> Vec<PathBuf> {
         })
         .collect();
     dirs.sort_by_key(|entry| std::cmp::Reverse(entry.0));
-    dirs.into_iter().map(|(_, dir)| dir).collect()
+    dirs
 }
 
-fn tool(name: &str) -> Result<PathBuf, SourceError> {
+pub(super) fn tool(name: &str) -> Result<PathBuf, SourceError> {
     find_tool(&[name], &version_dirs())
         .ok_or_else(|| error(DatabaseError::NotInstalled(name.to_owned())))
 }
 
 /// Connection settings shared by every tool run for one database.
-struct Connection<'a> {
+pub(super) struct Connection<'a> {
     db: &'a DatabaseConfig,
     /// PGPASSFILE, while the tools run.
     passfile: Option<SecretFile>,
 }
 
 impl<'a> Connection<'a> {
-    fn open(db: &'a DatabaseConfig, scratch: &Path) -> Result<Self, SourceError> {
+    pub(super) fn open(db: &'a DatabaseConfig, scratch: &Path) -> Result<Self, SourceError> {
         let passfile = match &db.password_file {
             Some(path) => {
                 let password = read_password(path).map_err(error)?;
@@ -100,7 +108,7 @@ impl<'a> Connection<'a> {
     }
 
     /// `program` with the connection flags and environment, connecting to `dbname`.
-    fn command(&self, program: &Path, dbname: &str) -> Command {
+    pub(super) fn command(&self, program: &Path, dbname: &str) -> Command {
         self.command_with(program, "--dbname", dbname)
     }
 
@@ -128,9 +136,14 @@ impl<'a> Connection<'a> {
 
     /// Runs SQL through psql on the maintenance database `postgres`; returns its
     /// unaligned, tuples-only output.
-    async fn admin(&self, sql: &str) -> Result<String, SourceError> {
+    pub(super) async fn admin(&self, sql: &str) -> Result<String, SourceError> {
+        self.query("postgres", sql).await
+    }
+
+    /// Runs SQL through psql on `dbname`; returns its unaligned, tuples-only output.
+    pub(super) async fn query(&self, dbname: &str, sql: &str) -> Result<String, SourceError> {
         let psql = tool("psql")?;
-        let mut command = self.command(&psql, "postgres");
+        let mut command = self.command(&psql, dbname);
         command.args([
             "--no-psqlrc",
             "--quiet",
@@ -171,7 +184,7 @@ pub async fn backup(
 
 /// Creates the roles of the backup's `roles` companion that the server lacks (a
 /// backup without one, or a server that has them all, needs nothing).
-async fn create_missing_roles(
+pub(super) async fn create_missing_roles(
     repo: &crate::repo::Repository,
     manifest: &Manifest,
     part: &str,
@@ -227,12 +240,12 @@ fn is_in_use(error: &SourceError) -> bool {
 }
 
 /// `name` as an SQL identifier.
-fn ident(name: &str) -> String {
+pub(super) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// `text` as an SQL string literal (standard_conforming_strings is on since 9.1).
-fn literal(text: &str) -> String {
+pub(super) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 

@@ -1,0 +1,211 @@
+//! MariaDB in a drill: a scratch `mariadbd` with its data and socket in the
+//! sandbox, no network (`--skip-networking`), reached as root over its socket. The
+//! dump is loaded into a database named after the part with the `mariadb` client;
+//! then every table's rows are counted exactly (`COUNT(*)`, not the estimates of
+//! `information_schema`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use super::super::error::{DatabaseError, SourceError};
+use super::super::mariadb::{Connection, ident, literal, tool};
+use super::super::tool::{ToolError, feed_tool, find_tool};
+use super::server::{Launch, Server, prepare};
+use super::{DatabaseFigures, ScratchSpec, parse_counts, wait_ready};
+use crate::config::{DatabaseConfig, DatabaseKind};
+
+const KIND: &str = "mariadb";
+
+fn error(problem: impl Into<DatabaseError>) -> SourceError {
+    SourceError::unnamed(KIND, problem)
+}
+
+pub(super) struct Instance {
+    server: Server,
+    socket: PathBuf,
+    database: String,
+    connection: DatabaseConfig,
+    dir: PathBuf,
+}
+
+pub(super) async fn load(
+    spec: &ScratchSpec<'_>,
+    name: &str,
+) -> Result<(Instance, DatabaseFigures), SourceError> {
+    let data = spec.dir.join("data");
+    let socket = spec.dir.join("mariadb.sock");
+    install_db(&data, spec.dir, spec.timeout).await?;
+    let server_bin = find_tool(&["mariadbd", "mysqld"], &[PathBuf::from("/usr/sbin")])
+        .ok_or_else(|| error(DatabaseError::NotInstalled("mariadbd".into())))?;
+    let log = spec.dir.join("mariadbd.log");
+    let mut command = Command::new(server_bin);
+    command
+        .args([
+            "--no-defaults",
+            "--user=root",
+            "--skip-networking",
+            "--skip-log-bin",
+        ])
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--socket={}", socket.display()))
+        .arg(format!(
+            "--pid-file={}",
+            spec.dir.join("mariadbd.pid").display()
+        ))
+        .arg("--innodb-flush-log-at-trx-commit=0");
+    let launch = Launch {
+        tool: "mariadbd",
+        user: None,
+        data_fd: None,
+        log: &log,
+    };
+    prepare(&mut command, &launch).map_err(error)?;
+    let server = Server::start(&mut command, "mariadbd", spec.dir).map_err(error)?;
+    let mut instance = Instance {
+        server,
+        connection: connection(&socket),
+        socket,
+        database: name.to_owned(),
+        dir: spec.dir.to_path_buf(),
+    };
+    instance.wait_ready(&log, spec.timeout).await?;
+    instance.restore(spec).await?;
+    let figures = instance.figures().await?;
+    Ok((instance, figures))
+}
+
+fn connection(socket: &Path) -> DatabaseConfig {
+    DatabaseConfig {
+        kind: DatabaseKind::Mariadb,
+        path: None,
+        database: None,
+        host: None,
+        port: None,
+        user: Some("root".into()),
+        password_file: None,
+        socket: Some(socket.to_path_buf()),
+        rdb_path: None,
+        stop: Vec::new(),
+        start: Vec::new(),
+    }
+}
+
+async fn install_db(data: &Path, dir: &Path, timeout: Duration) -> Result<(), SourceError> {
+    let install = find_tool(&["mariadb-install-db", "mysql_install_db"], &[])
+        .ok_or_else(|| error(DatabaseError::NotInstalled("mariadb-install-db".into())))?;
+    let log = dir.join("install-db.log");
+    let mut command = Command::new(install);
+    command
+        .args(["--no-defaults", "--user=root", "--skip-test-db"])
+        .arg(format!("--datadir={}", data.display()))
+        .arg("--auth-root-authentication-method=socket");
+    let launch = Launch {
+        tool: "mariadb-install-db",
+        user: None,
+        data_fd: None,
+        log: &log,
+    };
+    prepare(&mut command, &launch).map_err(error)?;
+    let mut child = command.spawn().map_err(|source| {
+        error(ToolError::Start {
+            tool: "mariadb-install-db".into(),
+            source,
+        })
+    })?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        _ => Err(error(DatabaseError::ScratchServer {
+            tool: "mariadb-install-db".into(),
+            problem: format!("failed: {}", super::last_log_line(&log)),
+        })),
+    }
+}
+
+impl Instance {
+    pub(super) fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn wait_ready(&mut self, log: &Path, timeout: Duration) -> Result<(), SourceError> {
+        let (config, dir) = (self.connection.clone(), self.dir.clone());
+        wait_ready(&mut self.server, "mariadbd", log, timeout, || {
+            let (config, dir) = (config.clone(), dir.clone());
+            async move {
+                match Connection::open(&config, &dir) {
+                    Ok(c) => c.admin("SELECT 1;\n").await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await
+        .map_err(error)
+    }
+
+    async fn restore(&self, spec: &ScratchSpec<'_>) -> Result<(), SourceError> {
+        let connection = Connection::open(&self.connection, &self.dir)?;
+        connection
+            .admin(&format!("CREATE DATABASE {};\n", ident(&self.database)))
+            .await?;
+        let (client, client_name) = tool(&["mariadb", "mysql"])?;
+        let mut command = connection.command(&client);
+        command.args(["--binary-mode", "--", &self.database]);
+        feed_tool(
+            &mut command,
+            &client_name,
+            spec.repo,
+            spec.manifest,
+            spec.part,
+        )
+        .await
+        .map_err(|source| {
+            error(DatabaseError::NotLoaded {
+                name: self.database.clone(),
+                source,
+            })
+        })
+    }
+
+    async fn figures(&self) -> Result<DatabaseFigures, SourceError> {
+        let connection = Connection::open(&self.connection, &self.dir)?;
+        let names = connection
+            .admin(&format!(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME;\n",
+                literal(&self.database)
+            ))
+            .await?;
+        let counts: Vec<String> = names
+            .lines()
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| format!("SELECT {}, COUNT(*) FROM {}", literal(n), ident(n)))
+            .collect();
+        if counts.is_empty() {
+            return Ok(DatabaseFigures::default());
+        }
+        let output = self
+            .query(&format!("{};\n", counts.join(" UNION ALL ")))
+            .await?;
+        Ok(DatabaseFigures {
+            tables: parse_counts(&output).map_err(error)?,
+            ..Default::default()
+        })
+    }
+
+    pub(super) async fn query(&self, sql: &str) -> Result<String, SourceError> {
+        let connection = Connection::open(&self.connection, &self.dir)?;
+        connection
+            .query(Some(&self.database), sql)
+            .await
+            .map_err(|e| match e {
+                SourceError::Dump { problem, .. } => {
+                    error(DatabaseError::Query(problem.to_string()))
+                }
+                other => other,
+            })
+    }
+
+    pub(super) async fn stop(self) {
+        self.server.stop().await;
+    }
+}

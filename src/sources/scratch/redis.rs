@@ -1,0 +1,150 @@
+//! Redis in a drill: the RDB written into the sandbox and loaded by a scratch
+//! `redis-server` (no TCP port, a Unix socket in the sandbox, persistence off); the
+//! drill records how many keys it holds.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use super::super::error::{DatabaseError, SourceError};
+use super::super::tool::{find_tool, run_tool};
+use super::server::{Launch, Server, prepare};
+use super::{DatabaseFigures, ScratchSpec, wait_ready};
+
+const KIND: &str = "redis";
+
+fn error(problem: impl Into<DatabaseError>) -> SourceError {
+    SourceError::unnamed(KIND, problem)
+}
+
+pub(super) struct Instance {
+    server: Server,
+    socket: PathBuf,
+}
+
+pub(super) async fn load(
+    spec: &ScratchSpec<'_>,
+) -> Result<(Instance, DatabaseFigures), SourceError> {
+    let rdb = spec.dir.join("dump.rdb");
+    let mut out = tokio::fs::File::create(&rdb).await.map_err(|source| {
+        error(DatabaseError::Io {
+            path: rdb.clone(),
+            source,
+        })
+    })?;
+    spec.repo
+        .read_stream(spec.manifest, spec.part, &mut out)
+        .await?;
+    drop(out);
+    let server_bin = find_tool(&["redis-server"], &[])
+        .ok_or_else(|| error(DatabaseError::NotInstalled("redis-server".into())))?;
+    let socket = spec.dir.join("redis.sock");
+    let log = spec.dir.join("redis.log");
+    let mut command = Command::new(server_bin);
+    command
+        .args([
+            "--port",
+            "0",
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--unixsocket")
+        .arg(&socket)
+        .arg("--dir")
+        .arg(spec.dir)
+        .args(["--dbfilename", "dump.rdb", "--daemonize", "no"]);
+    let launch = Launch {
+        tool: "redis-server",
+        user: None,
+        data_fd: None,
+        log: &log,
+    };
+    prepare(&mut command, &launch).map_err(error)?;
+    let server = Server::start(&mut command, "redis-server", spec.dir).map_err(error)?;
+    let mut instance = Instance { server, socket };
+    instance.wait_ready(&log, spec.timeout).await?;
+    let keys = instance.keys().await?;
+    Ok((
+        instance,
+        DatabaseFigures {
+            keys: Some(keys),
+            ..Default::default()
+        },
+    ))
+}
+
+impl Instance {
+    pub(super) fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn cli(&self, args: &[&str]) -> Result<String, SourceError> {
+        let cli = find_tool(&["redis-cli"], &[])
+            .ok_or_else(|| error(DatabaseError::NotInstalled("redis-cli".into())))?;
+        let mut command = Command::new(cli);
+        command
+            .arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("REDISCLI_AUTH");
+        run_tool(&mut command, "redis-cli", b"")
+            .await
+            .map_err(error)
+    }
+
+    async fn wait_ready(&mut self, log: &Path, timeout: Duration) -> Result<(), SourceError> {
+        let socket = self.socket.clone();
+        let cli = find_tool(&["redis-cli"], &[])
+            .ok_or_else(|| error(DatabaseError::NotInstalled("redis-cli".into())))?;
+        wait_ready(&mut self.server, "redis-server", log, timeout, || {
+            let (socket, cli) = (socket.clone(), cli.clone());
+            async move {
+                let mut command = Command::new(cli);
+                command.arg("-s").arg(socket).arg("PING");
+                matches!(run_tool(&mut command, "redis-cli", b"").await, Ok(answer) if answer.trim() == "PONG")
+            }
+        })
+        .await
+        .map_err(error)
+    }
+
+    /// Keys in every database (`INFO keyspace`: `db0:keys=3,expires=0,...`).
+    async fn keys(&self) -> Result<u64, SourceError> {
+        let info = self.cli(&["INFO", "keyspace"]).await?;
+        Ok(count_keys(&info))
+    }
+
+    pub(super) async fn stop(self) {
+        self.server.stop().await;
+    }
+}
+
+fn count_keys(info: &str) -> u64 {
+    info.lines()
+        .filter(|l| l.starts_with("db"))
+        .filter_map(|l| {
+            l.split_once("keys=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_are_summed_over_databases() {
+        let info =
+            "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb2:keys=40,expires=0,avg_ttl=0\r\n";
+        assert_eq!(super::count_keys(info), 43);
+        assert_eq!(super::count_keys("# Keyspace\r\n"), 0);
+    }
+}

@@ -1,0 +1,179 @@
+//! A scratch server's process: started in its own process group, killed with its
+//! children when the drill ends, and never outliving the daemon.
+//!
+//! Three things make sure no scratch server survives: the drill stops it (SIGKILL
+//! to its process group: its data is disposable); the kernel kills it if the daemon
+//! dies (`PR_SET_PDEATHSIG`, set after dropping privileges since a change of user
+//! clears it; PostgreSQL's backends exit when their postmaster is gone); and a pid
+//! file in the server's directory (pid and process start time, so a reused pid is
+//! never killed) lets the next start-up kill what is left ([`sweep`]).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Gid, Pid, Uid};
+use tokio::process::{Child, Command};
+
+use super::super::tool::ToolError;
+
+/// The file in a server's directory that names its process.
+const PID_FILE: &str = "envsnap-server.pid";
+
+/// Who a server runs as, and the directory it reaches through descriptor 3.
+pub(super) struct Launch<'a> {
+    pub tool: &'a str,
+    /// Drop to this user and group (PostgreSQL refuses to run as root).
+    pub user: Option<(Uid, Gid)>,
+    /// Passed as descriptor 3 (the server reaches its data directory through
+    /// `/proc/self/fd/3`, so the sandbox's path stays root's alone).
+    pub data_fd: Option<&'a OwnedFd>,
+    pub log: &'a Path,
+}
+
+/// A running scratch server.
+pub(super) struct Server {
+    child: Child,
+    pid_file: PathBuf,
+}
+
+/// The descriptor a server finds its data directory on (`/proc/self/fd/3`).
+const DATA_FD: i32 = 3;
+
+/// Prepares `command` as `launch` says (in the child, between fork and exec).
+pub(super) fn prepare(command: &mut Command, launch: &Launch<'_>) -> Result<(), ToolError> {
+    let log = std::fs::File::create(launch.log).map_err(|source| ToolError::Start {
+        tool: launch.tool.to_owned(),
+        source,
+    })?;
+    let log_err = log.try_clone().map_err(|source| ToolError::Start {
+        tool: launch.tool.to_owned(),
+        source,
+    })?;
+    command
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .kill_on_drop(true);
+    let user = launch.user;
+    let data_fd = launch.data_fd.map(|fd| fd.as_raw_fd());
+    // SAFETY: between fork and exec only async-signal-safe calls are made (setgroups,
+    // setgid, setuid, prctl, dup2, fcntl), on values computed before the fork.
+    unsafe {
+        command.pre_exec(move || in_child(user, data_fd));
+    }
+    Ok(())
+}
+
+fn in_child(user: Option<(Uid, Gid)>, data_fd: Option<i32>) -> std::io::Result<()> {
+    if let Some((uid, gid)) = user {
+        nix::unistd::setgroups(&[gid])?;
+        nix::unistd::setgid(gid)?;
+        nix::unistd::setuid(uid)?;
+    }
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if let Some(fd) = data_fd {
+        if fd == DATA_FD {
+            let flags = nix::fcntl::FdFlag::empty();
+            // SAFETY: `fd` is open in the child (inherited).
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_SETFD(flags))?;
+        } else {
+            // dup2 clears close-on-exec on the new descriptor.
+            if unsafe { libc::dup2(fd, DATA_FD) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Server {
+    /// Starts the prepared `command` and records it in its directory.
+    pub(super) fn start(command: &mut Command, tool: &str, dir: &Path) -> Result<Self, ToolError> {
+        let child = command.spawn().map_err(|source| ToolError::Start {
+            tool: tool.to_owned(),
+            source,
+        })?;
+        let pid_file = dir.join(PID_FILE);
+        if let Some(pid) = child.id() {
+            let record = format!("{pid} {}\n", start_time(pid).unwrap_or_default());
+            // Best effort: the death signal already covers a crash of the daemon.
+            let _ = std::fs::write(&pid_file, record);
+        }
+        Ok(Server { child, pid_file })
+    }
+
+    /// Whether the server process has exited (then its log says why).
+    pub(super) fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the server and its children, and waits for it.
+    pub(super) async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        let _ = self.child.wait().await;
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait()
+            && let Some(pid) = self.child.id()
+        {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The process's start time (clock ticks after boot, field 22 of `/proc/PID/stat`).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Kills every server recorded under `root` (a crashed drill's sandbox) whose
+/// process is still the one recorded. Returns how many were killed.
+pub fn sweep(root: &Path) -> usize {
+    let mut killed = 0;
+    let mut pending = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = pending.pop() {
+        let Ok(items) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for item in items.flatten() {
+            let path = item.path();
+            let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && depth < 3 {
+                pending.push((path, depth + 1));
+            } else if item.file_name() == PID_FILE && kill_recorded(&path) {
+                killed += 1;
+            }
+        }
+    }
+    killed
+}
+
+fn kill_recorded(pid_file: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(pid_file) else {
+        return false;
+    };
+    let mut fields = text.split_whitespace();
+    let (Some(Ok(pid)), Some(Ok(started))) = (
+        fields.next().map(str::parse::<u32>),
+        fields.next().map(str::parse::<u64>),
+    ) else {
+        return false;
+    };
+    if pid <= 1 || start_time(pid) != Some(started) {
+        return false;
+    }
+    killpg(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok()
+}
