@@ -145,14 +145,7 @@ fn daemon(raw: RawDaemon, ctx: &Ctx) -> Result<DaemonConfig, ConfigError> {
             Some(metrics_address(&text).map_err(|p| ctx.error("daemon.metrics_listen", p))?)
         }
     };
-    if let Some(user) = &raw.drill_user
-        && (user.is_empty() || user == "root" || user.contains(char::is_whitespace))
-    {
-        return Err(ctx.error(
-            "daemon.drill_user",
-            format!("`{user}` cannot run scratch servers: name an unprivileged user"),
-        ));
-    }
+    check_drill_user(raw.drill_user.as_deref(), ctx)?;
     Ok(DaemonConfig {
         host,
         socket,
@@ -167,6 +160,19 @@ fn daemon(raw: RawDaemon, ctx: &Ctx) -> Result<DaemonConfig, ConfigError> {
         metrics_listen,
         drill_user: raw.drill_user,
     })
+}
+
+/// The user scratch PostgreSQL servers run as must not be root (PostgreSQL refuses).
+fn check_drill_user(user: Option<&str>, ctx: &Ctx) -> Result<(), ConfigError> {
+    match user {
+        Some(user) if user.is_empty() || user == "root" || user.contains(char::is_whitespace) => {
+            Err(ctx.error(
+                "daemon.drill_user",
+                format!("`{user}` cannot run scratch servers: name an unprivileged user"),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn metrics_address(text: &str) -> Result<SocketAddr, String> {

@@ -139,12 +139,20 @@ const LAYER_RULES: &[(&str, &[&str])] = &[
             "jobs::backup",
             "jobs::import",
             "jobs::restore",
+            "jobs::drill",
             "jobs::prune",
             "jobs::scheduler",
         ],
     ),
     // Jobs never answer requests.
     ("jobs", &["api", "daemon", "control::server"]),
+    // Drills' sandbox and report are domain: no service layer.
+    (
+        "drill",
+        &[
+            "api", "jobs", "context", "daemon", "control", "link", "metrics",
+        ],
+    ),
     // Storage, config and the pure planners know nothing of the service layer.
     (
         "store",

@@ -7,7 +7,7 @@ use crate::support::daemon::{TestDaemon, make_environments, standard_config, sta
 use crate::support::ports::free_loopback_port;
 
 /// A loopback address with a port free right now.
-fn free_address() -> SocketAddr {
+pub(super) fn free_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_loopback_port()))
 }
 
@@ -21,7 +21,7 @@ fn config_with_metrics(dir: &std::path::Path, address: SocketAddr) -> String {
 }
 
 /// `GET path` over plain HTTP/1.1; the status line and the body.
-fn get(address: SocketAddr, path: &str) -> (String, String) {
+pub(super) fn get(address: SocketAddr, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(address).unwrap();
     write!(
         stream,

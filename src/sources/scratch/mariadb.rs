@@ -12,8 +12,8 @@ use tokio::process::Command;
 use super::super::error::{DatabaseError, SourceError};
 use super::super::mariadb::{Connection, ident, literal, tool};
 use super::super::tool::{ToolError, feed_tool, find_tool};
-use super::server::{Launch, Server, prepare};
-use super::{DatabaseFigures, ScratchSpec, parse_counts, wait_ready};
+use super::part::{DatabaseFigures, ScratchSpec, parse_counts};
+use super::server::{Launch, Server, prepare, wait_ready};
 use crate::config::{DatabaseConfig, DatabaseKind};
 
 const KIND: &str = "mariadb";
@@ -118,7 +118,7 @@ async fn install_db(data: &Path, dir: &Path, timeout: Duration) -> Result<(), So
         Ok(Ok(status)) if status.success() => Ok(()),
         _ => Err(error(DatabaseError::ScratchServer {
             tool: "mariadb-install-db".into(),
-            problem: format!("failed: {}", super::last_log_line(&log)),
+            problem: format!("failed: {}", super::server::last_log_line(&log)),
         })),
     }
 }

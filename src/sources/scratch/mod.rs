@@ -22,53 +22,22 @@
 //! sure none outlives the drill or the daemon.
 
 mod mariadb;
+mod part;
 mod postgres;
 mod redis;
 mod server;
 mod sqlite;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use super::error::{DatabaseError, SourceError};
 use super::{format_for, kind_name};
 use crate::config::DatabaseKind;
-use crate::repo::Repository;
-use crate::repo::manifest::Manifest;
 
+pub use part::{DatabaseFigures, ScratchSpec};
 pub use server::sweep;
-
-/// What a drill measured in a loaded database.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatabaseFigures {
-    /// Table → exact row count (`schema.table` for PostgreSQL).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub tables: BTreeMap<String, u64>,
-    /// Redis: keys in all databases.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keys: Option<u64>,
-    /// SQLite: what `PRAGMA integrity_check` said (`ok`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub integrity: Option<String>,
-}
-
-/// One database part to load for a drill.
-pub struct ScratchSpec<'a> {
-    pub repo: &'a Repository,
-    pub manifest: &'a Manifest,
-    /// The backup's part (`database:NAME`).
-    pub part: &'a str,
-    pub kind: DatabaseKind,
-    /// A private directory for this part (root, 0700), empty.
-    pub dir: &'a Path,
-    /// The unprivileged user for PostgreSQL.
-    pub run_as: &'a str,
-    /// Limit for starting a server and for each query.
-    pub timeout: Duration,
-}
 
 /// A loaded scratch database.
 pub struct Scratch {
@@ -210,76 +179,4 @@ pub fn variable_name(name: &str) -> String {
             _ => '_',
         })
         .collect()
-}
-
-/// Waits until `ready` says yes, the server exits, or `timeout` passes.
-async fn wait_ready<F, Fut>(
-    server: &mut server::Server,
-    tool: &str,
-    log: &Path,
-    timeout: Duration,
-    mut ready: F,
-) -> Result<(), DatabaseError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if ready().await {
-            return Ok(());
-        }
-        if server.has_exited() || tokio::time::Instant::now() >= deadline {
-            let why = last_log_line(log);
-            return Err(DatabaseError::ScratchServer {
-                tool: tool.to_owned(),
-                problem: if server.has_exited() {
-                    format!("exited: {why}")
-                } else {
-                    format!("not ready within {}s: {why}", timeout.as_secs())
-                },
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The last non-empty line of a server's log.
-fn last_log_line(log: &Path) -> String {
-    let text = std::fs::read(log).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text[text.len().saturating_sub(4096)..]).into_owned();
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("no log")
-        .trim()
-        .to_owned()
-}
-
-/// A private directory (0700) for a server's data.
-fn private_dir(path: &Path) -> Result<(), DatabaseError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| DatabaseError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-/// Exact row counts of `tables`, from one query per table built by `count_sql`.
-fn parse_counts(output: &str) -> Result<BTreeMap<String, u64>, DatabaseError> {
-    let mut tables = BTreeMap::new();
-    for line in output.lines().filter(|l| !l.trim().is_empty()) {
-        let (name, count) = line
-            .rsplit_once(['\t', '|'])
-            .ok_or_else(|| DatabaseError::Figures(format!("unexpected line {line:?}")))?;
-        let count = count
-            .trim()
-            .parse()
-            .map_err(|_| DatabaseError::Figures(format!("unexpected count in {line:?}")))?;
-        tables.insert(name.trim().to_owned(), count);
-    }
-    Ok(tables)
 }

@@ -21,8 +21,8 @@ use super::super::postgres::{
     Connection, create_missing_roles, ident, installed_versions, literal, tool,
 };
 use super::super::tool::{ToolError, feed_tool, find_tool};
-use super::server::{Launch, Server, prepare};
-use super::{DatabaseFigures, ScratchSpec, parse_counts, private_dir, wait_ready};
+use super::part::{DatabaseFigures, ScratchSpec, parse_counts};
+use super::server::{Launch, Server, prepare, private_dir, wait_ready};
 use crate::config::{DatabaseConfig, DatabaseKind};
 
 const KIND: &str = "postgres";
@@ -253,7 +253,7 @@ async fn initdb(bin: &Path, launch: &Launch<'_>, timeout: Duration) -> Result<()
         Ok(Ok(status)) if status.success() => Ok(()),
         _ => Err(error(DatabaseError::ScratchServer {
             tool: "initdb".into(),
-            problem: format!("failed: {}", super::last_log_line(launch.log)),
+            problem: format!("failed: {}", super::server::last_log_line(launch.log)),
         })),
     }
 }

@@ -9,8 +9,8 @@ use tokio::process::Command;
 
 use super::super::error::{DatabaseError, SourceError};
 use super::super::tool::{find_tool, run_tool};
-use super::server::{Launch, Server, prepare};
-use super::{DatabaseFigures, ScratchSpec, wait_ready};
+use super::part::{DatabaseFigures, ScratchSpec};
+use super::server::{Launch, Server, prepare, wait_ready};
 
 const KIND: &str = "redis";
 

@@ -16,6 +16,9 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Gid, Pid, Uid};
 use tokio::process::{Child, Command};
 
+use std::time::Duration;
+
+use super::super::error::DatabaseError;
 use super::super::tool::ToolError;
 
 /// The file in a server's directory that names its process.
@@ -176,4 +179,60 @@ fn kill_recorded(pid_file: &Path) -> bool {
         return false;
     }
     killpg(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok()
+}
+
+/// Waits until `ready` says yes, the server exits, or `timeout` passes.
+pub(super) async fn wait_ready<F, Fut>(
+    server: &mut Server,
+    tool: &str,
+    log: &Path,
+    timeout: Duration,
+    mut ready: F,
+) -> Result<(), DatabaseError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if ready().await {
+            return Ok(());
+        }
+        if server.has_exited() || tokio::time::Instant::now() >= deadline {
+            let why = last_log_line(log);
+            return Err(DatabaseError::ScratchServer {
+                tool: tool.to_owned(),
+                problem: if server.has_exited() {
+                    format!("exited: {why}")
+                } else {
+                    format!("not ready within {}s: {why}", timeout.as_secs())
+                },
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The last non-empty line of a server's log.
+pub(super) fn last_log_line(log: &Path) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text[text.len().saturating_sub(4096)..]).into_owned();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no log")
+        .trim()
+        .to_owned()
+}
+
+/// A private directory (0700) for a server's data.
+pub(super) fn private_dir(path: &Path) -> Result<(), DatabaseError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| DatabaseError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 use super::super::error::{DatabaseError, SourceError};
-use super::{DatabaseFigures, ScratchSpec};
+use super::part::{DatabaseFigures, ScratchSpec};
 
 const KIND: &str = "sqlite";
 const MAGIC: &[u8] = b"SQLite format 3\0";

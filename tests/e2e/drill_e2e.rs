@@ -1,0 +1,489 @@
+//! End to end: restore drills through the real envsnapd and envsnapctl, with real
+//! PostgreSQL, MariaDB and Redis servers, SQLite and trees.
+//!
+//! A drill of a good backup passes with the right figures and leaves the live
+//! environment byte for byte as it was; its report is in the store and comes back
+//! after `catalog rebuild`; metrics show it. A failing operator check, an emptied
+//! table and a corrupted pack each show in the report, naming what is wrong. A kill
+//! -9 mid-drill, then a restart, leaves no scratch server and no sandbox. A drill
+//! schedule fires.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::metrics_e2e::{free_address, get};
+use crate::support::daemon::{TestDaemon, make_environments, standard_config};
+use crate::support::servers;
+
+fn skip(what: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what} is not installed, but CI must run the drill tests (see .ci/run)"
+    );
+    eprintln!("note: {what} is not installed; skipping (CI installs it)");
+}
+
+fn wait_until(what: &str, seconds: u64, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every path under `root` with its type, mode, owner, size, mtime and content.
+fn tree_fingerprint(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut found = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for item in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = item.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let content = if meta.is_file() {
+                format!("{:?}", blake3::hash(&std::fs::read(&path).unwrap()))
+            } else if meta.is_dir() {
+                pending.push(path.clone());
+                String::new()
+            } else {
+                format!("{:?}", std::fs::read_link(&path).ok())
+            };
+            let line = format!(
+                "{:o} {}:{} {} {}.{} {content}",
+                meta.mode(),
+                meta.uid(),
+                meta.gid(),
+                meta.len(),
+                meta.mtime(),
+                meta.mtime_nsec()
+            );
+            found.insert(path, line);
+        }
+    }
+    found
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let out = Command::new("ps")
+        .args(["-eo", "pid,args"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle) && !l.contains("ps -eo"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn drills_dir(daemon: &TestDaemon) -> Vec<String> {
+    std::fs::read_dir(daemon.path("state/drills"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for item in std::fs::read_dir(&dir).unwrap().flatten() {
+            if item.file_type().unwrap().is_dir() {
+                pending.push(item.path());
+            } else {
+                found.push(item.path());
+            }
+        }
+    }
+    found
+}
+
+fn drill(daemon: &TestDaemon, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut all = vec!["--json", "drill"];
+    all.extend_from_slice(args);
+    let out = daemon.ctl(&all);
+    let json = serde_json::from_str(&out.stdout).unwrap_or_default();
+    (out.status, json, out.stderr)
+}
+
+const PG_SHOP: &str = "
+CREATE TABLE orders (id int PRIMARY KEY, total numeric, note text);
+INSERT INTO orders SELECT g, g * 1.5, 'order ' || g FROM generate_series(1, 250) g;
+CREATE TABLE audit (id serial PRIMARY KEY, at timestamptz DEFAULT now());
+INSERT INTO audit DEFAULT VALUES;
+CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100;
+";
+
+const MARIADB_SHOP: &str = "
+CREATE DATABASE shop;
+USE shop;
+CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40), price DECIMAL(10,2));
+INSERT INTO items VALUES (1, 'lamp', 9.50), (2, 'desk', 120.00), (3, 'chair', 45.25);
+CREATE TABLE empty_one (x INT);
+";
+
+fn live_fingerprints(
+    daemon: &TestDaemon,
+    pg: &servers::Postgres,
+    maria: &servers::Mariadb,
+    redis: &servers::Redis,
+) -> String {
+    format!(
+        "{:?}\n{}\n{}\n{}\n{}",
+        tree_fingerprint(&daemon.path("live")),
+        pg.sql("shop", "SELECT count(*), sum(total), max(note) FROM orders"),
+        pg.superuser("SELECT datname FROM pg_database ORDER BY 1"),
+        maria.root("SELECT COUNT(*), SUM(price) FROM shop.items; SHOW DATABASES;"),
+        redis.cli(&["DBSIZE"]),
+    )
+}
+
+#[test]
+fn a_drill_restores_every_part_into_a_sandbox_and_proves_it() {
+    let (Some(pg), Some(maria), Some(redis)) = (
+        servers::Postgres::start(),
+        servers::Mariadb::start(),
+        servers::Redis::start(),
+    ) else {
+        return skip("PostgreSQL 15, MariaDB or Redis");
+    };
+    pg.superuser("CREATE DATABASE shop OWNER app");
+    pg.sql("shop", PG_SHOP);
+    maria.root(MARIADB_SHOP);
+    for i in 0..40 {
+        redis.cli(&["SET", &format!("key:{i}"), "v"]);
+    }
+    let metrics = free_address();
+    let dir = tempfile::tempdir().unwrap();
+    make_environments(dir.path());
+    let extra = |d: &Path| {
+        servers::password_file(&d.join("pg.pass"), &pg.password);
+        servers::password_file(&d.join("maria.pass"), &maria.password);
+        format!(
+            r#"
+[environments.live.databases.shop]
+kind = "postgres"
+database = "shop"
+host = "{pg}"
+user = "app"
+password_file = "{d}/pg.pass"
+
+[environments.live.databases.stock]
+kind = "mariadb"
+database = "shop"
+socket = "{maria}"
+user = "app"
+password_file = "{d}/maria.pass"
+
+[environments.live.databases.cache]
+kind = "redis"
+socket = "{redis}"
+password_file = "{redis_dir}/password"
+rdb_path = "{redis_dir}/dump.rdb"
+
+[environments.live.drill]
+checks = {{ shop = ["SELECT count(*) = 250 FROM orders", "SELECT count(*) > 0 FROM big_orders"], stock = ["SELECT COUNT(*) = 3 FROM items"], main = ["SELECT count(*) = 3 FROM t"] }}
+commands = ["sh -c 'test -f \"$ENVSNAP_DRILL_CODE/index.php\" && test -S \"$ENVSNAP_DRILL_SHOP_SOCKET/.s.PGSQL.5432\" && test -S \"$ENVSNAP_DRILL_CACHE_SOCKET\" && test \"$ENVSNAP_KIND\" = drill'"]
+"#,
+            pg = pg.socket_dir().display(),
+            maria = maria.socket().display(),
+            redis = redis.socket().display(),
+            redis_dir = redis.dir.path().display(),
+            d = d.display()
+        )
+    };
+    let daemon = TestDaemon::start_in(dir, |d| {
+        standard_config(d, &extra(d)).replacen(
+            "[daemon]\n",
+            &format!("[daemon]\nmetrics_listen = \"{metrics}\"\n"),
+            1,
+        )
+    });
+    daemon
+        .ctl(&["backup", "create", "live", "--name", "good", "--wait"])
+        .ok();
+    let before = live_fingerprints(&daemon, &pg, &maria, &redis);
+
+    let (status, drilled, stderr) = drill(&daemon, &["live", "--wait"]);
+    assert_eq!(status, 0, "{stderr}\n{drilled}\n{}", daemon.log());
+    let report = &drilled["report"];
+    assert_eq!(drilled["outcome"], "passed", "{drilled}");
+    assert_eq!(report["backup"], "good");
+    let part = |name: &str| {
+        report["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["part"] == name)
+            .unwrap_or_else(|| panic!("no part {name} in {report}"))
+            .clone()
+    };
+    assert_eq!(
+        part("database:shop")["database"]["tables"]["public.orders"],
+        250
+    );
+    assert_eq!(
+        part("database:shop")["database"]["tables"]["public.audit"],
+        1
+    );
+    assert_eq!(part("database:stock")["database"]["tables"]["items"], 3);
+    assert_eq!(part("database:stock")["database"]["tables"]["empty_one"], 0);
+    assert_eq!(part("database:cache")["database"]["keys"], 40);
+    assert_eq!(part("database:main")["database"]["integrity"], "ok");
+    assert_eq!(part("database:main")["database"]["tables"]["t"], 3);
+    assert_eq!(part("code")["tree"]["files"], 2);
+    assert_eq!(part("files:uploads")["tree"]["bytes"], 50_000);
+    assert_eq!(report["checks"].as_array().unwrap().len(), 4, "{report}");
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["outcome"] == "passed"),
+        "{report}"
+    );
+    assert_eq!(report["commands"][0]["outcome"], "passed", "{report}");
+
+    // The environment was never touched; nothing of the drill is left.
+    assert_eq!(live_fingerprints(&daemon, &pg, &maria, &redis), before);
+    assert!(drills_dir(&daemon).is_empty(), "{:?}", drills_dir(&daemon));
+    assert!(processes_with(&daemon.path("state").display().to_string()).is_empty());
+    assert!(processes_with("/proc/self/fd/3").is_empty());
+
+    // The evidence: env show, the activity log, metrics, and the store.
+    let env = daemon.json(&["env", "show", "live"]);
+    assert_eq!(env["last_drill"], "passed", "{env}");
+    let log = daemon.json(&["log", "live"]);
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "drill" && e["outcome"] == "succeeded"),
+        "{log}"
+    );
+    let (_, scraped) = get(metrics, "/metrics");
+    assert!(
+        scraped.contains("envsnap_drill_last_success_timestamp_seconds{env=\"live\"}"),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains("envsnap_drill_failures_total{env=\"live\"} 0"),
+        "{scraped}"
+    );
+    let stored = std::fs::read_dir(daemon.path("store/test-host/drills/live"))
+        .unwrap()
+        .count();
+    assert_eq!(stored, 1, "one backup with a report in the store");
+
+    // A fresh catalog: `catalog rebuild` brings the drill back from the store.
+    let id = drilled["id"].as_i64().unwrap();
+    let mut daemon = daemon;
+    daemon.signal_and_wait(Signal::SIGTERM);
+    for name in ["catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"] {
+        let _ = std::fs::remove_file(daemon.path("state").join(name));
+    }
+    daemon.spawn();
+    assert!(
+        daemon
+            .json(&["drill", "list", "live"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let rebuilt = daemon.json(&["catalog", "rebuild"]);
+    assert_eq!(rebuilt["drills"], 1, "{rebuilt}");
+    let back = daemon.json(&["drill", "show", &id.to_string()]);
+    assert_eq!(back["report"]["parts"], drilled["report"]["parts"]);
+    let human = daemon.ctl(&["drill", "show", &id.to_string()]).ok().stdout;
+    assert!(human.contains("part database:shop:"), "{human}");
+}
+
+#[test]
+fn a_drill_names_a_failing_check_warns_of_an_emptied_table_and_fails_on_a_corrupt_pack() {
+    let drill_config =
+        "\n[environments.live.drill]\nchecks = { main = [\"SELECT count(*) >= 0 FROM t\"] }\n";
+    let mut daemon = TestDaemon::start(drill_config);
+    daemon
+        .ctl(&["backup", "create", "live", "--name", "full", "--wait"])
+        .ok();
+    let (status, first, _) = drill(&daemon, &["live", "--wait"]);
+    assert_eq!(status, 0, "{first}");
+    assert!(first["report"]["warnings"].as_array().unwrap().is_empty());
+
+    // An emptied table: a valid backup, a passed drill, and a warning.
+    let db = daemon.path("live/data/main.db");
+    let emptied = Command::new("sqlite3")
+        .arg(&db)
+        .arg("DELETE FROM t")
+        .status()
+        .unwrap();
+    assert!(emptied.success());
+    daemon
+        .ctl(&["backup", "create", "live", "--name", "emptied", "--wait"])
+        .ok();
+    let (status, second, _) = drill(&daemon, &["live", "emptied", "--wait"]);
+    assert_eq!(status, 0, "{second}");
+    assert_eq!(
+        second["report"]["warnings"][0],
+        "table t of database:main is empty in the backup but had 3 rows at the previous drill"
+    );
+
+    // A failing operator check fails the drill and names the check.
+    let config = std::fs::read_to_string(daemon.path("envsnap.toml")).unwrap();
+    std::fs::write(
+        daemon.path("envsnap.toml"),
+        config.replace("SELECT count(*) >= 0 FROM t", "SELECT count(*) > 0 FROM t"),
+    )
+    .unwrap();
+    daemon.ctl(&["reload"]).ok();
+    let out = daemon.ctl(&["drill", "live", "emptied", "--wait"]);
+    assert_ne!(out.status, 0);
+    assert!(
+        out.stderr
+            .contains("check `main: SELECT count(*) > 0 FROM t` returned \"0\", not true"),
+        "{}",
+        out.stderr
+    );
+    let failed = daemon.json(&["drill", "list", "live"]);
+    assert_eq!(failed[0]["outcome"], "failed", "{failed}");
+
+    // A corrupted pack fails the drill and names the part.
+    for pack in files_under(&daemon.path("store/test-host/packs")) {
+        let mut bytes = std::fs::read(&pack).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&pack, bytes).unwrap();
+    }
+    let out = daemon.ctl(&["drill", "live", "full", "--wait"]);
+    assert_ne!(out.status, 0);
+    assert!(out.stderr.contains("part "), "{}", out.stderr);
+    let id = daemon.json(&["drill", "list", "live"])[0]["id"]
+        .as_i64()
+        .unwrap();
+    let report = daemon.json(&["drill", "show", &id.to_string()]);
+    let failed_parts: Vec<_> = report["report"]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["outcome"] == "failed")
+        .collect();
+    assert!(!failed_parts.is_empty(), "{report}");
+    assert!(drills_dir(&daemon).is_empty());
+    daemon.signal_and_wait(Signal::SIGTERM);
+}
+
+#[test]
+fn kill_9_mid_drill_then_restart_leaves_no_scratch_server_and_no_sandbox() {
+    let Some(pg) = servers::Postgres::start() else {
+        return skip("PostgreSQL 15");
+    };
+    pg.superuser("CREATE DATABASE shop OWNER app");
+    pg.pgbench_init("shop", 5);
+    let dir = tempfile::tempdir().unwrap();
+    make_environments(dir.path());
+    let mut daemon = TestDaemon::start_in(dir, |d| {
+        servers::password_file(&d.join("pg.pass"), &pg.password);
+        standard_config(
+            d,
+            &format!(
+                "\n[environments.live.databases.shop]\nkind = \"postgres\"\ndatabase = \"shop\"\nhost = \"{}\"\nuser = \"app\"\npassword_file = \"{}/pg.pass\"\n",
+                pg.socket_dir().display(),
+                d.display()
+            ),
+        )
+    });
+    daemon.ctl(&["backup", "create", "live", "--wait"]).ok();
+    let job = daemon.json(&["drill", "live"]);
+    let id = job["id"].as_i64().unwrap();
+    let pid_file = daemon.path(&format!(
+        "state/drills/{id}/database-shop/envsnap-server.pid"
+    ));
+    wait_until("the scratch server", 60, || pid_file.exists());
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    daemon.signal_and_wait(Signal::SIGKILL);
+    // The kernel kills the scratch server with the daemon (its death signal).
+    wait_until("the scratch server to die", 10, || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+    });
+    daemon.spawn();
+    assert!(drills_dir(&daemon).is_empty(), "{:?}", drills_dir(&daemon));
+    assert!(
+        processes_with("/proc/self/fd/3").is_empty(),
+        "{:?}",
+        processes_with("/proc/self/fd/3")
+    );
+    let job = daemon.json(&["job", "show", &id.to_string()]);
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["kind"], "drill");
+    // The next drill runs normally.
+    let (status, drilled, stderr) = drill(&daemon, &["live", "--wait"]);
+    assert_eq!(status, 0, "{stderr}");
+    let shop = drilled["report"]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["part"] == "database:shop")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        shop["database"]["tables"]["public.pgbench_accounts"], 500_000,
+        "{shop}"
+    );
+}
+
+#[test]
+fn a_drill_schedule_fires() {
+    let dir = tempfile::tempdir().unwrap();
+    make_environments(dir.path());
+    let daemon = TestDaemon::start_in(dir, |d| {
+        standard_config(
+            d,
+            "\n[environments.live.drill]\nschedule = [\"*/2 * * * * *\"]\n",
+        )
+    });
+    daemon
+        .ctl(&["backup", "create", "live", "--name", "only", "--wait"])
+        .ok();
+    wait_until("a scheduled drill", 30, || {
+        daemon
+            .json(&["drill", "list", "live"])
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+    });
+    let drills = daemon.json(&["drill", "list", "live"]);
+    assert_eq!(drills[0]["backup"], "only", "{drills}");
+    assert_eq!(drills[0]["outcome"], "passed", "{drills}");
+    let job = daemon.json(&["job", "show", &drills[0]["id"].to_string()]);
+    assert_eq!(job["user"], "root");
+}
+
+#[test]
+fn a_drill_of_nothing_or_of_an_unknown_backup_is_refused_in_one_line() {
+    let daemon = TestDaemon::start("");
+    let out = daemon.ctl(&["drill", "live"]);
+    assert_ne!(out.status, 0);
+    assert_eq!(
+        out.stderr.trim(),
+        "envsnapctl: environment live has no completed backup to drill"
+    );
+    let out = daemon.ctl(&["drill", "live", "nope"]);
+    assert_eq!(
+        out.stderr.trim(),
+        "envsnapctl: environment live has no backup \"nope\""
+    );
+    let out = daemon.ctl(&["drill", "show", "99"]);
+    assert_eq!(out.stderr.trim(), "envsnapctl: no drill 99");
+}
