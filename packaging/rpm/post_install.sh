@@ -1,6 +1,9 @@
 # envsnap post-install: the socket group, the config and state directories, and a
 # starting config. Never overwrites what the admin has. ($1: 1 install, 2 upgrade)
 getent group envsnap >/dev/null || groupadd --system envsnap
+# Restore drills run their scratch database servers as this user (no shell, no home).
+getent passwd envsnap-drill >/dev/null || useradd --system --user-group --no-create-home \
+    --home-dir /nonexistent --shell /sbin/nologin envsnap-drill
 [ -d /etc/envsnap ] || install -d -m 0750 -o root -g root /etc/envsnap
 [ -d /var/lib/envsnap ] || install -d -m 0700 -o root -g root /var/lib/envsnap
 example=/usr/share/doc/envsnap/config.example.toml

@@ -48,8 +48,8 @@ pub struct DaemonConfig {
     pub command_timeout: Duration,
     /// Prometheus listener, loopback only.
     pub metrics_listen: Option<SocketAddr>,
-    /// The unprivileged user a drill's scratch PostgreSQL runs as (it refuses root);
-    /// `None`: `postgres` if the host has that user, else `nobody`.
+    /// The unprivileged user a drill's scratch PostgreSQL and Redis run as;
+    /// `None`: `envsnap-drill` (the packages create it), else `nobody`.
     pub drill_user: Option<String>,
 }
 

@@ -437,10 +437,12 @@ fn step(name: String, timer: Instant, result: Result<(), String>) -> StepReport 
     }
 }
 
-/// `postgres` where the host has that user (the packages' own), else `nobody`.
+/// `envsnap-drill` (the packages create it), else `nobody`. Never the host's own
+/// `postgres` user: a hostile dump's SQL may run programs as the scratch server's
+/// user (`COPY ... TO PROGRAM`), and that user must own nothing of the host's.
 fn default_drill_user() -> String {
-    match nix::unistd::User::from_name("postgres") {
-        Ok(Some(_)) => "postgres".to_owned(),
+    match nix::unistd::User::from_name("envsnap-drill") {
+        Ok(Some(_)) => "envsnap-drill".to_owned(),
         _ => "nobody".to_owned(),
     }
 }

@@ -122,9 +122,13 @@ CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100;
 ";
 
 const MARIADB_SHOP: &str = "
-CREATE DATABASE shop;
 USE shop;
 CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40), price DECIMAL(10,2));
+CREATE TABLE audit (item_id INT, note TEXT);
+CREATE TRIGGER items_audit AFTER INSERT ON items FOR EACH ROW
+    INSERT INTO audit VALUES (NEW.id, CONCAT('added ', NEW.name));
+CREATE PROCEDURE count_items(OUT n INT) SELECT COUNT(*) INTO n FROM items;
+CREATE VIEW expensive AS SELECT id FROM items WHERE price > 10;
 INSERT INTO items VALUES (1, 'lamp', 9.50), (2, 'desk', 120.00), (3, 'chair', 45.25);
 CREATE TABLE empty_one (x INT);
 ";
@@ -156,7 +160,9 @@ fn a_drill_restores_every_part_into_a_sandbox_and_proves_it() {
     };
     pg.superuser("CREATE DATABASE shop OWNER app");
     pg.sql("shop", PG_SHOP);
-    maria.root(MARIADB_SHOP);
+    maria.root("CREATE DATABASE shop");
+    // As `app`: the definer of the trigger, routine and view, as on a real server.
+    maria.app(MARIADB_SHOP);
     for i in 0..40 {
         redis.cli(&["SET", &format!("key:{i}"), "v"]);
     }
@@ -189,7 +195,7 @@ password_file = "{redis_dir}/password"
 rdb_path = "{redis_dir}/dump.rdb"
 
 [environments.live.drill]
-checks = {{ shop = ["SELECT count(*) = 250 FROM orders", "SELECT count(*) > 0 FROM big_orders"], stock = ["SELECT COUNT(*) = 3 FROM items"], main = ["SELECT count(*) = 3 FROM t"] }}
+checks = {{ shop = ["SELECT count(*) = 250 FROM orders", "SELECT count(*) > 0 FROM big_orders"], stock = ["SELECT COUNT(*) = 3 FROM items", "SELECT COUNT(*) = 2 FROM expensive"], main = ["SELECT count(*) = 3 FROM t"] }}
 commands = ["sh -c 'test -f \"$ENVSNAP_DRILL_CODE/index.php\" && test -S \"$ENVSNAP_DRILL_SHOP_SOCKET/.s.PGSQL.5432\" && test -S \"$ENVSNAP_DRILL_CACHE_SOCKET\" && test \"$ENVSNAP_KIND\" = drill'"]
 "#,
             pg = pg.socket_dir().display(),
@@ -235,12 +241,13 @@ commands = ["sh -c 'test -f \"$ENVSNAP_DRILL_CODE/index.php\" && test -S \"$ENVS
     );
     assert_eq!(part("database:stock")["database"]["tables"]["items"], 3);
     assert_eq!(part("database:stock")["database"]["tables"]["empty_one"], 0);
+    assert_eq!(part("database:stock")["database"]["tables"]["audit"], 3);
     assert_eq!(part("database:cache")["database"]["keys"], 40);
     assert_eq!(part("database:main")["database"]["integrity"], "ok");
     assert_eq!(part("database:main")["database"]["tables"]["t"], 3);
     assert_eq!(part("code")["tree"]["files"], 2);
     assert_eq!(part("files:uploads")["tree"]["bytes"], 50_000);
-    assert_eq!(report["checks"].as_array().unwrap().len(), 4, "{report}");
+    assert_eq!(report["checks"].as_array().unwrap().len(), 5, "{report}");
     assert!(
         report["checks"]
             .as_array()
@@ -486,4 +493,56 @@ fn a_drill_of_nothing_or_of_an_unknown_backup_is_refused_in_one_line() {
     );
     let out = daemon.ctl(&["drill", "show", "99"]);
     assert_eq!(out.stderr.trim(), "envsnapctl: no drill 99");
+}
+
+/// A MariaDB dump is hostile input loaded by a server running as root: it cannot
+/// change the server's settings or write files outside the scratch server's own.
+#[test]
+fn a_hostile_mariadb_dump_can_neither_reconfigure_the_scratch_server_nor_write_files() {
+    let Some(maria) = servers::Mariadb::start() else {
+        return skip("MariaDB");
+    };
+    maria.root("CREATE DATABASE shop");
+    let dir = tempfile::tempdir().unwrap();
+    make_environments(dir.path());
+    let daemon = TestDaemon::start_in(dir, |d| {
+        servers::password_file(&d.join("maria.pass"), &maria.password);
+        standard_config(
+            d,
+            &format!(
+                "\n[environments.live.databases.stock]\nkind = \"mariadb\"\ndatabase = \"shop\"\nsocket = \"{}\"\nuser = \"app\"\npassword_file = \"{}/maria.pass\"\n",
+                maria.socket().display(),
+                d.display()
+            ),
+        )
+    });
+    let pwned = daemon.path("pwned");
+    for (name, sql) in [
+        (
+            "log",
+            format!(
+                "CREATE TABLE t (x INT);\nSET GLOBAL general_log_file = '{}';\nSET GLOBAL general_log = 1;\n-- Dump completed on 2026-12-03 13:00:00\n",
+                pwned.display()
+            ),
+        ),
+        (
+            "outfile",
+            format!(
+                "CREATE TABLE t (x INT);\nSELECT 'owned' INTO OUTFILE '{}';\n-- Dump completed on 2026-12-03 13:00:00\n",
+                pwned.display()
+            ),
+        ),
+    ] {
+        let dump = daemon.path(&format!("{name}.sql"));
+        std::fs::write(&dump, sql).unwrap();
+        let part = format!("database:stock={}", dump.display());
+        daemon
+            .ctl(&["import", "live", "--name", name, "--part", &part, "--wait"])
+            .ok();
+        let out = daemon.ctl(&["drill", "live", name, "--wait"]);
+        assert_ne!(out.status, 0, "the hostile dump loaded: {}", out.stdout);
+        assert!(out.stderr.contains("part database:stock"), "{}", out.stderr);
+        assert!(out.stderr.contains("denied"), "{}", out.stderr);
+        assert!(!pwned.exists(), "the dump wrote {}", pwned.display());
+    }
 }

@@ -3,6 +3,12 @@
 //! dump is loaded into a database named after the part with the `mariadb` client;
 //! then every table's rows are counted exactly (`COUNT(*)`, not the estimates of
 //! `information_schema`).
+//!
+//! mariadbd resolves its data directory to a real path, so unlike PostgreSQL and
+//! Redis it cannot reach a directory of its own inside the root-only sandbox as
+//! another user: it runs as root. The dump (hostile input) is therefore loaded by an
+//! account with rights on its database only, and the server may touch files only in
+//! its own `files` directory (`--secure-file-priv`, no `LOAD DATA LOCAL`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,10 +19,12 @@ use super::super::error::{DatabaseError, SourceError};
 use super::super::mariadb::{Connection, ident, literal, tool};
 use super::super::tool::{ToolError, feed_tool, find_tool};
 use super::part::{DatabaseFigures, ScratchSpec, parse_counts};
-use super::server::{Launch, Server, prepare, wait_ready};
+use super::server::{Launch, Server, prepare, private_dir, wait_ready};
 use crate::config::{DatabaseConfig, DatabaseKind};
 
 const KIND: &str = "mariadb";
+/// The account the dump is loaded as.
+const LOADER: &str = "envsnap_drill";
 
 fn error(problem: impl Into<DatabaseError>) -> SourceError {
     SourceError::unnamed(KIND, problem)
@@ -36,6 +44,9 @@ pub(super) async fn load(
 ) -> Result<(Instance, DatabaseFigures), SourceError> {
     let data = spec.dir.join("data");
     let socket = spec.dir.join("mariadb.sock");
+    // The only directory the server may read or write files in (LOAD DATA, OUTFILE).
+    let files = spec.dir.join("files");
+    private_dir(&files).map_err(error)?;
     install_db(&data, spec.dir, spec.timeout).await?;
     let server_bin = find_tool(&["mariadbd", "mysqld"], &[PathBuf::from("/usr/sbin")])
         .ok_or_else(|| error(DatabaseError::NotInstalled("mariadbd".into())))?;
@@ -72,6 +83,7 @@ pub(super) async fn load(
     };
     instance.wait_ready(&log, spec.timeout).await?;
     instance.restore(spec).await?;
+    instance.create_definers().await?;
     let figures = instance.figures().await?;
     Ok((instance, figures))
 }
@@ -123,6 +135,28 @@ async fn install_db(data: &Path, dir: &Path, timeout: Duration) -> Result<(), So
     }
 }
 
+fn random_password() -> String {
+    let mut random = [0u8; 18];
+    getrandom::fill(&mut random).expect("the operating system's random source failed");
+    hex::encode(random)
+}
+
+/// A file only root may read, holding `secret`.
+fn write_secret(path: &Path, secret: &str) -> Result<(), DatabaseError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(format!("{secret}\n").as_bytes()))
+        .map_err(|source| DatabaseError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 impl Instance {
     pub(super) fn socket(&self) -> &Path {
         &self.socket
@@ -143,11 +177,28 @@ impl Instance {
         .map_err(error)
     }
 
+    /// Loads the dump as an account limited to the database (and to naming other
+    /// accounts as definers): a hostile dump cannot change the server's settings
+    /// (`SET GLOBAL general_log_file`) or write files, though the server runs as root.
     async fn restore(&self, spec: &ScratchSpec<'_>) -> Result<(), SourceError> {
-        let connection = Connection::open(&self.connection, &self.dir)?;
-        connection
-            .admin(&format!("CREATE DATABASE {};\n", ident(&self.database)))
-            .await?;
+        let root = Connection::open(&self.connection, &self.dir)?;
+        let password = random_password();
+        let db = ident(&self.database);
+        root.admin(&format!(
+            "CREATE DATABASE {db};\nCREATE USER {LOADER}@localhost IDENTIFIED BY {};\nGRANT ALL ON {db}.* TO {LOADER}@localhost;\n",
+            literal(&password)
+        ))
+        .await?;
+        // MariaDB 10.5.2 and later: definers other than the loading account.
+        let _ = root
+            .admin(&format!("GRANT SET USER ON *.* TO {LOADER}@localhost;\n"))
+            .await;
+        let password_file = self.dir.join("loader.pass");
+        write_secret(&password_file, &password).map_err(error)?;
+        let mut config = self.connection.clone();
+        config.user = Some(LOADER.to_owned());
+        config.password_file = Some(password_file);
+        let connection = Connection::open(&config, &self.dir)?;
         let (client, client_name) = tool(&["mariadb", "mysql"])?;
         let mut command = connection.command(&client);
         command.args(["--binary-mode", "--", &self.database]);
@@ -165,6 +216,37 @@ impl Instance {
                 source,
             })
         })
+    }
+
+    /// The accounts the dump's views, routines, triggers and events run as exist
+    /// only on the source server: each is created here, locked (no one logs in as
+    /// it), with rights on the database, so those objects work as they did there.
+    async fn create_definers(&self) -> Result<(), SourceError> {
+        let root = Connection::open(&self.connection, &self.dir)?;
+        let schema = literal(&self.database);
+        let definers = root
+            .admin(&format!(
+                "SELECT DEFINER FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {schema}
+                 UNION SELECT DEFINER FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {schema}
+                 UNION SELECT DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {schema}
+                 UNION SELECT DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {schema};\n"
+            ))
+            .await?;
+        let db = ident(&self.database);
+        let mut sql = String::new();
+        for definer in definers.lines().filter(|l| !l.trim().is_empty()) {
+            let Some((user, host)) = definer.trim().rsplit_once('@') else {
+                continue;
+            };
+            let account = format!("{}@{}", literal(user), literal(host));
+            sql.push_str(&format!(
+                "CREATE USER IF NOT EXISTS {account} ACCOUNT LOCK;\nGRANT ALL ON {db}.* TO {account};\n"
+            ));
+        }
+        if !sql.is_empty() {
+            root.admin(&sql).await?;
+        }
+        Ok(())
     }
 
     async fn figures(&self) -> Result<DatabaseFigures, SourceError> {

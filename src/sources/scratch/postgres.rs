@@ -9,11 +9,9 @@
 //! applied first, then `pg_restore --exit-on-error` loads the database, then every
 //! table's rows are counted.
 
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::unistd::{Gid, Uid, User};
 use tokio::process::Command;
 
 use super::super::error::{DatabaseError, SourceError};
@@ -22,14 +20,12 @@ use super::super::postgres::{
 };
 use super::super::tool::{ToolError, feed_tool, find_tool};
 use super::part::{DatabaseFigures, ScratchSpec, parse_counts};
-use super::server::{Launch, Server, prepare, private_dir, wait_ready};
+use super::server::{DATA_PATH, Launch, OwnDir, Server, own_dir, prepare, wait_ready};
 use crate::config::{DatabaseConfig, DatabaseKind};
 
 const KIND: &str = "postgres";
 /// The scratch cluster's superuser (trust authentication on its private socket).
 pub(super) const SUPERUSER: &str = "postgres";
-/// Where the server finds its data directory and puts its socket.
-const DATA_PATH: &str = "/proc/self/fd/3";
 
 fn error(problem: impl Into<DatabaseError>) -> SourceError {
     SourceError::unnamed(KIND, problem)
@@ -39,10 +35,9 @@ fn error(problem: impl Into<DatabaseError>) -> SourceError {
 pub(super) struct Cluster {
     server: Server,
     /// The data directory, which holds the socket.
-    data: PathBuf,
+    data: OwnDir,
     database: String,
     connection: DatabaseConfig,
-    _data_fd: OwnedFd,
 }
 
 /// What a custom-format dump's header says.
@@ -58,22 +53,11 @@ pub(super) async fn load(
 ) -> Result<(Cluster, DatabaseFigures), SourceError> {
     let header = read_header(spec).await?;
     let bin = server_bin(header.server_major)?;
-    let user = unprivileged(spec.run_as)?;
-    let data = spec.dir.join("pgdata");
-    private_dir(&data).map_err(error)?;
-    std::os::unix::fs::chown(&data, Some(user.0.as_raw()), Some(user.1.as_raw())).map_err(
-        |source| {
-            error(DatabaseError::Io {
-                path: data.clone(),
-                source,
-            })
-        },
-    )?;
-    let data_fd = open_dir(&data)?;
+    let data = own_dir(&spec.dir.join("pgdata"), spec.run_as).map_err(error)?;
     let launch = |tool, log| Launch {
         tool,
-        user: Some(user),
-        data_fd: Some(&data_fd),
+        user: Some(data.user),
+        data_fd: Some(&data.fd),
         log,
     };
     let initdb_log = spec.dir.join("initdb.log");
@@ -101,10 +85,9 @@ pub(super) async fn load(
     };
     let mut cluster = Cluster {
         server,
-        connection: scratch_connection(&data, &database),
+        connection: scratch_connection(&data.path, &database),
         data,
         database,
-        _data_fd: data_fd,
     };
     cluster.wait_ready(&log, spec.timeout).await?;
     cluster.restore(spec, &bin).await?;
@@ -114,7 +97,7 @@ pub(super) async fn load(
 
 impl Cluster {
     pub(super) fn socket_dir(&self) -> &Path {
-        &self.data
+        &self.data.path
     }
 
     pub(super) fn database(&self) -> &str {
@@ -123,7 +106,7 @@ impl Cluster {
 
     async fn wait_ready(&mut self, log: &Path, timeout: Duration) -> Result<(), SourceError> {
         let config = self.connection.clone();
-        let data = self.data.clone();
+        let data = self.data.path.clone();
         wait_ready(&mut self.server, "postgres", log, timeout, || {
             let (config, data) = (config.clone(), data.clone());
             async move {
@@ -139,7 +122,7 @@ impl Cluster {
 
     /// Roles first, then the database created and loaded by `pg_restore`.
     async fn restore(&self, spec: &ScratchSpec<'_>, bin: &Path) -> Result<(), SourceError> {
-        let connection = Connection::open(&self.connection, &self.data)?;
+        let connection = Connection::open(&self.connection, &self.data.path)?;
         create_missing_roles(spec.repo, spec.manifest, spec.part, &connection).await?;
         let exists = connection
             .admin(&format!(
@@ -196,7 +179,7 @@ impl Cluster {
 
     /// Runs SQL in the restored database; its unaligned, tuples-only output.
     pub(super) async fn query(&self, sql: &str) -> Result<String, SourceError> {
-        let connection = Connection::open(&self.connection, &self.data)?;
+        let connection = Connection::open(&self.connection, &self.data.path)?;
         connection
             .query(&self.database, sql)
             .await
@@ -277,32 +260,6 @@ fn server_bin(major: u32) -> Result<PathBuf, SourceError> {
             "a PostgreSQL {major} server or newer (initdb, postgres)"
         )))),
     }
-}
-
-fn unprivileged(name: &str) -> Result<(Uid, Gid), SourceError> {
-    match User::from_name(name) {
-        Ok(Some(user)) if !user.uid.is_root() => Ok((user.uid, user.gid)),
-        _ => Err(error(DatabaseError::ScratchServer {
-            tool: "postgres".into(),
-            problem: format!(
-                "cannot run as {name:?}: no such unprivileged user (daemon.drill_user)"
-            ),
-        })),
-    }
-}
-
-fn open_dir(path: &Path) -> Result<OwnedFd, SourceError> {
-    nix::fcntl::open(
-        path,
-        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| {
-        error(DatabaseError::Io {
-            path: path.to_path_buf(),
-            source: e.into(),
-        })
-    })
 }
 
 async fn read_header(spec: &ScratchSpec<'_>) -> Result<DumpHeader, SourceError> {

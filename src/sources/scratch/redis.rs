@@ -1,6 +1,7 @@
 //! Redis in a drill: the RDB written into the sandbox and loaded by a scratch
-//! `redis-server` (no TCP port, a Unix socket in the sandbox, persistence off); the
-//! drill records how many keys it holds.
+//! `redis-server` run as the unprivileged drill user (no TCP port, a Unix socket in
+//! its own directory of the sandbox, persistence off); the drill records how many
+//! keys it holds.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tokio::process::Command;
 use super::super::error::{DatabaseError, SourceError};
 use super::super::tool::{find_tool, run_tool};
 use super::part::{DatabaseFigures, ScratchSpec};
-use super::server::{Launch, Server, prepare, wait_ready};
+use super::server::{DATA_PATH, Launch, OwnDir, Server, own_dir, prepare, wait_ready};
 
 const KIND: &str = "redis";
 
@@ -21,25 +22,17 @@ fn error(problem: impl Into<DatabaseError>) -> SourceError {
 pub(super) struct Instance {
     server: Server,
     socket: PathBuf,
+    _data: OwnDir,
 }
 
 pub(super) async fn load(
     spec: &ScratchSpec<'_>,
 ) -> Result<(Instance, DatabaseFigures), SourceError> {
-    let rdb = spec.dir.join("dump.rdb");
-    let mut out = tokio::fs::File::create(&rdb).await.map_err(|source| {
-        error(DatabaseError::Io {
-            path: rdb.clone(),
-            source,
-        })
-    })?;
-    spec.repo
-        .read_stream(spec.manifest, spec.part, &mut out)
-        .await?;
-    drop(out);
+    // The server parses the RDB (hostile input) as the unprivileged drill user.
+    let data = own_dir(&spec.dir.join("redis"), spec.run_as).map_err(error)?;
+    write_rdb(spec, &data).await?;
     let server_bin = find_tool(&["redis-server"], &[])
         .ok_or_else(|| error(DatabaseError::NotInstalled("redis-server".into())))?;
-    let socket = spec.dir.join("redis.sock");
     let log = spec.dir.join("redis.log");
     let mut command = Command::new(server_bin);
     command
@@ -53,20 +46,22 @@ pub(super) async fn load(
             "--appendonly",
             "no",
         ])
-        .arg("--unixsocket")
-        .arg(&socket)
-        .arg("--dir")
-        .arg(spec.dir)
+        .args(["--unixsocket", &format!("{DATA_PATH}/redis.sock")])
+        .args(["--dir", DATA_PATH])
         .args(["--dbfilename", "dump.rdb", "--daemonize", "no"]);
     let launch = Launch {
         tool: "redis-server",
-        user: None,
-        data_fd: None,
+        user: Some(data.user),
+        data_fd: Some(&data.fd),
         log: &log,
     };
     prepare(&mut command, &launch).map_err(error)?;
     let server = Server::start(&mut command, "redis-server", spec.dir).map_err(error)?;
-    let mut instance = Instance { server, socket };
+    let mut instance = Instance {
+        server,
+        socket: data.path.join("redis.sock"),
+        _data: data,
+    };
     instance.wait_ready(&log, spec.timeout).await?;
     let keys = instance.keys().await?;
     Ok((
@@ -76,6 +71,24 @@ pub(super) async fn load(
             ..Default::default()
         },
     ))
+}
+
+/// The part as `dump.rdb` in the server's directory, owned by the server's user.
+async fn write_rdb(spec: &ScratchSpec<'_>, data: &OwnDir) -> Result<(), SourceError> {
+    let rdb = data.path.join("dump.rdb");
+    let io = |source| {
+        error(DatabaseError::Io {
+            path: rdb.clone(),
+            source,
+        })
+    };
+    let mut out = tokio::fs::File::create(&rdb).await.map_err(io)?;
+    spec.repo
+        .read_stream(spec.manifest, spec.part, &mut out)
+        .await?;
+    drop(out);
+    std::os::unix::fs::chown(&rdb, Some(data.user.0.as_raw()), Some(data.user.1.as_raw()))
+        .map_err(io)
 }
 
 impl Instance {

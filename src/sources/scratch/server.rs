@@ -41,8 +41,51 @@ pub(super) struct Server {
     pid_file: PathBuf,
 }
 
-/// The descriptor a server finds its data directory on (`/proc/self/fd/3`).
+/// The descriptor a server finds its own directory on ...
 const DATA_FD: i32 = 3;
+/// ... and the path it reaches it by: never the sandbox's own path, which only root
+/// may traverse.
+pub(super) const DATA_PATH: &str = "/proc/self/fd/3";
+
+/// A directory of the scratch user's own inside the (root-only) sandbox, open, to be
+/// passed to its server as descriptor 3.
+pub(super) struct OwnDir {
+    pub path: PathBuf,
+    pub fd: OwnedFd,
+    pub user: (Uid, Gid),
+}
+
+/// Creates `path` (0700) for the unprivileged user `name` and opens it.
+pub(super) fn own_dir(path: &Path, name: &str) -> Result<OwnDir, DatabaseError> {
+    let user = match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) if !user.uid.is_root() => (user.uid, user.gid),
+        _ => {
+            return Err(DatabaseError::ScratchServer {
+                tool: "server".into(),
+                problem: format!(
+                    "cannot run as {name:?}: no such unprivileged user (daemon.drill_user)"
+                ),
+            });
+        }
+    };
+    let io = |source: std::io::Error| DatabaseError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    private_dir(path)?;
+    std::os::unix::fs::chown(path, Some(user.0.as_raw()), Some(user.1.as_raw())).map_err(io)?;
+    let fd = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| io(e.into()))?;
+    Ok(OwnDir {
+        path: path.to_path_buf(),
+        fd,
+        user,
+    })
+}
 
 /// Prepares `command` as `launch` says (in the child, between fork and exec).
 pub(super) fn prepare(command: &mut Command, launch: &Launch<'_>) -> Result<(), ToolError> {
