@@ -77,7 +77,7 @@ fn drill_records(reports: &[Vec<u8>]) -> Vec<DrillRecord> {
     reports
         .iter()
         .filter_map(|raw| match serde_json::from_slice::<Report>(raw) {
-            Ok(report) => Some(report.to_record()),
+            Ok(report) => report.checked().map(|r| r.to_record()),
             Err(e) => {
                 tracing::warn!(error = %e, "a drill report in the store cannot be read; skipped");
                 None

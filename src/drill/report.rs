@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::DrillRecord;
+use crate::message::one_line;
 use crate::repo::check::TreeCheck;
 use crate::sources::scratch::DatabaseFigures;
 
@@ -57,6 +58,9 @@ pub struct PartReport {
     /// Databases: what the scratch engine measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseFigures>,
+    /// Redis: the keys the server held when the backup was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_at_backup: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -88,6 +92,47 @@ impl Report {
         }
     }
 
+    /// This report read from the store (hostile input): `None` unless it names a
+    /// valid environment, backup and host; every free text kept to one printable
+    /// line.
+    pub fn checked(mut self) -> Option<Self> {
+        let names = [&self.env, &self.backup, &self.host];
+        if !names.iter().all(|n| crate::repo::manifest::is_safe_name(n)) {
+            return None;
+        }
+        let line = |text: &mut String| *text = one_line(text);
+        let lines = |text: &mut Option<String>| {
+            if let Some(text) = text {
+                *text = one_line(text);
+            }
+        };
+        for text in [&mut self.manifest, &mut self.user, &mut self.outcome] {
+            line(text);
+        }
+        lines(&mut self.error);
+        lines(&mut self.sandbox);
+        self.warnings.iter_mut().for_each(line);
+        for part in &mut self.parts {
+            line(&mut part.part);
+            line(&mut part.kind);
+            line(&mut part.outcome);
+            lines(&mut part.error);
+            if let Some(db) = &mut part.database {
+                db.tables = std::mem::take(&mut db.tables)
+                    .into_iter()
+                    .map(|(table, rows)| (one_line(&table), rows))
+                    .collect();
+                lines(&mut db.integrity);
+            }
+        }
+        for step in self.checks.iter_mut().chain(self.commands.iter_mut()) {
+            line(&mut step.name);
+            line(&mut step.outcome);
+            lines(&mut step.error);
+        }
+        Some(self)
+    }
+
     /// The first failure, naming what failed: a part, a check or a command.
     pub fn first_failure(&self) -> Option<String> {
         let part = self.parts.iter().find(|p| p.outcome == FAILED).map(|p| {
@@ -111,13 +156,14 @@ impl Report {
     }
 }
 
-/// Warnings from comparing `parts` with the `previous` drill's: empty now but not
-/// then, or shrunk by more than `shrink` (a fraction).
+/// Warnings from comparing `parts` with what the backup recorded (Redis keys: more
+/// than 1% apart) and with the `previous` drill's: empty now but not then, or shrunk
+/// by more than `shrink` (a fraction).
 pub fn warnings(parts: &[PartReport], previous: Option<&Report>, shrink: f64) -> Vec<String> {
+    let mut found: Vec<String> = parts.iter().filter_map(keys_differ).collect();
     let Some(previous) = previous else {
-        return Vec::new();
+        return found;
     };
-    let mut found = Vec::new();
     for part in parts.iter().filter(|p| p.outcome == PASSED) {
         let Some(before) = previous.parts.iter().find(|p| p.part == part.part) else {
             continue;
@@ -151,19 +197,32 @@ pub fn warnings(parts: &[PartReport], previous: Option<&Report>, shrink: f64) ->
     found
 }
 
+fn keys_differ(part: &PartReport) -> Option<String> {
+    let recorded = part.keys_at_backup?;
+    let loaded = part.database.as_ref()?.keys?;
+    let apart = loaded.abs_diff(recorded) as f64 > recorded as f64 * 0.01;
+    (part.outcome == PASSED && apart).then(|| {
+        format!(
+            "part {} loads {loaded} keys, but the server held {recorded} when it was backed up",
+            part.part
+        )
+    })
+}
+
 fn compare(found: &mut Vec<String>, what: &str, unit: &str, then: u64, now: u64, shrink: f64) {
     if then == 0 {
         return;
     }
+    // Table names come from the dump: one printable line.
     if now == 0 {
-        found.push(format!(
+        found.push(one_line(&format!(
             "{what} is empty in the backup but had {then} {unit} at the previous drill"
-        ));
+        )));
     } else if (now as f64) < (then as f64) * (1.0 - shrink) {
         let lost = 100.0 * (1.0 - now as f64 / then as f64);
-        found.push(format!(
+        found.push(one_line(&format!(
             "{what} shrank by {lost:.0}% since the previous drill ({then} → {now} {unit})"
-        ));
+        )));
     }
 }
 
@@ -180,6 +239,7 @@ mod tests {
             seconds: 1.0,
             size,
             tree: None,
+            keys_at_backup: None,
             database: Some(DatabaseFigures {
                 tables: tables
                     .iter()
@@ -241,5 +301,26 @@ mod tests {
         );
         assert!(warnings(&now, None, 0.5).is_empty());
         assert!(warnings(&now, Some(&report(Vec::new())), 0.5).is_empty());
+        let mut cache = part("database:cache", 10, &[]);
+        cache.database.as_mut().unwrap().keys = Some(40);
+        cache.keys_at_backup = Some(42);
+        assert_eq!(
+            warnings(&[cache.clone()], None, 0.5),
+            ["part database:cache loads 40 keys, but the server held 42 when it was backed up"]
+        );
+        cache.keys_at_backup = Some(40);
+        assert!(warnings(&[cache], None, 0.5).is_empty());
+    }
+
+    #[test]
+    fn a_report_from_the_store_is_checked_and_kept_to_one_line() {
+        let mut stored = report(vec![part("database:shop", 10, &[("evil\n\u{1b}[2J", 1)])]);
+        stored.error = Some("bad\nFAKE: ok".into());
+        let checked = stored.clone().checked().unwrap();
+        assert_eq!(checked.error.as_deref(), Some("bad FAKE: ok"));
+        let tables = &checked.parts[0].database.as_ref().unwrap().tables;
+        assert_eq!(tables.keys().next().unwrap(), "evil \\u{1b}[2J");
+        stored.backup = "../x".into();
+        assert!(stored.checked().is_none());
     }
 }

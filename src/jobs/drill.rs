@@ -27,6 +27,7 @@ use crate::context::Context;
 use crate::control::protocol::Progress;
 use crate::drill::report::{self, FAILED, PASSED, PartReport, Report, StepReport};
 use crate::drill::sandbox::{Sandbox, SandboxError, room_needed};
+use crate::message::one_line;
 use crate::repo::RepoError;
 use crate::repo::manifest::{Manifest, PartLayout, PartRecord};
 use crate::sources::scratch::{self, Scratch, ScratchSpec, variable_name};
@@ -170,6 +171,7 @@ impl<'a> Drill<'a> {
                 size: part.size,
                 tree: None,
                 database: None,
+                keys_at_backup: part.keys,
                 error: None,
             };
             let checked = match part.layout {
@@ -187,7 +189,7 @@ impl<'a> Drill<'a> {
             };
             if let Err(e) = checked {
                 entry.outcome = FAILED.to_owned();
-                entry.error = Some(e);
+                entry.error = Some(one_line(&e));
             }
             entry.seconds = timer.elapsed().as_secs_f64();
             self.report.parts.push(entry);
@@ -433,7 +435,7 @@ fn step(name: String, timer: Instant, result: Result<(), String>) -> StepReport 
         name,
         outcome: if result.is_ok() { PASSED } else { FAILED }.to_owned(),
         seconds: timer.elapsed().as_secs_f64(),
-        error: result.err(),
+        error: result.err().as_deref().map(one_line),
     }
 }
 

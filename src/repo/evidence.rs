@@ -12,6 +12,9 @@ use super::manifest::Manifest;
 use super::{RepoError, Repository, checked_name};
 use crate::store::StoreError;
 
+/// A drill report is a few KiB; anything far larger is not one.
+const MAX_REPORT: u64 = 16 << 20;
+
 /// Where the report of drill `drill` of the backup `manifest` lives.
 pub fn report_key(manifest: &Manifest, drill: i64) -> String {
     format!(
@@ -46,6 +49,10 @@ impl Repository {
     pub async fn list_drill_reports(&self) -> Result<Vec<Vec<u8>>, RepoError> {
         let mut reports = Vec::new();
         for object in self.store().list("drills").await? {
+            if object.size > MAX_REPORT {
+                tracing::warn!(object = %object.key, size = object.size, "drill report too large; skipped");
+                continue;
+            }
             let raw = match self.store().get(&object.key).await {
                 Ok(raw) => raw,
                 Err(StoreError::NotFound { .. }) => continue,

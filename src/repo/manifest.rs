@@ -41,6 +41,9 @@ pub struct PartRecord {
     /// Entries in a tree part.
     #[serde(default)]
     pub entries: u64,
+    /// Redis: keys in the server when it was dumped (a restore drill compares).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
     pub chunks: Vec<Id>,
 }
 

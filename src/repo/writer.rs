@@ -185,10 +185,19 @@ impl BackupWriter {
             size,
             stored: 0,
             entries: 0,
+            keys: None,
             chunks,
         });
         self.stored.push(stored);
         Ok(self.parts.last().expect("just pushed"))
+    }
+
+    /// Records how many keys the server held when the stream part `part` was
+    /// dumped (Redis), for restore drills to compare.
+    pub fn record_keys(&mut self, part: &str, keys: u64) {
+        if let Some(record) = self.parts.iter_mut().find(|p| p.part == part) {
+            record.keys = Some(keys);
+        }
     }
 
     /// Stores a tree part: the directory `root` and everything below it.
@@ -222,6 +231,7 @@ impl BackupWriter {
             size: tree.size,
             stored: 0,
             entries: tree.entries,
+            keys: None,
             chunks: tree.chunks,
         });
         self.stored.push(stored);

@@ -79,15 +79,39 @@ pub async fn backup(
     part: &str,
     db: &DatabaseConfig,
 ) -> Result<(), SourceError> {
-    let mut command = command(db)?;
-    command.args(["--rdb", "-"]);
-    let (stream, failure) = DumpStream::spawn(&mut command, "redis-cli").map_err(error)?;
+    let mut dump = command(db)?;
+    dump.args(["--rdb", "-"]);
+    let (stream, failure) = DumpStream::spawn(&mut dump, "redis-cli").map_err(error)?;
     let trimmed = TrimEofMarker {
         inner: stream,
         held: Vec::new(),
         ended: false,
     };
-    store_dump(writer, part, FORMAT, KIND, trimmed, failure).await
+    store_dump(writer, part, FORMAT, KIND, trimmed, failure).await?;
+    // What the server holds now, for a drill to compare with what the RDB loads
+    // into (a few keys written meanwhile make a warning there, not a failure).
+    let mut info = command(db)?;
+    info.args(["INFO", "keyspace"]);
+    match run_tool(&mut info, "redis-cli", b"").await {
+        Ok(text) => writer.record_keys(part, count_keys(&text)),
+        Err(e) => tracing::warn!(part, error = %e, "cannot count the server's keys"),
+    }
+    Ok(())
+}
+
+/// Keys in every database of `INFO keyspace` (`db0:keys=3,expires=0,...`).
+pub(super) fn count_keys(info: &str) -> u64 {
+    info.lines()
+        .filter(|l| l.starts_with("db"))
+        .filter_map(|l| {
+            l.split_once("keys=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 /// Passes a stream through, except a final end-of-transfer marker.

@@ -243,6 +243,8 @@ commands = ["sh -c 'test -f \"$ENVSNAP_DRILL_CODE/index.php\" && test -S \"$ENVS
     assert_eq!(part("database:stock")["database"]["tables"]["empty_one"], 0);
     assert_eq!(part("database:stock")["database"]["tables"]["audit"], 3);
     assert_eq!(part("database:cache")["database"]["keys"], 40);
+    assert_eq!(part("database:cache")["keys_at_backup"], 40);
+    assert_eq!(report["warnings"], serde_json::json!([]), "{report}");
     assert_eq!(part("database:main")["database"]["integrity"], "ok");
     assert_eq!(part("database:main")["database"]["tables"]["t"], 3);
     assert_eq!(part("code")["tree"]["files"], 2);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use super::super::error::{DatabaseError, SourceError};
+use super::super::redis::count_keys;
 use super::super::tool::{find_tool, run_tool};
 use super::part::{DatabaseFigures, ScratchSpec};
 use super::server::{DATA_PATH, Launch, OwnDir, Server, own_dir, prepare, wait_ready};
@@ -137,27 +138,15 @@ impl Instance {
     }
 }
 
-fn count_keys(info: &str) -> u64 {
-    info.lines()
-        .filter(|l| l.starts_with("db"))
-        .filter_map(|l| {
-            l.split_once("keys=")?
-                .1
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::super::redis::count_keys;
+
     #[test]
     fn keys_are_summed_over_databases() {
         let info =
             "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb2:keys=40,expires=0,avg_ttl=0\r\n";
-        assert_eq!(super::count_keys(info), 43);
-        assert_eq!(super::count_keys("# Keyspace\r\n"), 0);
+        assert_eq!(count_keys(info), 43);
+        assert_eq!(count_keys("# Keyspace\r\n"), 0);
     }
 }
