@@ -12,6 +12,7 @@ use super::restore::find_restorable;
 use crate::catalog::{ActivityEntry, DrillRecord, JobState};
 use crate::context::Context;
 use crate::control::protocol::ErrorCode;
+use crate::drill::sandbox::{check_room, room_needed};
 use crate::jobs::drill::DrillArgs;
 
 /// The most drills one `drill list` answers.
@@ -32,6 +33,9 @@ pub async fn create(call: &Call<'_>, ask: DrillAsk, wait: bool) -> Outcome {
         None => newest_backup(ctx, &ask.env).await?,
     };
     let manifest = find_restorable(ctx, &ctx.repo, None, &ask.env, &backup).await?;
+    // Refused now when there is no room; the job checks again when it starts.
+    check_room(&ctx.config().daemon.state_dir, room_needed(&manifest))
+        .map_err(|e| ApiError::new(ErrorCode::Conflict, e.to_string()))?;
     let args = serde_json::to_string(&DrillArgs {
         source_host: None,
         source_env: ask.env.clone(),

@@ -193,5 +193,10 @@ mod tests {
         assert_eq!(catalog.last_passed_drill("live").unwrap().unwrap().id, 1);
         assert_eq!(catalog.failed_drills("live").unwrap(), 1);
         assert!(catalog.get_drill("h2", 1).unwrap().is_none());
+        // Rebuilt drills up to id 2: a new drill's id comes after theirs.
+        let job = catalog
+            .queue_drill("live", "root", "b3", "{}", None)
+            .unwrap();
+        assert_eq!(job.id, 3);
     }
 }

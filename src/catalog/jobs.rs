@@ -339,6 +339,19 @@ impl Catalog {
             known.into_iter().map(into_job).collect::<Result<_, _>>()?;
         for job in &interrupted {
             end_job(&tx, job.id, JobState::Failed, Some(reason))?;
+            if let (Some(env), JobKind::Drill) = (job.env.as_deref(), job.kind) {
+                insert_activity(
+                    &tx,
+                    &ActivityEntry::now(
+                        &job.user,
+                        Some(env),
+                        "drill",
+                        job.backup.as_deref(),
+                        "failed",
+                        Some(reason.into()),
+                    ),
+                )?;
+            }
             if let (Some(env), Some(backup), true) = (
                 job.env.as_deref(),
                 job.backup.as_deref(),

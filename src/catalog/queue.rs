@@ -196,11 +196,17 @@ impl Catalog {
                 state,
             });
         }
-        tx.execute(
-            "INSERT INTO jobs (kind, env, state, user, backup, args, created) VALUES ('drill', ?1, 'queued', ?2, ?3, ?4, ?5)",
-            params![env, user, backup, args, time_text(Utc::now())],
+        // A drill's id names its report in the store: after a new catalog rebuilt
+        // the old drills, new ids must not restart below theirs.
+        let id: i64 = tx.query_row(
+            "SELECT max(coalesce((SELECT max(id) FROM jobs), 0), coalesce((SELECT max(id) FROM drills), 0)) + 1",
+            [],
+            |r| r.get(0),
         )?;
-        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO jobs (id, kind, env, state, user, backup, args, created) VALUES (?1, 'drill', ?2, 'queued', ?3, ?4, ?5, ?6)",
+            params![id, env, user, backup, args, time_text(Utc::now())],
+        )?;
         if let Some((expr, time)) = schedule {
             record_run(&tx, env, &drill_schedule_key(expr), time)?;
         }

@@ -6,8 +6,8 @@
 //! variable is an error that names it (instead of a key nobody wrote in the file),
 //! and the value is typed by the key it sets rather than guessed from its text:
 //!
-//! - integers (`max_jobs`, `compression`, `port`) and booleans (`catch_up`) parse as
-//!   such; every other scalar is a string, so `ENVSNAP_..._VERSION=2.0` is the string
+//! - integers (`max_jobs`, `compression`, `port`), numbers (`shrink_warning`) and
+//!   booleans (`catch_up`) parse as such; every other scalar is a string, so `ENVSNAP_..._VERSION=2.0` is the string
 //!   `2.0`;
 //! - lists take a TOML array (`["group:ops", "alice"]`) or a single plain item;
 //! - `version` takes a string or a TOML inline table (`{ file = "/srv/VERSION" }`).
@@ -38,6 +38,7 @@ pub(super) struct Override {
 enum Shape {
     Text,
     Integer,
+    Float,
     Boolean,
     List,
     Version,
@@ -117,6 +118,11 @@ fn shape_of(segments: &[&str]) -> Option<Shape> {
             ["app", "stop" | "start" | "check"] => List,
             ["mounts", name, "path"] if is_valid_name(name) => Text,
             ["mounts", name, "exclude"] if is_valid_name(name) => List,
+            ["drill", "schedule" | "commands"] => List,
+            ["drill", "timeout"] => Text,
+            ["drill", "keep_sandbox_on_failure"] => Boolean,
+            ["drill", "shrink_warning"] => Float,
+            ["drill", "checks", name] if is_valid_name(name) => List,
             ["databases", name, key] if is_valid_name(name) => match *key {
                 "kind" | "path" | "database" | "host" | "user" | "password_file" | "socket"
                 | "rdb_path" => Text,
@@ -138,6 +144,13 @@ fn typed_value(shape: Shape, raw: &str) -> Result<Value, String> {
                 .trim()
                 .parse()
                 .map_err(|_| format!("expected an integer, got `{raw}`"))?;
+            Value::from(number)
+        }
+        Shape::Float => {
+            let number: f64 = raw
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a number, got `{raw}`"))?;
             Value::from(number)
         }
         Shape::Boolean => match raw.trim() {

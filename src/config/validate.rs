@@ -363,7 +363,7 @@ fn drill(
             Some(DatabaseKind::Redis) => {
                 return Err(ctx.error(
                     &check_key,
-                    "Redis has no SQL: use drill.commands with $ENVSNAP_DRILL_REDIS_<NAME>_SOCKET",
+                    "Redis has no SQL: use drill.commands with $ENVSNAP_DRILL_<NAME>_SOCKET",
                 ));
             }
             Some(_) => {}

@@ -89,19 +89,7 @@ impl Sandbox {
 
     /// Refuses when the sandbox's filesystem has less than `needed` bytes free.
     pub fn check_room(&self, needed: u64) -> Result<(), SandboxError> {
-        let stat = nix::sys::statvfs::statvfs(&self.root).map_err(|e| SandboxError::Io {
-            path: self.root.clone(),
-            source: e.into(),
-        })?;
-        let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
-        if free < needed {
-            return Err(SandboxError::NoRoom {
-                path: self.root.clone(),
-                needed,
-                free,
-            });
-        }
-        Ok(())
+        check_room(&self.root, needed)
     }
 
     /// A new private directory for `part` (`files:uploads` → `files-uploads`).
@@ -133,6 +121,24 @@ impl Sandbox {
             Err(_) => self.root,
         }
     }
+}
+
+/// Refuses when the filesystem of `dir` has less than `needed` bytes free (also
+/// asked before a drill is queued, of the state directory).
+pub fn check_room(dir: &Path, needed: u64) -> Result<(), SandboxError> {
+    let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| SandboxError::Io {
+        path: dir.to_path_buf(),
+        source: e.into(),
+    })?;
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    if free < needed {
+        return Err(SandboxError::NoRoom {
+            path: dir.to_path_buf(),
+            needed,
+            free,
+        });
+    }
+    Ok(())
 }
 
 /// At start-up: kills the scratch servers crashed drills left and removes their

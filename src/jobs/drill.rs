@@ -2,8 +2,9 @@
 //! environment (see `drill/` for the design).
 //!
 //! Sequence: the backup's manifest → a sandbox with room for it → every part
-//! restored and checked by its engine (a failed part is recorded and the others are
-//! still checked, so one drill shows everything that is wrong) → the operator's
+//! restored and checked by its engine, trees and databases in two lanes at once (a
+//! failed part is recorded and the others are still checked, so one drill shows
+//! everything that is wrong) → the operator's
 //! checks in the scratch databases → the operator's commands with the sandbox in
 //! their environment → scratch servers stopped → warnings against the previous
 //! drill → the report written to the store next to the manifest, then to the catalog
@@ -15,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +46,15 @@ pub struct DrillArgs {
     pub manifest: String,
     /// Keep the sandbox afterwards.
     pub keep: bool,
+}
+
+/// What checking one part left for the checks and commands.
+enum Checked {
+    /// A restored tree: the variable naming its directory.
+    Tree(BTreeMap<String, String>),
+    /// A loaded database, its scratch server running.
+    Database(Box<Scratch>),
+    Failed,
 }
 
 /// What stopped a drill before its parts were all checked.
@@ -157,44 +168,21 @@ impl<'a> Drill<'a> {
 
     /// Every part restored and checked, then the operator's checks and commands.
     async fn steps(&mut self, manifest: &Manifest, sandbox: &Sandbox, env: &EnvConfig) {
-        let parts: Vec<PartRecord> = manifest.main_parts().cloned().collect();
         let mut vars = self.base_vars(sandbox.path());
         let mut scratches: Vec<(String, Scratch)> = Vec::new();
-        for (done, part) in parts.iter().enumerate() {
-            self.progress(done, parts.len(), &part.part);
-            let timer = Instant::now();
-            let mut entry = PartReport {
-                part: part.part.clone(),
-                kind: "tree".to_owned(),
-                outcome: PASSED.to_owned(),
-                seconds: 0.0,
-                size: part.size,
-                tree: None,
-                database: None,
-                keys_at_backup: part.keys,
-                error: None,
-            };
-            let checked = match part.layout {
-                PartLayout::Tree => {
-                    self.tree(manifest, part, sandbox, &mut vars, &mut entry)
-                        .await
+        for (entry, checked) in self.check_parts(manifest, sandbox).await {
+            match checked {
+                Checked::Tree(tree_vars) => vars.extend(tree_vars),
+                Checked::Database(loaded) => {
+                    vars.extend(loaded.variables());
+                    scratches.push((entry.part.clone(), *loaded));
                 }
-                PartLayout::Stream => self
-                    .database(manifest, part, sandbox, &mut entry)
-                    .await
-                    .map(|loaded| {
-                        vars.extend(loaded.variables());
-                        scratches.push((part.part.clone(), loaded));
-                    }),
-            };
-            if let Err(e) = checked {
-                entry.outcome = FAILED.to_owned();
-                entry.error = Some(one_line(&e));
+                Checked::Failed => {}
             }
-            entry.seconds = timer.elapsed().as_secs_f64();
             self.report.parts.push(entry);
         }
-        self.progress(parts.len(), parts.len(), "checks");
+        let total = self.report.parts.len();
+        self.progress(total, total, "checks");
         self.checks(&scratches, &env.drill).await;
         self.commands(&vars, &env.drill).await;
         for (_, loaded) in scratches {
@@ -202,14 +190,82 @@ impl<'a> Drill<'a> {
         }
     }
 
+    /// Checks every part, in two lanes at once: the trees one after the other (disk
+    /// and hashing) beside the databases one after the other (their engines), so a
+    /// drill keeps both cores busy. Results come back in the manifest's order.
+    async fn check_parts(
+        &self,
+        manifest: &Manifest,
+        sandbox: &Sandbox,
+    ) -> Vec<(PartReport, Checked)> {
+        let parts: Vec<PartRecord> = manifest.main_parts().cloned().collect();
+        let done = AtomicUsize::new(0);
+        let lane = |layout: PartLayout| {
+            let (parts, done) = (&parts, &done);
+            async move {
+                let mut results = Vec::new();
+                for (index, part) in parts.iter().enumerate().filter(|(_, p)| p.layout == layout) {
+                    self.progress(done.load(Ordering::Relaxed), parts.len(), &part.part);
+                    results.push((index, self.check_part(manifest, part, sandbox).await));
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                results
+            }
+        };
+        let (trees, databases) = tokio::join!(lane(PartLayout::Tree), lane(PartLayout::Stream));
+        let mut results: Vec<_> = trees.into_iter().chain(databases).collect();
+        results.sort_by_key(|(index, _)| *index);
+        results.into_iter().map(|(_, result)| result).collect()
+    }
+
+    async fn check_part(
+        &self,
+        manifest: &Manifest,
+        part: &PartRecord,
+        sandbox: &Sandbox,
+    ) -> (PartReport, Checked) {
+        let timer = Instant::now();
+        let mut entry = PartReport {
+            part: part.part.clone(),
+            kind: "tree".to_owned(),
+            outcome: PASSED.to_owned(),
+            seconds: 0.0,
+            size: part.size,
+            tree: None,
+            database: None,
+            keys_at_backup: part.keys,
+            error: None,
+        };
+        let checked = match part.layout {
+            PartLayout::Tree => self
+                .tree(manifest, part, sandbox, &mut entry)
+                .await
+                .map(Checked::Tree),
+            PartLayout::Stream => self
+                .database(manifest, part, sandbox, &mut entry)
+                .await
+                .map(|loaded| Checked::Database(Box::new(loaded))),
+        };
+        entry.seconds = timer.elapsed().as_secs_f64();
+        match checked {
+            Ok(checked) => (entry, checked),
+            Err(e) => {
+                entry.outcome = FAILED.to_owned();
+                entry.error = Some(one_line(&e));
+                (entry, Checked::Failed)
+            }
+        }
+    }
+
+    /// A tree restored as a restore would, then checked entry by entry; the
+    /// variable that tells commands where it is.
     async fn tree(
         &self,
         manifest: &Manifest,
         part: &PartRecord,
         sandbox: &Sandbox,
-        vars: &mut BTreeMap<String, String>,
         entry: &mut PartReport,
-    ) -> Result<(), String> {
+    ) -> Result<BTreeMap<String, String>, String> {
         let dir = sandbox.part_dir(&part.part).map_err(|e| e.to_string())?;
         let repo = &self.ctx.repo;
         repo.restore_tree(manifest, &part.part, &dir)
@@ -220,11 +276,10 @@ impl<'a> Drill<'a> {
             .await
             .map_err(|e| e.to_string())?;
         entry.tree = Some(checked);
-        vars.insert(
+        Ok(BTreeMap::from([(
             format!("ENVSNAP_DRILL_{}", variable_name(&part.part)),
             dir.display().to_string(),
-        );
-        Ok(())
+        )]))
     }
 
     async fn database(

@@ -159,7 +159,8 @@ impl Scheduler {
             .catalog
             .blocking(move |c| c.last_backup(&env_c))
             .await?;
-        let Some((backup, manifest)) = newest.and_then(|b| Some((b.name.clone(), b.manifest?)))
+        let unexpired = newest.filter(|b| b.expires.is_none_or(|e| e > self.clock.now()));
+        let Some((backup, manifest)) = unexpired.and_then(|b| Some((b.name.clone(), b.manifest?)))
         else {
             tracing::warn!(
                 env,

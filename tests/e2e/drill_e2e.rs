@@ -437,6 +437,16 @@ fn kill_9_mid_drill_then_restart_leaves_no_scratch_server_and_no_sandbox() {
     let job = daemon.json(&["job", "show", &id.to_string()]);
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["kind"], "drill");
+    let log = daemon.json(&["log", "live"]);
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "drill"
+                && e["outcome"] == "failed"
+                && e["detail"] == "interrupted: the daemon stopped while the job ran"),
+        "{log}"
+    );
     // The next drill runs normally.
     let (status, drilled, stderr) = drill(&daemon, &["live", "--wait"]);
     assert_eq!(status, 0, "{stderr}");

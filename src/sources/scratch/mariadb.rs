@@ -34,7 +34,11 @@ pub(super) struct Instance {
     server: Server,
     socket: PathBuf,
     database: String,
+    /// As root: to set up, and to count rows of base tables.
     connection: DatabaseConfig,
+    /// As the limited account: to load the dump and to run the operator's checks
+    /// (a view or routine of the dump runs with no more rights than it loaded with).
+    loader: DatabaseConfig,
     dir: PathBuf,
 }
 
@@ -58,7 +62,11 @@ pub(super) async fn load(
             "--user=root",
             "--skip-networking",
             "--skip-log-bin",
+            "--local-infile=0",
+            "--event-scheduler=OFF",
+            "--skip-symbolic-links",
         ])
+        .arg(format!("--secure-file-priv={}", files.display()))
         .arg(format!("--datadir={}", data.display()))
         .arg(format!("--socket={}", socket.display()))
         .arg(format!(
@@ -77,6 +85,7 @@ pub(super) async fn load(
     let mut instance = Instance {
         server,
         connection: connection(&socket),
+        loader: connection(&socket),
         socket,
         database: name.to_owned(),
         dir: spec.dir.to_path_buf(),
@@ -180,7 +189,7 @@ impl Instance {
     /// Loads the dump as an account limited to the database (and to naming other
     /// accounts as definers): a hostile dump cannot change the server's settings
     /// (`SET GLOBAL general_log_file`) or write files, though the server runs as root.
-    async fn restore(&self, spec: &ScratchSpec<'_>) -> Result<(), SourceError> {
+    async fn restore(&mut self, spec: &ScratchSpec<'_>) -> Result<(), SourceError> {
         let root = Connection::open(&self.connection, &self.dir)?;
         let password = random_password();
         let db = ident(&self.database);
@@ -195,13 +204,12 @@ impl Instance {
             .await;
         let password_file = self.dir.join("loader.pass");
         write_secret(&password_file, &password).map_err(error)?;
-        let mut config = self.connection.clone();
-        config.user = Some(LOADER.to_owned());
-        config.password_file = Some(password_file);
-        let connection = Connection::open(&config, &self.dir)?;
+        self.loader.user = Some(LOADER.to_owned());
+        self.loader.password_file = Some(password_file);
+        let connection = Connection::open(&self.loader, &self.dir)?;
         let (client, client_name) = tool(&["mariadb", "mysql"])?;
         let mut command = connection.command(&client);
-        command.args(["--binary-mode", "--", &self.database]);
+        command.args(["--local-infile=0", "--binary-mode", "--", &self.database]);
         feed_tool(
             &mut command,
             &client_name,
@@ -275,7 +283,7 @@ impl Instance {
     }
 
     pub(super) async fn query(&self, sql: &str) -> Result<String, SourceError> {
-        let connection = Connection::open(&self.connection, &self.dir)?;
+        let connection = Connection::open(&self.loader, &self.dir)?;
         connection
             .query(Some(&self.database), sql)
             .await

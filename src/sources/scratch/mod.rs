@@ -48,9 +48,9 @@ pub struct Scratch {
 
 enum Engine {
     Sqlite { file: PathBuf },
-    Postgres(postgres::Cluster),
-    Mariadb(mariadb::Instance),
-    Redis(redis::Instance),
+    Postgres(Box<postgres::Cluster>),
+    Mariadb(Box<mariadb::Instance>),
+    Redis(Box<redis::Instance>),
 }
 
 /// Why an operator's check did not pass.
@@ -90,11 +90,13 @@ pub async fn load(spec: &ScratchSpec<'_>) -> Result<Scratch, SourceError> {
             .map(|(file, figures)| (Engine::Sqlite { file }, figures)),
         DatabaseKind::Postgres => postgres::load(spec, &name)
             .await
-            .map(|(c, f)| (Engine::Postgres(c), f)),
+            .map(|(c, f)| (Engine::Postgres(Box::new(c)), f)),
         DatabaseKind::Mariadb => mariadb::load(spec, &name)
             .await
-            .map(|(i, f)| (Engine::Mariadb(i), f)),
-        DatabaseKind::Redis => redis::load(spec).await.map(|(i, f)| (Engine::Redis(i), f)),
+            .map(|(i, f)| (Engine::Mariadb(Box::new(i)), f)),
+        DatabaseKind::Redis => redis::load(spec)
+            .await
+            .map(|(i, f)| (Engine::Redis(Box::new(i)), f)),
     };
     let (engine, figures) = loaded.map_err(|e| e.named(&name, kind))?;
     Ok(Scratch {
