@@ -31,7 +31,14 @@ pub(super) fn render(header: &[&str], rows: impl IntoIterator<Item = Vec<String>
 }
 
 pub fn environments(rows: &[EnvView], zone: &impl Zone) -> String {
-    let header = ["NAME", "STATUS", "VERSION", "LAST BACKUP", "NEXT RUN"];
+    let header = [
+        "NAME",
+        "STATUS",
+        "VERSION",
+        "LAST BACKUP",
+        "NEXT RUN",
+        "LAST DRILL",
+    ];
     render(
         &header,
         rows.iter().map(|env| {
@@ -45,6 +52,7 @@ pub fn environments(rows: &[EnvView], zone: &impl Zone) -> String {
                 env.next_run
                     .map(|t| table_time(t, zone))
                     .unwrap_or_else(|| "-".into()),
+                or_dash(env.last_drill.as_deref()),
             ]
         }),
     )
@@ -237,7 +245,7 @@ b               completed  2026-11-24 04:00  1.4.2    manual   2 B      10 B    
         let text = environments(&[env], &Utc);
         assert_eq!(
             text.lines().nth(1).unwrap(),
-            "live  ready   ?        -            2026-11-25 03:00"
+            "live  ready   ?        -            2026-11-25 03:00  -"
         );
     }
 }

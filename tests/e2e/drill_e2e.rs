@@ -318,7 +318,15 @@ commands = ["sh -c 'test -f \"$ENVSNAP_DRILL_CODE/index.php\" && test -S \"$ENVS
 fn a_drill_names_a_failing_check_warns_of_an_emptied_table_and_fails_on_a_corrupt_pack() {
     let drill_config =
         "\n[environments.live.drill]\nchecks = { main = [\"SELECT count(*) >= 0 FROM t\"] }\n";
-    let mut daemon = TestDaemon::start(drill_config);
+    let dir = tempfile::tempdir().unwrap();
+    make_environments(dir.path());
+    let mut daemon = TestDaemon::start_in(dir, |d| {
+        let hook = format!(
+            "on_failure = [\"sh -c 'echo $ENVSNAP_KIND $ENVSNAP_BACKUP >> {}/failed.out'\"]",
+            d.display()
+        );
+        standard_config(d, drill_config).replace("max_jobs = 2", &format!("max_jobs = 2\n{hook}"))
+    });
     daemon
         .ctl(&["backup", "create", "live", "--name", "full", "--wait"])
         .ok();
@@ -362,6 +370,11 @@ fn a_drill_names_a_failing_check_warns_of_an_emptied_table_and_fails_on_a_corrup
     );
     let failed = daemon.json(&["drill", "list", "live"]);
     assert_eq!(failed[0]["outcome"], "failed", "{failed}");
+    let hooked = std::fs::read_to_string(daemon.path("failed.out")).unwrap();
+    assert_eq!(
+        hooked, "drill emptied\n",
+        "the failure hook runs once, for the drill"
+    );
 
     // A corrupted pack fails the drill and names the part.
     for pack in files_under(&daemon.path("store/test-host/packs")) {
@@ -447,6 +460,18 @@ fn kill_9_mid_drill_then_restart_leaves_no_scratch_server_and_no_sandbox() {
                 && e["detail"] == "interrupted: the daemon stopped while the job ran"),
         "{log}"
     );
+    // A drill cancelled while its scratch server loads: cancelled, nothing left.
+    let job = daemon.json(&["drill", "live"]);
+    let id = job["id"].as_i64().unwrap();
+    let pid_file = daemon.path(&format!(
+        "state/drills/{id}/database-shop/envsnap-server.pid"
+    ));
+    wait_until("the scratch server", 60, || pid_file.exists());
+    daemon.ctl(&["job", "cancel", &id.to_string()]).ok();
+    let job = daemon.wait_for_job(id, &["cancelled", "failed", "succeeded"]);
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert!(drills_dir(&daemon).is_empty(), "{:?}", drills_dir(&daemon));
+    assert!(processes_with("/proc/self/fd/3").is_empty());
     // The next drill runs normally.
     let (status, drilled, stderr) = drill(&daemon, &["live", "--wait"]);
     assert_eq!(status, 0, "{stderr}");

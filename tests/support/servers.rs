@@ -9,6 +9,27 @@ use std::time::{Duration, Instant};
 
 fn run(command: &mut Command) -> String {
     let out = command.output().expect("the program starts");
+    stdout_of_success(command, out)
+}
+
+/// As [`run`], with `input` on stdin: SQL that may hold a test password goes there,
+/// never on argv, where other tests watching `ps` for it would see it.
+fn run_with_input(command: &mut Command, input: &str) -> String {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the program starts");
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    stdout_of_success(command, out)
+}
+
+fn stdout_of_success(command: &Command, out: std::process::Output) -> String {
     assert!(
         out.status.success(),
         "{command:?} failed: {}{}",
@@ -103,38 +124,27 @@ impl Postgres {
         self.dir.path()
     }
 
-    pub fn superuser(&self, sql: &str) -> String {
-        run(Command::new(self.bin.join("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-U",
-                "postgres",
-                "-h",
-            ])
+    /// psql as `user` on `database`, quiet, unaligned, stopping at the first error.
+    fn psql(&self, user: &str, database: &str) -> Command {
+        let mut command = Command::new(self.bin.join("psql"));
+        command
+            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-U", user, "-h"])
             .arg(self.socket_dir())
-            .args(["-d", "postgres", "-c", sql]))
+            .args(["-d", database]);
+        command
+    }
+
+    /// Runs SQL as the superuser (through stdin: see [`run_with_input`]).
+    pub fn superuser(&self, sql: &str) -> String {
+        run_with_input(self.psql("postgres", "postgres").args(["-f", "-"]), sql)
     }
 
     /// Runs SQL as `app` in `database`; returns unaligned tuples.
     pub fn sql(&self, database: &str, sql: &str) -> String {
-        run(Command::new(self.bin.join("psql"))
+        run(self
+            .psql(Self::USER, database)
             .env("PGPASSWORD", &self.password)
-            .args([
-                "-X",
-                "-q",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-U",
-                Self::USER,
-                "-h",
-            ])
-            .arg(self.socket_dir())
-            .args(["-d", database, "-c", sql]))
+            .args(["-c", sql]))
     }
 
     pub fn pgbench_init(&self, database: &str, scale: u32) {
@@ -226,9 +236,12 @@ impl Mariadb {
 
     /// Runs SQL as root (in `shop` when it exists); returns tab-separated rows.
     pub fn root(&self, sql: &str) -> String {
-        run(Command::new("mariadb")
-            .arg(format!("--socket={}", self.socket().display()))
-            .args(["--batch", "--skip-column-names", "-e", sql]))
+        run_with_input(
+            Command::new("mariadb")
+                .arg(format!("--socket={}", self.socket().display()))
+                .args(["--batch", "--skip-column-names"]),
+            sql,
+        )
     }
 
     /// Runs SQL as `app`.
