@@ -47,7 +47,9 @@ pub async fn open(config: Config) -> Result<Arc<Context>, DaemonError> {
     let ctx = Context::open(config, Clock::system()).await?;
     // Drills a crash interrupted (their jobs were just failed): no scratch server
     // and no sandbox outlives them.
-    let removed = crate::drill::sandbox::sweep(&ctx.config().daemon.state_dir);
+    let config = ctx.config();
+    let drill_user = crate::sources::scratch::drill_user(config.daemon.drill_user.as_deref());
+    let removed = crate::drill::sandbox::sweep(&config.daemon.state_dir, &drill_user);
     if removed > 0 {
         tracing::warn!(removed, "sandboxes of interrupted drills removed");
     }

@@ -6,7 +6,11 @@ use super::call::Call;
 use super::error::{ApiError, Outcome, to_value};
 use crate::catalog::{BackupRecord, DrillRecord};
 use crate::control::protocol::ErrorCode;
-use crate::drill::report::Report;
+use crate::drill::report::{FAILED, PASSED, Report};
+use crate::repo::evidence::report_key_of;
+
+/// Drill ids are job ids: far below this.
+const MAX_DRILL_ID: i64 = 1 << 53;
 use crate::jobs::prune::Pruner;
 
 pub async fn prune(call: &Call<'_>, dry_run: bool) -> Outcome {
@@ -52,7 +56,7 @@ pub async fn catalog_rebuild(call: &Call<'_>) -> Outcome {
     let report = ctx.repo.rebuild_index().await?;
     let manifests = ctx.repo.list_manifests(None).await?;
     let records: Vec<_> = manifests.iter().map(BackupRecord::from_manifest).collect();
-    let drills = drill_records(&ctx.repo.list_drill_reports().await?);
+    let drills = drill_records(ctx.repo.host(), &ctx.repo.list_drill_reports().await?);
     let drills_found = drills.len();
     ctx.catalog
         .blocking(move |c| {
@@ -71,16 +75,24 @@ pub async fn catalog_rebuild(call: &Call<'_>) -> Outcome {
     to_value(report)
 }
 
-/// The catalog's records of drill reports read from the store (unreadable ones are
-/// skipped with a warning).
-fn drill_records(reports: &[Vec<u8>]) -> Vec<DrillRecord> {
+/// The catalog's records of drill reports read from the store: each must be this
+/// host's, stored under the key its own fields name, with a plain outcome and id
+/// (others are skipped with a warning).
+fn drill_records(host: &str, reports: &[(String, Vec<u8>)]) -> Vec<DrillRecord> {
     reports
         .iter()
-        .filter_map(|raw| match serde_json::from_slice::<Report>(raw) {
-            Ok(report) => report.checked().map(|r| r.to_record()),
-            Err(e) => {
-                tracing::warn!(error = %e, "a drill report in the store cannot be read; skipped");
-                None
+        .filter_map(|(key, raw)| {
+            let report = serde_json::from_slice::<Report>(raw).ok()?.checked()?;
+            let genuine = report.host == host
+                && (1..=MAX_DRILL_ID).contains(&report.id)
+                && [PASSED, FAILED].contains(&report.outcome.as_str())
+                && *key == report_key_of(&report.env, &report.manifest, report.id);
+            match genuine {
+                true => Some(report.to_record()),
+                false => {
+                    tracing::warn!(object = %key, "a drill report in the store does not match its key; skipped");
+                    None
+                }
             }
         })
         .collect()

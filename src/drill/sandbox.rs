@@ -37,6 +37,8 @@ pub enum SandboxError {
         needed: u64,
         free: u64,
     },
+    #[error("the backup names a part {0:?}, which is not a part name")]
+    BadPart(String),
 }
 
 pub struct Sandbox {
@@ -92,9 +94,19 @@ impl Sandbox {
         check_room(&self.root, needed)
     }
 
-    /// A new private directory for `part` (`files:uploads` → `files-uploads`).
+    /// A new private directory for `part` (`files:uploads` → `files-uploads`). The
+    /// name comes from the backup's manifest (hostile input): only `code`,
+    /// `files:NAME` and `database:NAME` with a safe `NAME` make a directory.
     pub fn part_dir(&self, part: &str) -> Result<PathBuf, SandboxError> {
-        let dir = self.root.join(part.replace([':', '/'], "-"));
+        let safe = match part.split_once(':') {
+            None => part == "code",
+            Some(("files" | "database", name)) => crate::repo::manifest::is_safe_name(name),
+            Some(_) => false,
+        };
+        if !safe {
+            return Err(SandboxError::BadPart(crate::message::one_line(part)));
+        }
+        let dir = self.root.join(part.replace(':', "-"));
         private_dir(&dir)?;
         Ok(dir)
     }
@@ -141,9 +153,18 @@ pub fn check_room(dir: &Path, needed: u64) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// At start-up: kills the scratch servers crashed drills left and removes their
-/// sandboxes (kept ones stay). Returns how many sandboxes were removed.
-pub fn sweep(state_dir: &Path) -> usize {
+/// At start-up: kills the scratch servers crashed drills left (and, for a drill
+/// user of its own, every process of that user) and removes their sandboxes (kept
+/// ones stay). Returns how many sandboxes were removed.
+pub fn sweep(state_dir: &Path, drill_user: &str) -> usize {
+    let leftovers = crate::sources::scratch::kill_leftovers_of(drill_user);
+    if leftovers > 0 {
+        tracing::warn!(
+            user = drill_user,
+            killed = leftovers,
+            "killed processes left by interrupted drills"
+        );
+    }
     let Ok(items) = std::fs::read_dir(drills_dir(state_dir)) else {
         return 0;
     };
@@ -180,11 +201,14 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
         let part = sandbox.part_dir("files:uploads").unwrap();
         assert!(part.ends_with("7/files-uploads"));
+        for hostile in ["..", ".", "files:..", "database:a/b", "code/x", "x:y"] {
+            assert!(sandbox.part_dir(hostile).is_err(), "{hostile}");
+        }
         let kept = sandbox.keep();
         assert!(kept.ends_with("drills/kept-7"));
         let crashed = Sandbox::create(state.path(), 8).unwrap();
         std::fs::write(crashed.path().join("leftover"), b"x").unwrap();
-        assert_eq!(sweep(state.path()), 1);
+        assert_eq!(sweep(state.path(), "nobody"), 1);
         assert!(kept.exists(), "a kept sandbox survives a restart");
         assert!(!state.path().join("drills/8").exists());
         let sandbox = Sandbox::create(state.path(), 9).unwrap();

@@ -294,11 +294,7 @@ impl<'a> Drill<'a> {
         entry.kind = kind.to_string();
         let dir = sandbox.part_dir(&part.part).map_err(|e| e.to_string())?;
         let config = self.ctx.config();
-        let run_as = config
-            .daemon
-            .drill_user
-            .clone()
-            .unwrap_or_else(default_drill_user);
+        let run_as = scratch::drill_user(config.daemon.drill_user.as_deref());
         let env = config.env(&self.report.env);
         let spec = ScratchSpec {
             repo: &self.ctx.repo,
@@ -381,7 +377,7 @@ impl<'a> Drill<'a> {
             Ok(()) => JobState::Succeeded,
         };
         self.report.error = match result {
-            Err(e) => Some(e.to_string()),
+            Err(e) => Some(one_line(&e.to_string())),
             Ok(()) => self.report.first_failure(),
         };
         self.report.outcome = if state == JobState::Succeeded {
@@ -491,15 +487,5 @@ fn step(name: String, timer: Instant, result: Result<(), String>) -> StepReport 
         outcome: if result.is_ok() { PASSED } else { FAILED }.to_owned(),
         seconds: timer.elapsed().as_secs_f64(),
         error: result.err().as_deref().map(one_line),
-    }
-}
-
-/// `envsnap-drill` (the packages create it), else `nobody`. Never the host's own
-/// `postgres` user: a hostile dump's SQL may run programs as the scratch server's
-/// user (`COPY ... TO PROGRAM`), and that user must own nothing of the host's.
-fn default_drill_user() -> String {
-    match nix::unistd::User::from_name("envsnap-drill") {
-        Ok(Some(_)) => "envsnap-drill".to_owned(),
-        _ => "nobody".to_owned(),
     }
 }

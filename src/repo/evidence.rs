@@ -17,10 +17,12 @@ const MAX_REPORT: u64 = 16 << 20;
 
 /// Where the report of drill `drill` of the backup `manifest` lives.
 pub fn report_key(manifest: &Manifest, drill: i64) -> String {
-    format!(
-        "{}/{drill:012}",
-        reports_dir(&manifest.meta.env, &manifest.id)
-    )
+    report_key_of(&manifest.meta.env, &manifest.id, drill)
+}
+
+/// Where the report of drill `drill` of the backup `backup_id` of `env` lives.
+pub fn report_key_of(env: &str, backup_id: &str, drill: i64) -> String {
+    format!("{}/{drill:012}", reports_dir(env, backup_id))
 }
 
 fn reports_dir(env: &str, backup_id: &str) -> String {
@@ -44,9 +46,9 @@ impl Repository {
         Ok(())
     }
 
-    /// Every drill report of this host (JSON), for `catalog rebuild`. A report that
-    /// cannot be opened is skipped with a warning: evidence is not data.
-    pub async fn list_drill_reports(&self) -> Result<Vec<Vec<u8>>, RepoError> {
+    /// Every drill report of this host (its key and JSON), for `catalog rebuild`. A
+    /// report that cannot be opened is skipped with a warning: evidence is not data.
+    pub async fn list_drill_reports(&self) -> Result<Vec<(String, Vec<u8>)>, RepoError> {
         let mut reports = Vec::new();
         for object in self.store().list("drills").await? {
             if object.size > MAX_REPORT {
@@ -59,7 +61,7 @@ impl Repository {
                 Err(e) => return Err(e.into()),
             };
             match self.keys().open(&raw) {
-                Ok(plain) => reports.push(plain),
+                Ok(plain) => reports.push((object.key.clone(), plain)),
                 Err(_) => {
                     tracing::warn!(object = %object.key, "drill report cannot be opened; skipped")
                 }

@@ -11,8 +11,8 @@ use std::io;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
 
 use crate::repo::RepoError;
 use crate::repo::Repository;
@@ -199,9 +199,23 @@ pub(super) async fn feed_tool(
     manifest: &Manifest,
     part: &str,
 ) -> Result<(), ToolError> {
+    feed_tool_through(command, tool, repo, manifest, part, |stdin| stdin).await
+}
+
+/// As [`feed_tool`], the part passing through what `wrap` makes of the tool's stdin
+/// (a filter of the stream).
+pub(super) async fn feed_tool_through<W: AsyncWrite + Unpin>(
+    command: &mut Command,
+    tool: &str,
+    repo: &Repository,
+    manifest: &Manifest,
+    part: &str,
+    wrap: impl FnOnce(ChildStdin) -> W,
+) -> Result<(), ToolError> {
     let mut child = spawn_tool(command, tool, Stdio::piped())?;
-    let mut stdin = child.stdin.take().expect("piped");
+    let stdin = child.stdin.take().expect("piped");
     let _ = nix::fcntl::fcntl(&stdin, nix::fcntl::FcntlArg::F_SETPIPE_SZ(TOOL_PIPE_SIZE));
+    let mut stdin = wrap(stdin);
     let mut stdout = child.stdout.take().expect("piped");
     let stderr = collect_stderr(child.stderr.take().expect("piped"));
     let drain = tokio::spawn(async move {

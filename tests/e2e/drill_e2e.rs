@@ -569,6 +569,14 @@ fn a_hostile_mariadb_dump_can_neither_reconfigure_the_scratch_server_nor_write_f
                 pwned.display()
             ),
         ),
+        (
+            // An object defined as the scratch server's root, then run.
+            "definer",
+            format!(
+                "CREATE TABLE t (x INT);\nDELIMITER ;;\nCREATE DEFINER=`root`@`localhost` PROCEDURE p() BEGIN SET GLOBAL general_log_file = '{}'; SET GLOBAL general_log = 1; END ;;\nDELIMITER ;\nCALL p();\n-- Dump completed on 2026-12-03 13:00:00\n",
+                pwned.display()
+            ),
+        ),
     ] {
         let dump = daemon.path(&format!("{name}.sql"));
         std::fs::write(&dump, sql).unwrap();

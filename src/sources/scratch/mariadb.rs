@@ -17,7 +17,8 @@ use tokio::process::Command;
 
 use super::super::error::{DatabaseError, SourceError};
 use super::super::mariadb::{Connection, ident, literal, tool};
-use super::super::tool::{ToolError, feed_tool, find_tool};
+use super::super::tool::{ToolError, feed_tool_through, find_tool};
+use super::definers::WithoutDefiners;
 use super::part::{DatabaseFigures, ScratchSpec, parse_counts};
 use super::server::{Launch, Server, prepare, private_dir, wait_ready};
 use crate::config::{DatabaseConfig, DatabaseKind};
@@ -92,7 +93,6 @@ pub(super) async fn load(
     };
     instance.wait_ready(&log, spec.timeout).await?;
     instance.restore(spec).await?;
-    instance.create_definers().await?;
     let figures = instance.figures().await?;
     Ok((instance, figures))
 }
@@ -186,9 +186,10 @@ impl Instance {
         .map_err(error)
     }
 
-    /// Loads the dump as an account limited to the database (and to naming other
-    /// accounts as definers): a hostile dump cannot change the server's settings
-    /// (`SET GLOBAL general_log_file`) or write files, though the server runs as root.
+    /// Loads the dump as an account limited to the database, its definers removed
+    /// (`definers.rs`): a hostile dump cannot change the server's settings (`SET
+    /// GLOBAL general_log_file`), write files, or define an object that runs as
+    /// another account, though the server runs as root.
     async fn restore(&mut self, spec: &ScratchSpec<'_>) -> Result<(), SourceError> {
         let root = Connection::open(&self.connection, &self.dir)?;
         let password = random_password();
@@ -198,10 +199,6 @@ impl Instance {
             literal(&password)
         ))
         .await?;
-        // MariaDB 10.5.2 and later: definers other than the loading account.
-        let _ = root
-            .admin(&format!("GRANT SET USER ON *.* TO {LOADER}@localhost;\n"))
-            .await;
         let password_file = self.dir.join("loader.pass");
         write_secret(&password_file, &password).map_err(error)?;
         self.loader.user = Some(LOADER.to_owned());
@@ -210,12 +207,13 @@ impl Instance {
         let (client, client_name) = tool(&["mariadb", "mysql"])?;
         let mut command = connection.command(&client);
         command.args(["--local-infile=0", "--binary-mode", "--", &self.database]);
-        feed_tool(
+        feed_tool_through(
             &mut command,
             &client_name,
             spec.repo,
             spec.manifest,
             spec.part,
+            WithoutDefiners::new,
         )
         .await
         .map_err(|source| {
@@ -224,37 +222,6 @@ impl Instance {
                 source,
             })
         })
-    }
-
-    /// The accounts the dump's views, routines, triggers and events run as exist
-    /// only on the source server: each is created here, locked (no one logs in as
-    /// it), with rights on the database, so those objects work as they did there.
-    async fn create_definers(&self) -> Result<(), SourceError> {
-        let root = Connection::open(&self.connection, &self.dir)?;
-        let schema = literal(&self.database);
-        let definers = root
-            .admin(&format!(
-                "SELECT DEFINER FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {schema}
-                 UNION SELECT DEFINER FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {schema}
-                 UNION SELECT DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {schema}
-                 UNION SELECT DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {schema};\n"
-            ))
-            .await?;
-        let db = ident(&self.database);
-        let mut sql = String::new();
-        for definer in definers.lines().filter(|l| !l.trim().is_empty()) {
-            let Some((user, host)) = definer.trim().rsplit_once('@') else {
-                continue;
-            };
-            let account = format!("{}@{}", literal(user), literal(host));
-            sql.push_str(&format!(
-                "CREATE USER IF NOT EXISTS {account} ACCOUNT LOCK;\nGRANT ALL ON {db}.* TO {account};\n"
-            ));
-        }
-        if !sql.is_empty() {
-            root.admin(&sql).await?;
-        }
-        Ok(())
     }
 
     async fn figures(&self) -> Result<DatabaseFigures, SourceError> {

@@ -21,6 +21,7 @@
 //! ([`Scratch::variables`]). [`Scratch::stop`] stops its server; `server.rs` makes
 //! sure none outlives the drill or the daemon.
 
+mod definers;
 mod mariadb;
 mod part;
 mod postgres;
@@ -37,7 +38,7 @@ use super::{format_for, kind_name};
 use crate::config::DatabaseKind;
 
 pub use part::{DatabaseFigures, ScratchSpec};
-pub use server::sweep;
+pub use server::{kill_leftovers_of, sweep};
 
 /// A loaded scratch database.
 pub struct Scratch {
@@ -169,6 +170,21 @@ impl Scratch {
             Engine::Mariadb(instance) => instance.stop().await,
             Engine::Redis(instance) => instance.stop().await,
         }
+    }
+}
+
+/// The user scratch servers run as: `configured` (`daemon.drill_user`), else
+/// `envsnap-drill` (the packages create it), else `nobody`. Never the host's own
+/// `postgres` user by default: a hostile dump's SQL may run programs as the scratch
+/// server's user (`COPY ... TO PROGRAM`), and that user must own nothing of the
+/// host's.
+pub fn drill_user(configured: Option<&str>) -> String {
+    if let Some(name) = configured {
+        return name.to_owned();
+    }
+    match nix::unistd::User::from_name("envsnap-drill") {
+        Ok(Some(_)) => "envsnap-drill".to_owned(),
+        _ => "nobody".to_owned(),
     }
 }
 

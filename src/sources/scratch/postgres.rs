@@ -1,13 +1,14 @@
 //! PostgreSQL in a drill: a scratch cluster of the dump's major version.
 //!
-//! The dump's header (custom format) names the database and the server version it
-//! came from. `initdb` and `postgres` of that major version (or the nearest newer one
+//! The dump's header (custom format) names the server version it came from.
+//! `initdb` and `postgres` of that major version (or the nearest newer one
 //! installed: `pg_restore` loads older dumps into newer servers) run as the drill's
 //! unprivileged user, which owns only the cluster's own directory and reaches it
 //! through descriptor 3; the server listens on a Unix socket in that directory and on
 //! no TCP port, with durability off (the data is thrown away). The roles companion is
-//! applied first, then `pg_restore --exit-on-error` loads the database, then every
-//! table's rows are counted.
+//! applied first, then `pg_restore --exit-on-error` loads the database (named after
+//! the part, not after the header: see [`load`]), then every table's rows are
+//! counted.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,10 +41,9 @@ pub(super) struct Cluster {
     connection: DatabaseConfig,
 }
 
-/// What a custom-format dump's header says.
+/// What a custom-format dump's header says that a drill uses.
 #[derive(Debug, PartialEq, Eq)]
 struct DumpHeader {
-    database: String,
     server_major: u32,
 }
 
@@ -78,10 +78,11 @@ pub(super) async fn load(
     }
     prepare(&mut command, &launch("postgres", &log)).map_err(error)?;
     let server = Server::start(&mut command, "postgres", spec.dir).map_err(error)?;
-    let database = if header.database.is_empty() {
-        name.to_owned()
-    } else {
-        header.database
+    // Named after the part, never after the dump's header: a name from a hostile
+    // header (`host=... dbname=...`) would be a connection string to libpq.
+    let database = match crate::repo::manifest::is_safe_name(name) {
+        true => name.to_owned(),
+        false => "drill".to_owned(),
     };
     let mut cluster = Cluster {
         server,
@@ -305,17 +306,14 @@ fn parse_header(bytes: &[u8]) -> Result<DumpHeader, String> {
     for _ in 0..7 {
         reader.int()?; // creation date: sec, min, hour, day, month, year, isdst
     }
-    let database = reader.string()?;
+    let _database = reader.string()?;
     let server = reader.string()?;
     let server_major = server
         .split(|c: char| !c.is_ascii_digit())
         .next()
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| format!("no server version in {server:?}"))?;
-    Ok(DumpHeader {
-        database,
-        server_major,
-    })
+    Ok(DumpHeader { server_major })
 }
 
 struct HeaderReader<'a> {
@@ -388,10 +386,7 @@ mod tests {
         header.extend(string("15.18"));
         assert_eq!(
             parse_header(&header).unwrap(),
-            DumpHeader {
-                database: "shop".into(),
-                server_major: 15
-            }
+            DumpHeader { server_major: 15 }
         );
         assert_eq!(
             parse_header(&header[..20]).unwrap_err(),

@@ -1,6 +1,9 @@
 //! A scratch server's process: started in its own process group, killed with its
 //! children when the drill ends, and never outliving the daemon.
 //!
+//! A server starts with an empty environment (no store credentials), in a network
+//! namespace of its own where allowed, with no way to gain privileges.
+//!
 //! Three things make sure no scratch server survives: the drill stops it (SIGKILL
 //! to its process group: its data is disposable); the kernel kills it if the daemon
 //! dies (`PR_SET_PDEATHSIG`, set after dropping privileges since a change of user
@@ -97,7 +100,15 @@ pub(super) fn prepare(command: &mut Command, launch: &Launch<'_>) -> Result<(), 
         tool: launch.tool.to_owned(),
         source,
     })?;
+    // Nothing of the daemon's environment (store credentials) reaches a server that
+    // hostile SQL may make print it.
     command
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        )
+        .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
@@ -105,21 +116,32 @@ pub(super) fn prepare(command: &mut Command, launch: &Launch<'_>) -> Result<(), 
         .kill_on_drop(true);
     let user = launch.user;
     let data_fd = launch.data_fd.map(|fd| fd.as_raw_fd());
-    // SAFETY: between fork and exec only async-signal-safe calls are made (setgroups,
-    // setgid, setuid, prctl, dup2, fcntl), on values computed before the fork.
+    let daemon = nix::unistd::getpid();
+    // SAFETY: between fork and exec only async-signal-safe calls are made (unshare,
+    // setgroups, setgid, setuid, prctl, getppid, dup2, fcntl), on values computed
+    // before the fork.
     unsafe {
-        command.pre_exec(move || in_child(user, data_fd));
+        command.pre_exec(move || in_child(user, data_fd, daemon));
     }
     Ok(())
 }
 
-fn in_child(user: Option<(Uid, Gid)>, data_fd: Option<i32>) -> std::io::Result<()> {
+fn in_child(user: Option<(Uid, Gid)>, data_fd: Option<i32>, daemon: Pid) -> std::io::Result<()> {
+    // A network namespace of its own: the server (and any program hostile SQL starts
+    // in it) reaches no network, only its Unix socket. Where namespaces are not
+    // allowed (a container, systemd's RestrictNamespaces) it goes without.
+    let _ = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET);
     if let Some((uid, gid)) = user {
         nix::unistd::setgroups(&[gid])?;
         nix::unistd::setgid(gid)?;
         nix::unistd::setuid(uid)?;
     }
+    nix::sys::prctl::set_no_new_privs()?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    // The daemon died before the death signal was set: nothing would kill us later.
+    if nix::unistd::getppid() != daemon {
+        return Err(std::io::Error::other("the daemon is gone"));
+    }
     if let Some(fd) = data_fd {
         if fd == DATA_FD {
             let flags = nix::fcntl::FdFlag::empty();
@@ -185,32 +207,40 @@ fn start_time(pid: u32) -> Option<u64> {
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Kills every server recorded under `root` (a crashed drill's sandbox) whose
-/// process is still the one recorded. Returns how many were killed.
+/// Kills every server recorded in a crashed drill's sandbox `root` whose process is
+/// still the one recorded. Returns how many were killed.
+///
+/// Only the pid files of the part directories are read (`root/PART/`, root's own):
+/// the directories below them belong to the drill user, and whatever hostile SQL
+/// wrote there is never trusted.
 pub fn sweep(root: &Path) -> usize {
-    let mut killed = 0;
-    let mut pending = vec![(root.to_path_buf(), 0)];
-    while let Some((dir, depth)) = pending.pop() {
-        let Ok(items) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for item in items.flatten() {
-            let path = item.path();
-            let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
-            if is_dir && depth < 3 {
-                pending.push((path, depth + 1));
-            } else if item.file_name() == PID_FILE && kill_recorded(&path) {
-                killed += 1;
-            }
-        }
-    }
-    killed
+    let Ok(parts) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    parts
+        .flatten()
+        .filter(|item| item.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|item| kill_recorded(&item.path().join(PID_FILE)))
+        .count()
 }
 
 fn kill_recorded(pid_file: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(pid_file) else {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(pid_file);
+    let Ok(file) = opened else {
         return false;
     };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut text = String::new();
+    if file.take(64).read_to_string(&mut text).is_err() {
+        return false;
+    }
     let mut fields = text.split_whitespace();
     let (Some(Ok(pid)), Some(Ok(started))) = (
         fields.next().map(str::parse::<u32>),
@@ -222,6 +252,35 @@ fn kill_recorded(pid_file: &Path) -> bool {
         return false;
     }
     killpg(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok()
+}
+
+/// Kills every process of the user `name` (start-up, no drill running): what a
+/// hostile dump started as the drill user and detached from its server. Only for a
+/// user of the drills' own, never `nobody`, whose processes belong to others.
+pub fn kill_leftovers_of(name: &str) -> usize {
+    if name == "nobody" {
+        return 0;
+    }
+    let Ok(Some(user)) = nix::unistd::User::from_name(name) else {
+        return 0;
+    };
+    if user.uid.is_root() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.uid() == user.uid.as_raw()
+            })
+        })
+        .filter(|pid| nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL).is_ok())
+        .count()
 }
 
 /// Waits until `ready` says yes, the server exits, or `timeout` passes.

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use super::super::error::{DatabaseError, SourceError};
@@ -44,17 +45,36 @@ pub(super) async fn load(
     Ok((file, figures))
 }
 
+/// Opens the restored file (hostile input, parsed in the daemon itself) read-only
+/// and defensively: the schema's views and triggers may call no function with side
+/// effects, and the schema cannot be made to corrupt the file.
 fn open(path: &Path) -> Result<Connection, SourceError> {
-    Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|source| {
+    let fail = |source| {
         error(DatabaseError::Snapshot {
             path: path.to_path_buf(),
             source,
         })
-    })
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(fail)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)
+        .map_err(fail)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+        .map_err(fail)?;
+    Ok(conn)
+}
+
+/// Interrupts a query running on a blocking thread when its future is dropped (a
+/// check that timed out), so the thread does not spin on.
+struct InterruptOnDrop(rusqlite::InterruptHandle);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        self.0.interrupt();
+    }
 }
 
 fn measure(path: &Path) -> Result<DatabaseFigures, SourceError> {
@@ -77,7 +97,8 @@ fn measure(path: &Path) -> Result<DatabaseFigures, SourceError> {
         return Err(error(DatabaseError::Integrity(verdict)));
     }
     let names: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        // Virtual tables run their module's code: not counted.
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND sql NOT LIKE 'CREATE VIRTUAL TABLE%' ORDER BY name")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .map_err(sql_error)?;
     let mut figures = DatabaseFigures {
@@ -94,9 +115,10 @@ fn measure(path: &Path) -> Result<DatabaseFigures, SourceError> {
 
 /// The first column of the first row of `sql`, as text.
 pub(super) async fn query(path: &Path, sql: &str) -> Result<String, SourceError> {
-    let (path, sql) = (path.to_path_buf(), sql.to_owned());
+    let conn = open(path)?;
+    let _interrupt = InterruptOnDrop(conn.get_interrupt_handle());
+    let sql = sql.to_owned();
     tokio::task::spawn_blocking(move || {
-        let conn = open(&path)?;
         conn.query_row(&sql, [], |r| {
             Ok(match r.get_ref(0)? {
                 rusqlite::types::ValueRef::Null => "NULL".to_owned(),
