@@ -435,6 +435,14 @@ fn kill_9_mid_drill_then_restart_leaves_no_scratch_server_and_no_sandbox() {
         .unwrap()
         .parse()
         .unwrap();
+    // The scratch server has no network of the daemon's, and none of its variables.
+    let namespace = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_ne!(namespace(pid), namespace(daemon.pid()));
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&environ).contains("CARGO"),
+        "the scratch server inherited the daemon's environment"
+    );
     daemon.signal_and_wait(Signal::SIGKILL);
     // The kernel kills the scratch server with the daemon (its death signal).
     wait_until("the scratch server to die", 10, || {
