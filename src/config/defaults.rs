@@ -21,6 +21,7 @@ pub(super) const DEFAULT_COMPRESSION: i32 = 3;
 pub(super) const DEFAULT_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 pub(super) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 pub(super) const DEFAULT_DRILL_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const DEFAULT_DRILL_LOAD_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 pub(super) const DEFAULT_SHRINK_WARNING: f64 = 0.5;
 
 impl Config {
@@ -93,6 +94,7 @@ impl Default for DrillConfig {
             checks: BTreeMap::new(),
             commands: Vec::new(),
             timeout: DEFAULT_DRILL_TIMEOUT,
+            load_timeout: DEFAULT_DRILL_LOAD_TIMEOUT,
             keep_sandbox_on_failure: false,
             shrink_warning: DEFAULT_SHRINK_WARNING,
         }

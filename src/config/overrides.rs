@@ -119,7 +119,7 @@ fn shape_of(segments: &[&str]) -> Option<Shape> {
             ["mounts", name, "path"] if is_valid_name(name) => Text,
             ["mounts", name, "exclude"] if is_valid_name(name) => List,
             ["drill", "schedule" | "commands"] => List,
-            ["drill", "timeout"] => Text,
+            ["drill", "timeout" | "load_timeout"] => Text,
             ["drill", "keep_sandbox_on_failure"] => Boolean,
             ["drill", "shrink_warning"] => Float,
             ["drill", "checks", name] if is_valid_name(name) => List,

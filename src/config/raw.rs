@@ -107,6 +107,7 @@ pub(super) struct RawDrill {
     #[serde(default)]
     pub commands: Vec<String>,
     pub timeout: Option<String>,
+    pub load_timeout: Option<String>,
     pub keep_sandbox_on_failure: Option<bool>,
     pub shrink_warning: Option<f64>,
 }

@@ -95,6 +95,8 @@ pub struct DrillConfig {
     pub commands: Vec<String>,
     /// Limit for each check and each command.
     pub timeout: Duration,
+    /// Limit for restoring and checking each part (a hostile dump may sleep).
+    pub load_timeout: Duration,
     pub keep_sandbox_on_failure: bool,
     /// A table or part that shrank by more than this fraction since the last drill
     /// is a warning.

@@ -379,6 +379,10 @@ fn drill(
         None => defaults.timeout,
         Some(text) => positive_duration(&text, &format!("{key}.timeout"), ctx)?,
     };
+    let load_timeout = match raw.load_timeout {
+        None => defaults.load_timeout,
+        Some(text) => positive_duration(&text, &format!("{key}.load_timeout"), ctx)?,
+    };
     let shrink_warning = match raw.shrink_warning {
         None => defaults.shrink_warning,
         Some(f) if (0.0..=1.0).contains(&f) => f,
@@ -394,6 +398,7 @@ fn drill(
         checks: raw.checks,
         commands: raw.commands,
         timeout,
+        load_timeout,
         keep_sandbox_on_failure: raw.keep_sandbox_on_failure.unwrap_or(false),
         shrink_warning,
     })

@@ -236,16 +236,31 @@ impl<'a> Drill<'a> {
             keys_at_backup: part.keys,
             error: None,
         };
-        let checked = match part.layout {
-            PartLayout::Tree => self
-                .tree(manifest, part, sandbox, &mut entry)
-                .await
-                .map(Checked::Tree),
-            PartLayout::Stream => self
-                .database(manifest, part, sandbox, &mut entry)
-                .await
-                .map(|loaded| Checked::Database(Box::new(loaded))),
+        let limit = self
+            .ctx
+            .config()
+            .env(&self.report.env)
+            .map_or(DrillConfig::default().load_timeout, |e| {
+                e.drill.load_timeout
+            });
+        let work = async {
+            match part.layout {
+                PartLayout::Tree => self
+                    .tree(manifest, part, sandbox, &mut entry)
+                    .await
+                    .map(Checked::Tree),
+                PartLayout::Stream => self
+                    .database(manifest, part, sandbox, &mut entry)
+                    .await
+                    .map(|loaded| Checked::Database(Box::new(loaded))),
+            }
         };
+        // Dropping the work on time-out kills what it started (the scratch server).
+        let checked = tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(format!(
+                "not restored and checked within drill.load_timeout ({limit:?})"
+            ))
+        });
         entry.seconds = timer.elapsed().as_secs_f64();
         match checked {
             Ok(checked) => (entry, checked),

@@ -480,6 +480,23 @@ fn kill_9_mid_drill_then_restart_leaves_no_scratch_server_and_no_sandbox() {
     assert_eq!(job["state"], "cancelled", "{job}");
     assert!(drills_dir(&daemon).is_empty(), "{:?}", drills_dir(&daemon));
     assert!(processes_with("/proc/self/fd/3").is_empty());
+    // A part that takes longer than drill.load_timeout fails, naming the limit, and
+    // leaves nothing behind.
+    let config = std::fs::read_to_string(daemon.path("envsnap.toml")).unwrap();
+    let limited = format!("{config}\n[environments.live.drill]\nload_timeout = \"1s\"\n");
+    std::fs::write(daemon.path("envsnap.toml"), limited).unwrap();
+    daemon.ctl(&["reload"]).ok();
+    let out = daemon.ctl(&["drill", "live", "--wait"]);
+    assert!(
+        out.stderr
+            .contains("not restored and checked within drill.load_timeout (1s)"),
+        "{}",
+        out.stderr
+    );
+    assert!(drills_dir(&daemon).is_empty());
+    assert!(processes_with("/proc/self/fd/3").is_empty());
+    std::fs::write(daemon.path("envsnap.toml"), config).unwrap();
+    daemon.ctl(&["reload"]).ok();
     // The next drill runs normally.
     let (status, drilled, stderr) = drill(&daemon, &["live", "--wait"]);
     assert_eq!(status, 0, "{stderr}");
