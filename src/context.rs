@@ -97,6 +97,18 @@ impl Context {
             options,
         )
         .await
+        .inspect_err(|e| {
+            if matches!(e, RepoError::RepositoryLost { .. }) {
+                // Opening a local store made its directory again: take it back
+                // (only if still empty), so nothing is left at an unmounted path.
+                if let Some(dir) = url::Url::parse(&url)
+                    .ok()
+                    .and_then(|u| u.to_file_path().ok())
+                {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+        })
         .map_err(repo_error)?;
         if catalog.chunk_count()? == 0 {
             // A new catalog beside an existing store: index what is already there.

@@ -205,6 +205,19 @@ impl Store {
     }
 
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        // A local store whose directory is gone (an unmounted disk) is not created
+        // again by a write: object_store would make every missing directory.
+        if let Some(root) = &self.local_root
+            && !root.is_dir()
+        {
+            return Err(StoreError::Permanent {
+                key: key.to_owned(),
+                reason: format!(
+                    "the store's directory {} is gone: is it mounted?",
+                    root.display()
+                ),
+            });
+        }
         self.inner
             .put(&self.path(key), PutPayload::from_bytes(data))
             .await

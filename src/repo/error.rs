@@ -20,6 +20,8 @@ pub enum RepoError {
     Key(#[from] crypto::KeyError),
     #[error("no repository at {location} (no config object); initialise it first")]
     NoRepository { location: String },
+    #[error("store {location} lost its repository (no config object): is it mounted?")]
+    RepositoryLost { location: String },
     #[error("a repository already exists at {location}")]
     AlreadyExists { location: String },
     #[error("repository format {found} is not supported (this envsnap reads format {REPO_FORMAT})")]

@@ -194,7 +194,10 @@ impl Repository {
         })
     }
 
-    /// Opens the repository, creating it first if the store has none.
+    /// Opens the repository, creating it first if the store has none and the
+    /// catalog knows of no data: a catalog that indexes chunks beside a store without
+    /// a repository means the store is not the one it was (an unmounted disk), and a
+    /// new, empty repository there would hide that.
     pub async fn open_or_init(
         root: &Store,
         host: &str,
@@ -203,7 +206,10 @@ impl Repository {
         options: InitOptions,
     ) -> Result<Self, RepoError> {
         match Self::open(root, host, keys.clone(), catalog.clone()).await {
-            Err(RepoError::NoRepository { .. }) => {
+            Err(RepoError::NoRepository { location }) => {
+                if catalog.chunk_count()? > 0 {
+                    return Err(RepoError::RepositoryLost { location });
+                }
                 Self::init(root, host, &keys, options).await?;
                 Self::open(root, host, keys, catalog).await
             }
@@ -239,6 +245,19 @@ impl Repository {
     pub async fn check_store(&self) -> Result<(), RepoError> {
         self.store().size(CONFIG_KEY).await?;
         Ok(())
+    }
+
+    /// The repository is still in the store: its config object is there. A local
+    /// store whose disk was unmounted would otherwise have its directory created
+    /// again, empty, by the next write.
+    pub async fn check_repository(&self) -> Result<(), RepoError> {
+        match self.store().size(CONFIG_KEY).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotFound { .. }) => Err(RepoError::RepositoryLost {
+                location: format!("{:?}", self.store()),
+            }),
+            Err(other) => Err(other.into()),
+        }
     }
 
     /// Every manifest of this host (all environments, or one), oldest first.

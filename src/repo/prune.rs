@@ -47,6 +47,7 @@ pub struct PruneReport {
 impl Repository {
     /// Deletes the given manifests, then reclaims unreferenced data.
     pub async fn prune(&self, delete: &[Manifest]) -> Result<PruneReport, RepoError> {
+        self.check_repository().await?;
         let exclusive = self.writers().exclusive().await;
         let oldest_writer = self.writers().oldest_live_writer(&exclusive).await?;
         let mut report = PruneReport::default();

@@ -78,6 +78,9 @@ pub struct BackupWriter {
 impl Repository {
     /// Starts writing a backup.
     pub async fn start_backup(&self, cancel: CancellationToken) -> Result<BackupWriter, RepoError> {
+        // Before anything is written (the lock object first): never into a store
+        // that lost its repository.
+        self.check_repository().await?;
         let lock = self.writers().begin_write().await?;
         let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<PendingChunk>(CHUNK_QUEUE);
         let (blob_tx, blob_rx) = mpsc::channel::<EncodedChunk>(BLOB_QUEUE);

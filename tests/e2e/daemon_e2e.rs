@@ -574,3 +574,33 @@ fn an_unusable_store_stops_the_daemon_with_one_line() {
         "{stderr}"
     );
 }
+
+/// An unmounted backup disk: the local store's directory disappears under a running
+/// daemon. Backups fail saying so and create nothing at its path; a restart refuses
+/// to start rather than make a new, empty repository there.
+#[test]
+fn a_store_that_disappears_is_an_error_never_a_new_empty_repository() {
+    let mut daemon = TestDaemon::start("");
+    daemon
+        .ctl(&["backup", "create", "live", "--name", "first", "--wait"])
+        .ok();
+    let store = daemon.path("store");
+    std::fs::remove_dir_all(&store).unwrap();
+    let failed = daemon.ctl(&["backup", "create", "live", "--name", "second", "--wait"]);
+    assert_ne!(failed.status, 0);
+    assert!(
+        failed
+            .stderr
+            .contains("lost its repository (no config object): is it mounted?"),
+        "{}",
+        failed.stderr
+    );
+    assert!(!store.exists(), "the store's directory was created again");
+    daemon.signal_and_wait(Signal::SIGTERM);
+    let refused = start_failing(&daemon.path("envsnap.toml"));
+    assert!(
+        refused.contains("lost its repository (no config object): is it mounted?"),
+        "{refused}"
+    );
+    assert!(!store.exists(), "a new repository was made");
+}

@@ -399,3 +399,45 @@ async fn an_unreachable_store_is_a_clear_error() {
     assert!(message.contains("unreachable"), "{message}");
     assert!(message.contains("config"), "names the object: {message}");
 }
+
+/// An unmounted backup disk: the local store's directory is gone. Backups and prune
+/// refuse to write (nothing is created again at its path), and a restart with the
+/// same catalog refuses to make a new, empty repository there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_lost_its_repository_is_an_error_never_a_new_repository() {
+    let test = TestRepo::new(StoreKind::LocalDir, false).await;
+    let data = test.scratch("data");
+    std::fs::write(data.join("a.txt"), b"hello").unwrap();
+    backup_dir(&test.repo, "live", "b1", &data, None).await;
+    let store_dir = test.dir.path().join("store");
+    std::fs::remove_dir_all(&store_dir).unwrap();
+
+    let lost = "lost its repository (no config object): is it mounted?";
+    let writing = test
+        .repo
+        .start_backup(CancellationToken::new())
+        .await
+        .err()
+        .expect("a backup into a lost store is refused");
+    assert!(writing.to_string().contains(lost), "{writing}");
+    let pruning = test.repo.prune(&[]).await.unwrap_err();
+    assert!(pruning.to_string().contains(lost), "{pruning}");
+    assert!(
+        !store_dir.exists(),
+        "the store's directory was created again"
+    );
+
+    let restarted = Repository::open_or_init(
+        &test.root,
+        HOST,
+        test.keys.clone(),
+        test.repo.catalog().clone(),
+        small_options(),
+    )
+    .await;
+    assert!(
+        matches!(restarted, Err(RepoError::RepositoryLost { .. })),
+        "{restarted:?}"
+    );
+    assert!(!store_dir.exists(), "a new repository was made");
+}
