@@ -116,20 +116,28 @@ async fn decompressed(reader: impl AsyncRead + Send + Unpin + 'static) -> io::Re
 /// With `owner` (an import by someone other than root), every entry becomes that
 /// user's and group's, setuid and setgid bits are dropped and extended attributes left
 /// out: an archive from a user can never plant a setuid-root file or a capability.
+/// Root's imports drop setuid and setgid bits too unless `keep_setuid`: an archive
+/// from elsewhere is not trusted to make setuid-root files by default.
 pub async fn unpack_tar(
     input: Input,
     root: PathBuf,
     owner: Option<(u32, u32)>,
+    keep_setuid: bool,
 ) -> Result<u64, String> {
     tokio::task::spawn_blocking(move || {
         let reader = tokio_util::io::SyncIoBridge::new(input);
-        unpack(reader, &root, owner)
+        unpack(reader, &root, owner, keep_setuid)
     })
     .await
     .map_err(|e| format!("unpacking stopped: {e}"))?
 }
 
-fn unpack(reader: impl Read, root: &Path, owner: Option<(u32, u32)>) -> Result<u64, String> {
+fn unpack(
+    reader: impl Read,
+    root: &Path,
+    owner: Option<(u32, u32)>,
+    keep_setuid: bool,
+) -> Result<u64, String> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(owner.is_none());
@@ -160,8 +168,10 @@ fn unpack(reader: impl Read, root: &Path, owner: Option<(u32, u32)>) -> Result<u
         if !unpacked {
             return Err(format!("entry {shown} leaves the part"));
         }
-        if let Some(owner) = owner {
-            make_theirs(&root.join(&path), entry.header(), owner)?;
+        match owner {
+            Some(owner) => make_theirs(&root.join(&path), entry.header(), owner)?,
+            None if !keep_setuid => drop_setid(&root.join(&path), entry.header())?,
+            None => {}
         }
         // The tar crate sets whole seconds; a PAX record may hold nanoseconds.
         match entry.header().entry_type() {
@@ -175,7 +185,7 @@ fn unpack(reader: impl Read, root: &Path, owner: Option<(u32, u32)>) -> Result<u
         set_mtime(&root.join(dir), *mtime);
     }
     if let Some((header, mtime)) = root_meta {
-        apply_root_metadata(root, &header, mtime, owner)?;
+        apply_root_metadata(root, &header, mtime, owner, keep_setuid)?;
     }
     Ok(count)
 }
@@ -272,10 +282,15 @@ fn apply_root_metadata(
     header: &tar::Header,
     mtime: (i64, i64),
     owner: Option<(u32, u32)>,
+    keep_setuid: bool,
 ) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let bad = |e: io::Error| format!("the archive's root entry: {}", with_causes(&e));
-    let mask = if owner.is_some() { 0o1777 } else { 0o7777 };
+    let mask = if owner.is_none() && keep_setuid {
+        0o7777
+    } else {
+        0o1777
+    };
     let mode = header.mode().map_err(bad)? & mask;
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode)).map_err(bad)?;
     let (uid, gid) = match owner {
@@ -364,6 +379,20 @@ fn make_theirs(path: &Path, header: &tar::Header, (uid, gid): (u32, u32)) -> Res
     if kind.is_file() || kind.is_dir() {
         let mode = header.mode().map_err(bad)? & 0o1777;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bad)?;
+    }
+    Ok(())
+}
+
+/// An entry of root's import without its setuid and setgid bits (files and
+/// directories; a symlink has no mode of its own).
+fn drop_setid(path: &Path, header: &tar::Header) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |e: io::Error| format!("{}: {e}", path.display());
+    let kind = header.entry_type();
+    let mode = header.mode().map_err(bad)?;
+    if (kind.is_file() || kind.is_dir()) && mode & 0o6000 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o1777))
+            .map_err(bad)?;
     }
     Ok(())
 }

@@ -32,6 +32,8 @@ pub struct ImportAsk {
     pub urls: BTreeMap<String, String>,
     pub name: Option<String>,
     pub version: Option<String>,
+    /// Keep the archives' setuid and setgid bits (root only).
+    pub keep_setuid: bool,
 }
 
 /// What an import by someone other than root may contain, and the owner its trees
@@ -155,6 +157,7 @@ pub async fn import(call: &Call<'_>, ask: ImportAsk, files: Vec<OwnedFd>, wait: 
         urls,
         name,
         version,
+        keep_setuid,
     } = ask;
     check_import(ctx, &env, &parts, &urls, version.as_deref())?;
     let config = ctx.config();
@@ -164,6 +167,15 @@ pub async fn import(call: &Call<'_>, ask: ImportAsk, files: Vec<OwnedFd>, wait: 
         true => None,
         false => Some(check_user_import(env_config, &parts, &urls, caller)?),
     };
+    if keep_setuid && owner.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "user {} may not keep setuid and setgid bits (--keep-setuid is root's)",
+                caller.user
+            ),
+        ));
+    }
     taking_jobs(ctx)?;
     let generated = name.is_none();
     let name = name.unwrap_or_else(|| generated_name("import", ctx.clock.now()));
@@ -187,6 +199,7 @@ pub async fn import(call: &Call<'_>, ask: ImportAsk, files: Vec<OwnedFd>, wait: 
         version,
         token: token.clone(),
         owner,
+        keep_setuid,
     };
     let args = serde_json::to_string(&args).expect("serializes");
     let queued = queue_named(

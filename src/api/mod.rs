@@ -152,6 +152,7 @@ impl Api {
                 name,
                 version,
                 wait,
+                keep_setuid,
             } => {
                 import::import(
                     call,
@@ -161,6 +162,7 @@ impl Api {
                         urls,
                         name,
                         version,
+                        keep_setuid,
                     },
                     files,
                     wait,

@@ -202,6 +202,7 @@ async fn generated_names_stay_unique_within_one_second() {
             name: None,
             version: None,
             wait: false,
+            keep_setuid: false,
         };
         api.admit(&root(), &request).await.unwrap();
         let file = std::os::fd::OwnedFd::from(tempfile::tempfile().unwrap());

@@ -85,6 +85,9 @@ enum Command {
         /// Do not ask for confirmation
         #[arg(long, requires = "restore")]
         yes: bool,
+        /// Keep the archives' setuid and setgid bits (root only; dropped otherwise)
+        #[arg(long)]
+        keep_setuid: bool,
     },
     /// Replace an environment's code, files and databases with a backup's
     Restore {
@@ -334,6 +337,7 @@ impl Command {
                 version,
                 wait,
                 restore,
+                keep_setuid,
                 ..
             } => {
                 let (urls, files): (Vec<_>, Vec<_>) = parts
@@ -349,6 +353,7 @@ impl Command {
                     name,
                     version,
                     wait: wait || restore,
+                    keep_setuid,
                 }
             }
             Command::Restore {

@@ -116,6 +116,9 @@ pub enum Request {
         version: Option<String>,
         #[serde(default)]
         wait: bool,
+        /// Keep the archives' setuid and setgid bits (root only; dropped otherwise).
+        #[serde(default)]
+        keep_setuid: bool,
     },
     /// Replaces an environment's parts with a backup's (see `jobs/restore.rs`).
     Restore {

@@ -31,7 +31,7 @@ fn finished(mut archive: Vec<u8>) -> Vec<u8> {
 
 fn unpack_bytes(archive: Vec<u8>) -> (tempfile::TempDir, Result<u64, String>) {
     let dir = tempfile::tempdir().unwrap();
-    let result = unpack(&archive[..], dir.path(), None);
+    let result = unpack(&archive[..], dir.path(), None, true);
     (dir, result)
 }
 
@@ -335,7 +335,12 @@ fn a_users_import_cannot_plant_setuid_root_files() {
     header.set_cksum();
     archive[..512].copy_from_slice(header.as_bytes());
     let dir = tempfile::tempdir().unwrap();
-    let result = unpack(&finished(archive)[..], dir.path(), Some((4321, 4322)));
+    let result = unpack(
+        &finished(archive)[..],
+        dir.path(),
+        Some((4321, 4322)),
+        false,
+    );
     assert_eq!(result, Ok(1));
     let meta = std::fs::symlink_metadata(dir.path().join("sh")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (4321, 4322));

@@ -33,6 +33,9 @@ pub struct ImportArgs {
     /// For a caller who is not root: every entry of a tree becomes theirs (uid, gid),
     /// without setuid/setgid bits or extended attributes.
     pub owner: Option<(u32, u32)>,
+    /// Root's import keeps the archives' setuid and setgid bits (dropped otherwise).
+    #[serde(default)]
+    pub keep_setuid: bool,
 }
 
 pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken) {
@@ -148,7 +151,7 @@ async fn store_part(
             let staging = Staging::create(scratch, job).map_err(|e| refused(e.to_string()))?;
             let root = staging.path.join("root");
             std::fs::create_dir(&root).map_err(|e| refused(format!("{}: {e}", root.display())))?;
-            crate::import::unpack_tar(input, root.clone(), args.owner)
+            crate::import::unpack_tar(input, root.clone(), args.owner, args.keep_setuid)
                 .await
                 .map_err(refused)?;
             let options = TreeOptions {

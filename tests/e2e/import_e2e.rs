@@ -369,3 +369,35 @@ fn a_restart_fails_a_queued_import_that_lost_its_files() {
     let shown = daemon.ctl(&["backup", "show", "live", "orphan"]);
     assert_ne!(shown.status, 0, "a failed import is listed");
 }
+
+/// Root's import drops setuid and setgid bits unless asked to keep them: an
+/// archive made elsewhere does not make setuid-root files by default.
+#[test]
+fn setuid_bits_of_an_import_are_dropped_unless_kept() {
+    use std::os::unix::fs::PermissionsExt;
+    let daemon = TestDaemon::start("");
+    let tool = daemon.path("live/app/tool");
+    std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let shared = daemon.path("live/app/src");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    let [code, ..] = archives_of_live(&daemon);
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    for (name, keep, expected) in [
+        ("plain", false, (0o755, 0o775)),
+        ("kept", true, (0o4755, 0o2775)),
+    ] {
+        let mut args: Vec<String> = ["import", "live", "--name", name, "--wait"]
+            .map(str::to_owned)
+            .to_vec();
+        if keep {
+            args.push("--keep-setuid".into());
+        }
+        args.extend(part_args(std::slice::from_ref(&code)));
+        ctl(&daemon, &args).ok();
+        daemon
+            .ctl(&["restore", "live", name, "--yes", "--wait"])
+            .ok();
+        assert_eq!((mode(&tool), mode(&shared)), expected, "import {name}");
+    }
+}
