@@ -149,12 +149,18 @@ fn unpack(
     let mut directories = Vec::new();
     let mut root_meta: Option<(tar::Header, (i64, i64))> = None;
     let mut count = 0;
+    // The last entry read, to say where a truncated archive ends.
+    let mut last: Option<String> = None;
     for entry in archive.entries().map_err(corrupt)? {
-        let mut entry = entry.map_err(corrupt)?;
+        let mut entry = entry.map_err(|e| match (&last, is_short_read(&e)) {
+            (Some(last), true) => format!("the archive is truncated after entry {last}"),
+            _ => corrupt(e),
+        })?;
         let raw = entry.path().map_err(corrupt)?.into_owned();
         let path = inside_path(&raw)
             .ok_or_else(|| format!("entry {} leaves the part (absolute or ..)", raw.display()))?;
         admit_entry(&entry, &path, &mut seen)?;
+        last = Some(crate::message::one_line(&path.display().to_string()));
         let shown = path.display();
         let mtime = precise_mtime(&mut entry);
         if path.as_os_str().is_empty() {
@@ -162,11 +168,16 @@ fn unpack(
             root_meta = Some((entry.header().clone(), mtime));
             continue;
         }
-        let unpacked = entry
-            .unpack_in(root)
-            .map_err(|e| format!("cannot unpack entry {shown}: {}", with_causes(&e)))?;
-        if !unpacked {
-            return Err(format!("entry {shown} leaves the part"));
+        if entry.header().entry_type() == tar::EntryType::Fifo {
+            // The tar crate would write a fifo as an empty regular file.
+            make_fifo(root, &path, entry.header(), owner.is_none())?;
+        } else {
+            let unpacked = entry
+                .unpack_in(root)
+                .map_err(|e| unpack_problem(&e, root, &shown))?;
+            if !unpacked {
+                return Err(format!("entry {shown} leaves the part"));
+            }
         }
         match owner {
             Some(owner) => make_theirs(&root.join(&path), entry.header(), owner)?,
@@ -308,6 +319,30 @@ fn apply_root_metadata(
 }
 
 /// An error and its causes on one line (the tar crate puts the reason in a cause).
+/// What went wrong unpacking entry `shown`, in the archive's terms: a short read is
+/// a truncated archive; other errors are told without the staging directory's path.
+fn unpack_problem(error: &io::Error, root: &Path, shown: &impl std::fmt::Display) -> String {
+    let text = with_causes(error);
+    if is_short_read(error) {
+        return format!("the archive is truncated at entry {shown}");
+    }
+    let staging = root.display().to_string();
+    format!(
+        "cannot unpack entry {shown}: {}",
+        text.replace(&format!("`{staging}/"), "`")
+            .replace(&staging, "")
+    )
+}
+
+/// Whether the archive ended where more was due.
+fn is_short_read(error: &io::Error) -> bool {
+    let text = with_causes(error);
+    error.kind() == io::ErrorKind::UnexpectedEof
+        || text.contains("failed to write entire file")
+        || text.contains("unexpected end of file")
+        || text.contains("unexpected EOF")
+}
+
 fn with_causes(error: &io::Error) -> String {
     let mut text = error.to_string();
     let mut cause = std::error::Error::source(error)
@@ -379,6 +414,28 @@ fn make_theirs(path: &Path, header: &tar::Header, (uid, gid): (u32, u32)) -> Res
     if kind.is_file() || kind.is_dir() {
         let mode = header.mode().map_err(bad)? & 0o1777;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bad)?;
+    }
+    Ok(())
+}
+
+/// A fifo entry made as a fifo (the tree keeps its type), with its mode and, for
+/// root's import, its owner. Its parents are made as directories; no symlink lies
+/// above it (`admit_entry`), and the staging directory is root's alone.
+fn make_fifo(root: &Path, path: &Path, header: &tar::Header, own: bool) -> Result<(), String> {
+    let full = root.join(path);
+    let bad = |e: io::Error| format!("cannot unpack fifo {}: {e}", path.display());
+    if let Some(parent) = full.parent() {
+        std::fs::create_dir_all(parent).map_err(bad)?;
+    }
+    let mode = header.mode().map_err(bad)? & 0o777;
+    nix::unistd::mkfifo(&full, nix::sys::stat::Mode::from_bits_truncate(mode))
+        .map_err(|e| bad(e.into()))?;
+    // mkfifo is subject to the umask: the archive's mode, exactly.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode)).map_err(bad)?;
+    if own && nix::unistd::geteuid().is_root() {
+        let (uid, gid) = (header.uid().map_err(bad)?, header.gid().map_err(bad)?);
+        std::os::unix::fs::lchown(&full, Some(uid as u32), Some(gid as u32)).map_err(bad)?;
     }
     Ok(())
 }

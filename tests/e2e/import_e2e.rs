@@ -212,6 +212,16 @@ fn hostile_and_broken_archives_are_refused_and_change_nothing() {
             "importing code: ",
         ),
         (
+            "code",
+            write("big.tar", &{
+                // Cut inside a file's padding: truncated after that entry.
+                let mut cut = hostile_tar("big", tar::EntryType::Regular, None);
+                cut.truncate(600);
+                cut
+            }),
+            "importing code: the archive is truncated after entry big",
+        ),
+        (
             "database:main",
             write("not.db", b"PGDMP this is no sqlite file"),
             "importing database:main: the file is not a SQLite database file",
