@@ -22,7 +22,7 @@ use tokio::net::UnixListener;
 
 use crate::api::Api;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, PartSource};
 use crate::context::{Context, OpenError};
 use crate::jobs::prune::Pruner;
 use crate::jobs::scheduler::Scheduler;
@@ -53,7 +53,26 @@ pub async fn open(config: Config) -> Result<Arc<Context>, DaemonError> {
     if removed > 0 {
         tracing::warn!(removed, "sandboxes of interrupted drills removed");
     }
+    remove_restore_leftovers(&config);
     Ok(ctx)
+}
+
+/// What an interrupted restore left inside the environments: staging directories
+/// at the top of each tree part, staged database files beside SQLite databases and
+/// Redis dump files.
+fn remove_restore_leftovers(config: &Config) {
+    for env in config.environments.values() {
+        for part in env.parts() {
+            match &part.source {
+                PartSource::Tree { path, .. } => crate::repo::restorer::remove_stale_stages(path),
+                PartSource::Database(db) => {
+                    for file in [&db.path, &db.rdb_path].into_iter().flatten() {
+                        crate::sources::remove_replace_leftovers(file);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Binds the control socket: mode 0660, group `socket_group`. A socket file left by a

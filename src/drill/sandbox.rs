@@ -111,10 +111,27 @@ impl Sandbox {
         Ok(dir)
     }
 
-    /// Removes the sandbox and everything in it.
-    pub fn remove(self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.root) {
-            tracing::warn!(sandbox = %self.root.display(), error = %e, "cannot remove the drill's sandbox");
+    /// Removes the sandbox and everything in it. A scratch server killed a moment
+    /// ago (a drill cancelled or past its time) may still be exiting and writing:
+    /// the removal is tried again for a while.
+    pub async fn remove(self) {
+        let root = self.root;
+        let removed = tokio::task::spawn_blocking(move || {
+            let mut attempt = 0;
+            loop {
+                match std::fs::remove_dir_all(&root) {
+                    Err(e) if attempt < 50 && e.kind() != std::io::ErrorKind::NotFound => {
+                        attempt += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err((root, e)),
+                    _ => return Ok(()),
+                }
+            }
+        })
+        .await;
+        if let Ok(Err((root, e))) = removed {
+            tracing::warn!(sandbox = %root.display(), error = %e, "cannot remove the drill's sandbox");
         }
     }
 

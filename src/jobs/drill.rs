@@ -161,7 +161,7 @@ impl<'a> Drill<'a> {
         if args.keep || (failed && env_config.drill.keep_sandbox_on_failure) {
             self.report.sandbox = Some(sandbox.keep().display().to_string());
         } else {
-            sandbox.remove();
+            sandbox.remove().await;
         }
         result
     }

@@ -32,6 +32,9 @@ use super::{RepoError, Repository};
 
 /// Names at the root of a tree that belong to envsnap's restore, never to the data.
 pub const STAGING_PREFIX: &str = ".envsnap-restore-";
+/// The name prefix of a database file staged beside the one a restore replaces
+/// (`sources/replace.rs`): never backed up, wherever it lies in a tree.
+pub const REPLACE_PREFIX: &str = ".envsnap-replace-";
 const MAX_WARNINGS: usize = 100;
 
 #[derive(Debug, Clone, Default)]
@@ -189,7 +192,11 @@ impl Archiver<'_> {
         }
         let mut names = Vec::new();
         for item in std::fs::read_dir(dir).map_err(|e| RepoError::io(dir, e))? {
-            names.push(item.map_err(|e| RepoError::io(dir, e))?.file_name());
+            let name = item.map_err(|e| RepoError::io(dir, e))?.file_name();
+            // A restore's staged database file (one a crash left) is not data.
+            if !name.as_bytes().starts_with(REPLACE_PREFIX.as_bytes()) {
+                names.push(name);
+            }
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         Ok(names)

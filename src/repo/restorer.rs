@@ -31,7 +31,8 @@ use super::tree::EntryKind;
 use super::{RepoError, Repository, pack_key};
 use apply::apply;
 use plan::Work;
-use stage::{create_staged_file, new_stage_name, remove_stage, remove_stale_stages, staged_name};
+pub use stage::remove_stale_stages;
+use stage::{create_staged_file, new_stage_name, remove_stage, staged_name};
 
 pub use plan::RestorePlan;
 

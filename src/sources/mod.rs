@@ -44,7 +44,7 @@ use crate::repo::writer::BackupWriter;
 
 pub use error::{DatabaseError, SourceError};
 pub use pg_roles::UnsafeRolesScript;
-pub use replace::ReplaceError;
+pub use replace::{ReplaceError, remove_leftovers as remove_replace_leftovers};
 pub use secret::SecretError;
 pub use tool::ToolError;
 

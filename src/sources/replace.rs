@@ -10,6 +10,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::repo::archiver::REPLACE_PREFIX;
 use crate::repo::manifest::Manifest;
 use crate::repo::{RepoError, Repository};
 
@@ -34,6 +35,29 @@ impl ReplaceError {
     }
 }
 
+/// The name prefix of `name`'s staged copies: `.envsnap-replace-NAME-`.
+fn staged_prefix(name: &str) -> String {
+    format!("{REPLACE_PREFIX}{name}-")
+}
+
+/// Removes the staged copies of the file at `path` that an interrupted restore
+/// left beside it (each restore, rollback and start-up calls this).
+pub fn remove_leftovers(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = staged_prefix(&name.to_string_lossy());
+    for item in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let is_ours = item.file_name().to_string_lossy().starts_with(&prefix);
+        // Only regular files: a link planted in a directory the app's user can write
+        // is left alone (remove_file would remove the link, not its target, but
+        // nothing of ours is ever anything but a file).
+        if is_ours && item.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(item.path());
+        }
+    }
+}
+
 /// Replaces the file at `path` with the stream part `part`, after checking it starts
 /// with `magic` and then running `before_rename` (e.g. removing stale side files).
 pub(super) async fn replace_with_part(
@@ -52,10 +76,11 @@ pub(super) async fn replace_with_part(
         .unwrap_or_default();
     let mut random = [0u8; 8];
     getrandom::fill(&mut random).expect("the operating system's random source failed");
-    let staged = path.with_file_name(format!(".{name}.envsnap-{}", hex::encode(random)));
+    let staged = path.with_file_name(format!("{}{}", staged_prefix(&name), hex::encode(random)));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(ReplaceError::io(dir))?;
     }
+    remove_leftovers(path);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

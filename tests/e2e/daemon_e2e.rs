@@ -604,3 +604,49 @@ fn a_store_that_disappears_is_an_error_never_a_new_empty_repository() {
     );
     assert!(!store.exists(), "a new repository was made");
 }
+
+/// What an interrupted restore leaves inside an environment (a staged database file
+/// beside the database, a staging directory at the top of a tree) is removed at
+/// start-up, and a staged file is never backed up, wherever it lies.
+#[test]
+fn restore_leftovers_are_removed_at_start_up_and_never_backed_up() {
+    let mut daemon = TestDaemon::start("");
+    let staged_db = daemon.path("live/data/.envsnap-replace-main.db-0123456789abcdef");
+    let stage = daemon.path("live/app/.envsnap-restore-0123456789ab");
+    let deep = daemon.path("live/uploads/.envsnap-replace-photo.jpg-00ff00ff00ff00ff");
+    std::fs::write(&staged_db, b"half a database").unwrap();
+    std::fs::create_dir_all(stage.join("sub")).unwrap();
+    std::fs::write(&deep, b"staged").unwrap();
+    daemon
+        .ctl(&["backup", "create", "live", "--name", "b1", "--wait"])
+        .ok();
+    let tar = daemon.path("uploads.tar");
+    daemon
+        .ctl(&[
+            "backup",
+            "download",
+            "live",
+            "b1",
+            "--part",
+            "files:uploads",
+            "-o",
+            tar.to_str().unwrap(),
+        ])
+        .ok();
+    let listed = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("photo.jpg"), "{listed}");
+    assert!(!listed.contains(".envsnap-replace-"), "{listed}");
+    daemon.signal_and_wait(Signal::SIGTERM);
+    daemon.spawn();
+    assert!(
+        !staged_db.exists(),
+        "a staged database file survived a restart"
+    );
+    assert!(!stage.exists(), "a staging directory survived a restart");
+    assert!(daemon.path("live/data/main.db").exists());
+}

@@ -15,7 +15,7 @@ use crate::repo::archiver::STAGING_PREFIX;
 use crate::repo::pinned::Pinned;
 
 /// Staging directories an interrupted restore left in the target.
-pub(super) fn remove_stale_stages(target: &Path) {
+pub fn remove_stale_stages(target: &Path) {
     let Ok(entries) = std::fs::read_dir(target) else {
         return;
     };
