@@ -196,7 +196,7 @@ impl Catalog {
             // A new restore: the safety backup named is the one it is about to make.
             if let Some(env) = env.as_deref() {
                 tx.execute(
-                    "UPDATE environments SET safety_backup = NULL WHERE name = ?1",
+                    "UPDATE environments SET safety_backup = NULL, changing = 0 WHERE name = ?1",
                     [env],
                 )?;
             }
@@ -338,6 +338,13 @@ impl Catalog {
         let interrupted: Vec<JobRecord> =
             known.into_iter().map(into_job).collect::<Result<_, _>>()?;
         for job in &interrupted {
+            let untouched =
+                "interrupted before anything changed: the daemon stopped during the safety backup";
+            let reason =
+                match job.kind == JobKind::Restore && !is_changing(&tx, job.env.as_deref())? {
+                    true => untouched,
+                    false => reason,
+                };
             end_job(&tx, job.id, JobState::Failed, Some(reason))?;
             if let (Some(env), JobKind::Drill) = (job.env.as_deref(), job.kind) {
                 insert_activity(
@@ -385,17 +392,20 @@ impl Catalog {
             "UPDATE environments SET status = 'ready' WHERE status = 'backing-up'",
             [],
         )?;
-        // A restore cut short left its environment half replaced: say so, and how to
-        // get the state before it back.
-        tx.execute(
-            "UPDATE environments SET status = 'update-failed', last_error = 'restore interrupted by a daemon restart; '
-                 || CASE WHEN safety_backup IS NULL THEN 'no safety backup was made'
-                    ELSE 'roll back with: envsnapctl restore ' || name || ' ' || safety_backup END
-             WHERE status = 'updating'",
-            [],
-        )?;
+        settle_interrupted_restores(&tx)?;
         tx.commit()?;
         Ok(interrupted)
+    }
+
+    /// A restore is about to change its environment (stop the app): a restart from
+    /// here on finds the environment to repair.
+    pub fn mark_restore_changing(&self, env: &str) -> Result<(), CatalogError> {
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE environments SET changing = 1 WHERE name = ?1",
+            [env],
+        )?;
+        Ok(())
     }
 
     pub fn job_counts(&self) -> Result<JobCounts, CatalogError> {
@@ -411,6 +421,41 @@ impl Catalog {
             })
         })?)
     }
+}
+
+/// Whether a restore of `env` had begun changing it.
+fn is_changing(tx: &rusqlite::Connection, env: Option<&str>) -> Result<bool, CatalogError> {
+    let Some(env) = env else {
+        return Ok(false);
+    };
+    let changing: Option<i64> = tx
+        .query_row(
+            "SELECT changing FROM environments WHERE name = ?1 AND status = 'updating'",
+            [env],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(changing.unwrap_or(0) != 0)
+}
+
+/// Environments a restart found `updating`: one whose restore changed nothing yet
+/// is as it was (`ready`, or `update-failed` with its standing error); one half
+/// replaced is `update-failed`, saying how to get the state before it back with a
+/// command that works as printed.
+fn settle_interrupted_restores(tx: &rusqlite::Connection) -> Result<(), CatalogError> {
+    tx.execute(
+        "UPDATE environments SET status = CASE WHEN last_error IS NULL THEN 'ready' ELSE 'update-failed' END
+         WHERE status = 'updating' AND changing = 0",
+        [],
+    )?;
+    tx.execute(
+        "UPDATE environments SET status = 'update-failed', changing = 0, last_error = 'restore interrupted by a daemon restart; '
+             || CASE WHEN safety_backup IS NULL THEN 'no safety backup was made'
+                ELSE 'roll back with: envsnapctl restore ' || name || ' ' || safety_backup || ' --yes' END
+         WHERE status = 'updating'",
+        [],
+    )?;
+    Ok(())
 }
 
 pub(super) fn end_job(
@@ -491,6 +536,45 @@ mod tests {
             })
             .unwrap();
         assert_eq!(state, "failed");
+    }
+
+    #[test]
+    fn an_interrupted_restore_is_repaired_only_if_it_changed_something() {
+        let catalog = Catalog::in_memory().unwrap();
+        let restore = |env: &str| {
+            let job = catalog
+                .queue_restore(JobKind::Restore, env, "root", "b1", "{}")
+                .unwrap();
+            assert!(catalog.start_job(job.id).unwrap());
+            job.id
+        };
+        let untouched = restore("live");
+        let changed = restore("test");
+        catalog.set_safety_backup("test", "b0-pre-restore").unwrap();
+        catalog.mark_restore_changing("test").unwrap();
+        catalog.recover_interrupted().unwrap();
+        let live = catalog.env_state("live").unwrap();
+        assert_eq!((live.status.as_str(), live.last_error), ("ready", None));
+        let job = catalog.get_job(untouched).unwrap().unwrap();
+        assert_eq!(
+            job.error.as_deref(),
+            Some(
+                "interrupted before anything changed: the daemon stopped during the safety backup"
+            )
+        );
+        let test = catalog.env_state("test").unwrap();
+        assert_eq!(test.status, "update-failed");
+        assert_eq!(
+            test.last_error.as_deref(),
+            Some(
+                "restore interrupted by a daemon restart; roll back with: envsnapctl restore test b0-pre-restore --yes"
+            )
+        );
+        let job = catalog.get_job(changed).unwrap().unwrap();
+        assert_eq!(
+            job.error.as_deref(),
+            Some("interrupted: the daemon stopped while the job ran")
+        );
     }
 
     #[test]

@@ -106,6 +106,9 @@ const STEPS: &[&str] = &[
          PRIMARY KEY (host, id)
      );
      CREATE INDEX drills_by_env ON drills(env, finished);",
+    // 7: whether a running restore has begun changing its environment (the app
+    // stopped), so a restart knows if there is anything to repair.
+    "ALTER TABLE environments ADD COLUMN changing INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub fn migrate(conn: &mut Connection, name: &str) -> Result<(), CatalogError> {

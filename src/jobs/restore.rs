@@ -57,6 +57,8 @@ pub enum RestoreError {
     SafetyBackup(RepoError),
     #[error("recording the safety backup: {0}")]
     RecordSafetyBackup(CatalogError),
+    #[error("recording the restore's progress: {0}")]
+    RecordProgress(CatalogError),
     #[error("app.{step} failed: {source}")]
     App {
         step: &'static str,
@@ -238,6 +240,15 @@ async fn restore(
     let timeout = config.daemon.command_timeout;
     let app = &env_config.app;
     let run_app = |step, commands| app_step(step, commands, &hook_env, timeout);
+    // From here on the environment changes: a restart must find it to repair.
+    let env_owned = env.to_owned();
+    let marked = ctx
+        .catalog
+        .blocking(move |c| c.mark_restore_changing(&env_owned))
+        .await;
+    if let Err(e) = marked {
+        return Err(Failure::before_changes(RestoreError::RecordProgress(e)));
+    }
     if let Err(cause) = run_app("stop", &app.stop).await {
         return Err(roll_back(ctx, &env_config, safety.as_ref(), cause, &hook_env).await);
     }
