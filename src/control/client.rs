@@ -92,11 +92,25 @@ impl Client {
         };
         let mut line = serde_json::to_vec(&envelope).expect("requests always serialize");
         line.push(b'\n');
-        write_half.write_all(&line).await.map_err(ClientError::Io)?;
-        write_half.flush().await.map_err(ClientError::Io)?;
+        let sent = match write_half.write_all(&line).await {
+            Ok(()) => write_half.flush().await,
+            Err(e) => Err(e),
+        };
 
         let mut reader = BufReader::new(read_half);
         let mut buffer = Vec::new();
+        if let Err(e) = sent {
+            // A daemon that refuses the connection at once (too many clients) writes
+            // why and closes before reading the request: its line beats the broken pipe.
+            let refused = read_bounded_line(&mut reader, &mut buffer, MAX_REPLY).await;
+            return match (refused, serde_json::from_slice::<Reply>(&buffer)) {
+                (Ok(true), Ok(Reply::Error(error))) => Err(ClientError::Daemon {
+                    code: error.code,
+                    message: error.message,
+                }),
+                _ => Err(ClientError::Io(e)),
+            };
+        }
         loop {
             if !read_bounded_line(&mut reader, &mut buffer, MAX_REPLY).await? {
                 return Err(ClientError::Closed);

@@ -3,6 +3,7 @@
 
 pub mod client;
 mod fdpass;
+pub mod limits;
 pub mod peer;
 pub mod protocol;
 pub mod server;

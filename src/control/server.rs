@@ -4,7 +4,9 @@
 //! peer credentials (SO_PEERCRED, [`super::peer`]), never by anything it says. Every
 //! byte from the socket is hostile: the request line must arrive within
 //! [`REQUEST_TIMEOUT`] and fit in [`MAX_MESSAGE`]; garbage gets an error reply, never
-//! a crash. Connections are served concurrently, at most [`MAX_CONNECTIONS`] at once.
+//! a crash. Connections are served concurrently, within the per-user and total
+//! limits of [`super::limits`] (one user's idle clients cannot lock out the others,
+//! nor root).
 //!
 //! What a request means (which environment and right it concerns, whether the
 //! caller has that right, what it does) is the [`Service`]'s business: the server
@@ -20,10 +22,11 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::fdpass;
+use super::limits::{Limits, Place};
 use super::peer::{Caller, identify};
 use super::protocol::{
     Envelope, ErrorCode, ErrorReply, MAX_FILES, MAX_MESSAGE, PROTOCOL_VERSION, Reply, Request,
@@ -33,7 +36,6 @@ use super::protocol::{
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A reply line must be taken by the client within this time, or the connection drops.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_CONNECTIONS: usize = 64;
 /// After a reply this large, freed memory is handed back to the system.
 const LARGE_REPLY: usize = 1 << 20;
 
@@ -60,7 +62,7 @@ pub trait Service: Send + Sync + 'static {
 
 /// Serves connections on `listener` until `shutdown`.
 pub async fn run<S: Service>(listener: UnixListener, service: Arc<S>, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limits = Limits::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -74,25 +76,36 @@ pub async fn run<S: Service>(listener: UnixListener, service: Arc<S>, shutdown: 
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(refuse_busy(stream));
-            continue;
+        let place = match take_place(&limits, &stream) {
+            Ok(place) => place,
+            Err(message) => {
+                tokio::spawn(refuse(stream, message));
+                continue;
+            }
         };
         let service = service.clone();
         tokio::spawn(async move {
             serve_connection(stream, service).await;
-            drop(permit);
+            drop(place);
         });
     }
 }
 
-async fn refuse_busy(mut stream: UnixStream) {
-    let _ = write_error(
-        &mut stream,
-        ErrorCode::Internal,
-        "envsnapd is serving too many clients; try again".into(),
-    )
-    .await;
+/// A place for the connection's user, taken before anything is read from it.
+fn take_place(limits: &Limits, stream: &UnixStream) -> Result<Place, String> {
+    let uid = stream
+        .peer_cred()
+        .map_err(|e| format!("cannot read peer credentials: {e}"))?
+        .uid();
+    let unrestricted = uid == 0 || uid == nix::unistd::geteuid().as_raw();
+    limits.take(uid, unrestricted).map_err(|refused| {
+        tracing::warn!(uid, "connection refused: {refused}");
+        refused.to_string()
+    })
+}
+
+async fn refuse(mut stream: UnixStream, message: String) {
+    let _ = write_error(&mut stream, ErrorCode::Internal, message).await;
 }
 
 async fn serve_connection<S: Service>(stream: UnixStream, service: Arc<S>) {
