@@ -66,7 +66,6 @@ pub async fn create(call: &Call<'_>, ask: DrillAsk, wait: bool) -> Outcome {
         return to_value(job);
     }
     let finished = follow(ctx, job.id, call.replies).await?;
-    let drill = find_drill(ctx, job.id).await;
     if finished.state != JobState::Succeeded {
         return Err(ApiError::new(
             ErrorCode::Failed,
@@ -79,7 +78,7 @@ pub async fn create(call: &Call<'_>, ask: DrillAsk, wait: bool) -> Outcome {
             ),
         ));
     }
-    to_value(drill?)
+    to_value(find_drill(ctx, job.id).await?)
 }
 
 async fn newest_backup(ctx: &Context, env: &str) -> Result<String, ApiError> {

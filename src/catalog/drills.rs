@@ -109,27 +109,6 @@ impl Catalog {
             None => Ok(None),
         }
     }
-
-    /// The newest passed drill of `env`: when it finished and how long it took.
-    pub fn last_passed_drill(&self, env: &str) -> Result<Option<DrillRecord>, CatalogError> {
-        let conn = self.lock();
-        let row = conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM drills WHERE env = ?1 AND outcome = 'passed' ORDER BY finished DESC, id DESC LIMIT 1"
-            ))?
-            .query_row([env], read_drill)
-            .optional()?;
-        row.map(with_times).transpose()
-    }
-
-    /// How many drills of `env` failed.
-    pub fn failed_drills(&self, env: &str) -> Result<u64, CatalogError> {
-        let conn = self.lock();
-        let count: i64 = conn
-            .prepare_cached("SELECT count(*) FROM drills WHERE env = ?1 AND outcome = 'failed'")?
-            .query_row([env], |r| r.get(0))?;
-        Ok(count as u64)
-    }
 }
 
 fn insert_drill(conn: &rusqlite::Connection, drill: &DrillRecord) -> Result<(), CatalogError> {
@@ -190,8 +169,6 @@ mod tests {
         assert!(listed[0].report.is_null(), "lists leave the report out");
         let last = catalog.last_drill("live").unwrap().unwrap();
         assert_eq!(last.report, serde_json::json!({ "id": 2 }));
-        assert_eq!(catalog.last_passed_drill("live").unwrap().unwrap().id, 1);
-        assert_eq!(catalog.failed_drills("live").unwrap(), 1);
         assert!(catalog.get_drill("h2", 1).unwrap().is_none());
         // Rebuilt drills up to id 2: a new drill's id comes after theirs.
         let job = catalog

@@ -222,7 +222,7 @@ pub fn drill_schedule_key(expr: &str) -> String {
     format!("drill: {expr}")
 }
 
-fn record_run(
+pub(super) fn record_run(
     tx: &rusqlite::Connection,
     env: &str,
     schedule: &str,

@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::db::Catalog;
 use super::error::CatalogError;
+use super::queue::record_run;
 use super::records::{parse_time, time_text};
 
 impl Catalog {
@@ -41,12 +42,7 @@ impl Catalog {
         schedule: &str,
         time: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        let conn = self.lock();
-        conn.execute(
-            "INSERT INTO schedule_runs (env, schedule, last_run) VALUES (?1, ?2, ?3)
-             ON CONFLICT (env, schedule) DO UPDATE SET last_run = excluded.last_run",
-            params![env, schedule, time_text(time)],
-        )?;
+        record_run(&self.lock(), env, schedule, time)?;
         Ok(())
     }
 }

@@ -263,14 +263,7 @@ fn environment(name: &str, raw: RawEnv, ctx: &Ctx) -> Result<EnvConfig, ConfigEr
         ));
     }
     let version = version(raw.version, &format!("{key}.version"), ctx)?;
-    let schedule = raw
-        .schedule
-        .iter()
-        .enumerate()
-        .map(|(i, expr)| {
-            normalize_cron(expr).map_err(|p| ctx.error(&format!("{key}.schedule[{i}]"), p))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let schedule = schedules(&raw.schedule, &key, ctx)?;
     let retention = match raw.retention {
         None => DEFAULT_RETENTION,
         Some(text) => positive_duration(&text, &format!("{key}.retention"), ctx)?,
@@ -333,6 +326,16 @@ fn environment(name: &str, raw: RawEnv, ctx: &Ctx) -> Result<EnvConfig, ConfigEr
     })
 }
 
+/// The cron expressions of `KEY.schedule`, normalized; the first bad one is named.
+fn schedules(list: &[String], key: &str, ctx: &Ctx) -> Result<Vec<String>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, expr)| {
+            normalize_cron(expr).map_err(|p| ctx.error(&format!("{key}.schedule[{i}]"), p))
+        })
+        .collect()
+}
+
 /// `[environments.NAME.drill]`: cron like `schedule`, checks only for the
 /// environment's SQL databases, a positive timeout, a fraction for warnings.
 fn drill(
@@ -343,14 +346,7 @@ fn drill(
 ) -> Result<DrillConfig, ConfigError> {
     let key = format!("{env_key}.drill");
     let defaults = DrillConfig::default();
-    let schedule = raw
-        .schedule
-        .iter()
-        .enumerate()
-        .map(|(i, expr)| {
-            normalize_cron(expr).map_err(|p| ctx.error(&format!("{key}.schedule[{i}]"), p))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let schedule = schedules(&raw.schedule, &key, ctx)?;
     for (name, queries) in &raw.checks {
         let check_key = format!("{key}.checks.{name}");
         match databases.get(name).map(|db| db.kind) {

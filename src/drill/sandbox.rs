@@ -89,11 +89,6 @@ impl Sandbox {
         &self.root
     }
 
-    /// Refuses when the sandbox's filesystem has less than `needed` bytes free.
-    pub fn check_room(&self, needed: u64) -> Result<(), SandboxError> {
-        check_room(&self.root, needed)
-    }
-
     /// A new private directory for `part` (`files:uploads` → `files-uploads`). The
     /// name comes from the backup's manifest (hostile input): only `code`,
     /// `files:NAME` and `database:NAME` with a safe `NAME` make a directory.
@@ -229,7 +224,9 @@ mod tests {
         assert!(kept.exists(), "a kept sandbox survives a restart");
         assert!(!state.path().join("drills/8").exists());
         let sandbox = Sandbox::create(state.path(), 9).unwrap();
-        let refused = sandbox.check_room(u64::MAX).unwrap_err().to_string();
+        let refused = check_room(sandbox.path(), u64::MAX)
+            .unwrap_err()
+            .to_string();
         assert!(
             refused.starts_with("not enough room for the drill in "),
             "{refused}"

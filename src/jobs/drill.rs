@@ -28,7 +28,7 @@ use crate::config::{DrillConfig, EnvConfig};
 use crate::context::Context;
 use crate::control::protocol::Progress;
 use crate::drill::report::{self, FAILED, PASSED, PartReport, Report, StepReport};
-use crate::drill::sandbox::{Sandbox, SandboxError, room_needed};
+use crate::drill::sandbox::{Sandbox, SandboxError, check_room, room_needed};
 use crate::message::one_line;
 use crate::repo::RepoError;
 use crate::repo::manifest::{Manifest, PartLayout, PartRecord};
@@ -83,14 +83,7 @@ struct Drill<'a> {
 
 pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken) {
     let mut drill = Drill::new(ctx, job);
-    let args = {
-        let id = job.id;
-        ctx.catalog.blocking(move |c| c.job_args(id)).await
-    };
-    let args = args
-        .ok()
-        .flatten()
-        .and_then(|text| serde_json::from_str::<DrillArgs>(&text).ok());
+    let args = super::args::job_args::<DrillArgs>(ctx, job.id).await;
     let result = match args {
         Some(args) => drill.run(&args, &cancel).await,
         None => Err(DrillError::NoArguments),
@@ -150,7 +143,7 @@ impl<'a> Drill<'a> {
         self.report.manifest = manifest.id.clone();
         self.manifest = Some(manifest.clone());
         let sandbox = Sandbox::create(&config.daemon.state_dir, self.job.id)?;
-        let result = match sandbox.check_room(room_needed(&manifest)) {
+        let result = match check_room(sandbox.path(), room_needed(&manifest)) {
             Err(e) => Err(e.into()),
             Ok(()) => tokio::select! {
                 () = self.steps(&manifest, &sandbox, &env_config) => Ok(()),

@@ -53,11 +53,7 @@ pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken)
 
 /// The arguments of import job `id` (defaults if unreadable).
 pub async fn args_of(ctx: &Context, id: i64) -> ImportArgs {
-    let args = ctx.catalog.blocking(move |c| c.job_args(id)).await;
-    args.ok()
-        .flatten()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_default()
+    super::args::job_args(ctx, id).await.unwrap_or_default()
 }
 
 async fn import(

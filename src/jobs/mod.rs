@@ -17,6 +17,7 @@
 //! A new job kind gets a [`JobKind`](crate::catalog::JobKind) variant, a file here
 //! with its `run`, and one arm in `run_job`.
 
+mod args;
 pub mod backup;
 pub mod drill;
 pub mod import;

@@ -114,14 +114,7 @@ impl Failure {
 
 pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken) {
     let env = job.env.clone().unwrap_or_default();
-    let args = {
-        let id = job.id;
-        ctx.catalog.blocking(move |c| c.job_args(id)).await
-    };
-    let args = args
-        .ok()
-        .flatten()
-        .and_then(|text| serde_json::from_str::<RestoreArgs>(&text).ok());
+    let args = super::args::job_args::<RestoreArgs>(ctx, job.id).await;
     let outcome = match args {
         Some(args) => restore(ctx, job, &env, &args, &cancel).await,
         None => Err(Failure::before_changes(RestoreError::NoArguments)),

@@ -195,7 +195,7 @@ impl Repository {
     }
 
     /// Opens the repository, creating it first if the store has none and the
-    /// catalog knows of no data: a catalog that indexes chunks beside a store without
+    /// catalog knows of no data (no chunk, no backup): a catalog that does, beside a store without
     /// a repository means the store is not the one it was (an unmounted disk), and a
     /// new, empty repository there would hide that.
     pub async fn open_or_init(
@@ -207,7 +207,7 @@ impl Repository {
     ) -> Result<Self, RepoError> {
         match Self::open(root, host, keys.clone(), catalog.clone()).await {
             Err(RepoError::NoRepository { location }) => {
-                if catalog.chunk_count()? > 0 {
+                if catalog.chunk_count()? > 0 || !catalog.backup_envs()?.is_empty() {
                     return Err(RepoError::RepositoryLost { location });
                 }
                 Self::init(root, host, &keys, options).await?;

@@ -495,6 +495,23 @@ fn kill_9_mid_drill_then_restart_leaves_no_scratch_server_and_no_sandbox() {
     );
     assert!(drills_dir(&daemon).is_empty());
     assert!(processes_with("/proc/self/fd/3").is_empty());
+    // A drill user that does not exist fails the part, naming the setting.
+    let no_user = config.replacen(
+        "[daemon]\n",
+        "[daemon]\ndrill_user = \"envsnap-no-such-user\"\n",
+        1,
+    );
+    std::fs::write(daemon.path("envsnap.toml"), no_user).unwrap();
+    daemon.ctl(&["reload"]).ok();
+    let out = daemon.ctl(&["drill", "live", "--wait"]);
+    assert!(
+        out.stderr.contains(
+            "cannot run as \"envsnap-no-such-user\": no such unprivileged user (daemon.drill_user)"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(drills_dir(&daemon).is_empty());
     std::fs::write(daemon.path("envsnap.toml"), config).unwrap();
     daemon.ctl(&["reload"]).ok();
     // The next drill runs normally.

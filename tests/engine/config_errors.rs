@@ -546,3 +546,54 @@ fn load_reads_the_process_environment() {
     unsafe { std::env::remove_var("ENVSNAP_DAEMON__CATCH_UP") };
     assert!(!result.unwrap().daemon.catch_up);
 }
+
+#[test]
+fn bad_drill_settings_are_named() {
+    let fixture = Fixture::new();
+    let db = "[environments.live.databases.main]\nkind = \"sqlite\"\npath = \"/srv/main.db\"\n\
+              [environments.live.databases.cache]\nkind = \"redis\"\nsocket = \"/run/redis.sock\"\n\
+              rdb_path = \"/var/lib/redis/dump.rdb\"\n";
+    let with = |drill: &str| format!("{LIVE}{db}[environments.live.drill]\n{drill}");
+    fixture.assert_error(
+        &with("schedule = [\"61 * * * *\"]\n"),
+        "environments.live.drill.schedule[0]",
+        "",
+    );
+    fixture.assert_error(
+        &with("checks = { shop = [\"SELECT 1\"] }\n"),
+        "environments.live.drill.checks.shop",
+        "the environment has no database `shop`",
+    );
+    fixture.assert_error(
+        &with("checks = { cache = [\"SELECT 1\"] }\n"),
+        "environments.live.drill.checks.cache",
+        "Redis has no SQL: use drill.commands with $ENVSNAP_DRILL_<NAME>_SOCKET",
+    );
+    fixture.assert_error(
+        &with("checks = { main = [\" \"] }\n"),
+        "environments.live.drill.checks.main[0]",
+        "the query is empty",
+    );
+    fixture.assert_error(
+        &with("shrink_warning = 1.5\n"),
+        "environments.live.drill.shrink_warning",
+        "must be a fraction from 0 to 1, got 1.5",
+    );
+    fixture.assert_error(
+        &with("load_timeout = \"0s\"\n"),
+        "environments.live.drill.load_timeout",
+        "the duration must be positive",
+    );
+    fixture.assert_error(
+        &format!("[daemon]\ndrill_user = \"root\"\n{LIVE}"),
+        "daemon.drill_user",
+        "`root` cannot run scratch servers: name an unprivileged user",
+    );
+    let (_, good) = fixture.load(&with(
+        "schedule = [\"0 5 * * 0\"]\nchecks = { main = [\"SELECT 1\"] }\ntimeout = \"10m\"\n",
+    ));
+    let drill = &good.unwrap().environments["live"].drill;
+    assert_eq!(drill.timeout, Duration::from_secs(600));
+    assert_eq!(drill.load_timeout, Duration::from_secs(6 * 3600));
+    assert_eq!(drill.schedule.len(), 1);
+}

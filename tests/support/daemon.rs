@@ -293,12 +293,24 @@ fn envsnapd() -> Command {
 /// Runs envsnapd on `config`, which must stop it at start with exit status 1 and one
 /// line on stderr; returns that line.
 pub fn start_failing(config: &Path) -> String {
-    let out = envsnapd()
+    let mut child = envsnapd()
         .arg("--config")
         .arg(config)
         .env("ENVSNAP_LOG", "off")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // A daemon that starts instead of failing must not hang the test.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("envsnapd started instead of failing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

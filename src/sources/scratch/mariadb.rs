@@ -17,10 +17,10 @@ use tokio::process::Command;
 
 use super::super::error::{DatabaseError, SourceError};
 use super::super::mariadb::{Connection, ident, literal, tool};
-use super::super::tool::{ToolError, feed_tool_through, find_tool};
+use super::super::tool::{feed_tool_through, find_tool};
 use super::definers::WithoutDefiners;
 use super::part::{DatabaseFigures, ScratchSpec, parse_counts};
-use super::server::{Launch, Server, prepare, private_dir, wait_ready};
+use super::server::{Launch, Server, prepare, private_dir, run_setup, wait_ready};
 use crate::config::{DatabaseConfig, DatabaseKind};
 
 const KIND: &str = "mariadb";
@@ -128,20 +128,9 @@ async fn install_db(data: &Path, dir: &Path, timeout: Duration) -> Result<(), So
         data_fd: None,
         log: &log,
     };
-    prepare(&mut command, &launch).map_err(error)?;
-    let mut child = command.spawn().map_err(|source| {
-        error(ToolError::Start {
-            tool: "mariadb-install-db".into(),
-            source,
-        })
-    })?;
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) if status.success() => Ok(()),
-        _ => Err(error(DatabaseError::ScratchServer {
-            tool: "mariadb-install-db".into(),
-            problem: format!("failed: {}", super::server::last_log_line(&log)),
-        })),
-    }
+    run_setup(&mut command, &launch, timeout)
+        .await
+        .map_err(error)
 }
 
 fn random_password() -> String {
@@ -251,15 +240,7 @@ impl Instance {
 
     pub(super) async fn query(&self, sql: &str) -> Result<String, SourceError> {
         let connection = Connection::open(&self.loader, &self.dir)?;
-        connection
-            .query(Some(&self.database), sql)
-            .await
-            .map_err(|e| match e {
-                SourceError::Dump { problem, .. } => {
-                    error(DatabaseError::Query(problem.to_string()))
-                }
-                other => other,
-            })
+        connection.query(Some(&self.database), sql).await
     }
 
     pub(super) async fn stop(self) {

@@ -19,9 +19,9 @@ use super::super::error::{DatabaseError, SourceError};
 use super::super::postgres::{
     Connection, create_missing_roles, ident, installed_versions, literal, tool,
 };
-use super::super::tool::{ToolError, feed_tool, find_tool};
+use super::super::tool::{feed_tool, find_tool};
 use super::part::{DatabaseFigures, ScratchSpec, parse_counts};
-use super::server::{DATA_PATH, Launch, OwnDir, Server, own_dir, prepare, wait_ready};
+use super::server::{DATA_PATH, Launch, OwnDir, Server, own_dir, prepare, run_setup, wait_ready};
 use crate::config::{DatabaseConfig, DatabaseKind};
 
 const KIND: &str = "postgres";
@@ -181,15 +181,7 @@ impl Cluster {
     /// Runs SQL in the restored database; its unaligned, tuples-only output.
     pub(super) async fn query(&self, sql: &str) -> Result<String, SourceError> {
         let connection = Connection::open(&self.connection, &self.data.path)?;
-        connection
-            .query(&self.database, sql)
-            .await
-            .map_err(|e| match e {
-                SourceError::Dump { problem, .. } => {
-                    error(DatabaseError::Query(problem.to_string()))
-                }
-                other => other,
-            })
+        connection.query(&self.database, sql).await
     }
 
     pub(super) async fn stop(self) {
@@ -225,21 +217,9 @@ async fn initdb(bin: &Path, launch: &Launch<'_>, timeout: Duration) -> Result<()
         "--locale=C",
         "--no-sync",
     ]);
-    prepare(&mut command, launch).map_err(error)?;
-    let mut child = command.spawn().map_err(|source| {
-        error(ToolError::Start {
-            tool: "initdb".into(),
-            source,
-        })
-    })?;
-    let status = tokio::time::timeout(timeout, child.wait()).await;
-    match status {
-        Ok(Ok(status)) if status.success() => Ok(()),
-        _ => Err(error(DatabaseError::ScratchServer {
-            tool: "initdb".into(),
-            problem: format!("failed: {}", super::server::last_log_line(launch.log)),
-        })),
-    }
+    run_setup(&mut command, launch, timeout)
+        .await
+        .map_err(error)
 }
 
 /// The `bin` directory of the installed major version nearest at or above `major`.

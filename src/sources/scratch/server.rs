@@ -158,6 +158,27 @@ fn in_child(user: Option<(Uid, Gid)>, data_fd: Option<i32>, daemon: Pid) -> std:
     Ok(())
 }
 
+/// Runs a set-up tool (`initdb`, `mariadb-install-db`) prepared as `launch` says to
+/// its end, within `timeout`; a failure is its log's last line.
+pub(super) async fn run_setup(
+    command: &mut Command,
+    launch: &Launch<'_>,
+    timeout: std::time::Duration,
+) -> Result<(), DatabaseError> {
+    prepare(command, launch)?;
+    let mut child = command.spawn().map_err(|source| ToolError::Start {
+        tool: launch.tool.to_owned(),
+        source,
+    })?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        _ => Err(DatabaseError::ScratchServer {
+            tool: launch.tool.to_owned(),
+            problem: format!("failed: {}", last_log_line(launch.log)),
+        }),
+    }
+}
+
 impl Server {
     /// Starts the prepared `command` and records it in its directory.
     pub(super) fn start(command: &mut Command, tool: &str, dir: &Path) -> Result<Self, ToolError> {
