@@ -323,14 +323,22 @@ fn make_slow(daemon: &TestDaemon) {
     assert!(status.success());
 }
 
-/// Starts a slow backup and returns once it has uploaded at least one pack.
+/// Starts a slow backup and returns once it has uploaded at least one whole pack
+/// (a file still being written, named with `#`, may be empty and does not count).
 fn start_and_wait_running(daemon: &TestDaemon, name: &str) -> i64 {
-    let packs_before = daemon.pack_files().len();
+    let whole_packs = || {
+        daemon
+            .pack_files()
+            .iter()
+            .filter(|(name, size)| !name.contains('#') && *size > 0)
+            .count()
+    };
+    let packs_before = whole_packs();
     let job = daemon.json(&["backup", "create", "live", "--name", name]);
     let id = job["id"].as_i64().unwrap();
     daemon.wait_for_job(id, &["running"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while daemon.pack_files().len() <= packs_before {
+    while whole_packs() <= packs_before {
         assert!(
             std::time::Instant::now() < deadline,
             "the backup never uploaded a pack"
@@ -585,7 +593,9 @@ fn a_store_that_disappears_is_an_error_never_a_new_empty_repository() {
         .ctl(&["backup", "create", "live", "--name", "first", "--wait"])
         .ok();
     let store = daemon.path("store");
-    std::fs::remove_dir_all(&store).unwrap();
+    // Renamed away in one step, as an unmount would: the prune that follows the
+    // first backup may still be writing, which makes removing it in place racy.
+    std::fs::rename(&store, daemon.path("unmounted")).unwrap();
     let failed = daemon.ctl(&["backup", "create", "live", "--name", "second", "--wait"]);
     assert_ne!(failed.status, 0);
     assert!(
@@ -595,8 +605,6 @@ fn a_store_that_disappears_is_an_error_never_a_new_empty_repository() {
         "{}",
         failed.stderr
     );
-    // (The prune that follows the first backup may still be writing when the
-    // directory goes: what it was writing may appear, but never a repository.)
     let config = store.join("test-host/config");
     assert!(!config.exists(), "a new repository was made");
     daemon.signal_and_wait(Signal::SIGTERM);
