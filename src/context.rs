@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, LiveConfig};
+use crate::config::{Config, ConfigError, LiveConfig, OnInterrupt};
 use crate::jobs::runner::Runner;
 use crate::repo::crypto::{KeyError, Keys};
 use crate::repo::{InitOptions, RepoError, Repository};
@@ -114,7 +114,8 @@ impl Context {
             // A new catalog beside an existing store: index what is already there.
             repo.rebuild_index().await.map_err(repo_error)?;
         }
-        for job in catalog.recover_interrupted()? {
+        let rollback = config.restore.on_interrupt == OnInterrupt::Rollback;
+        for job in catalog.recover_interrupted(rollback)? {
             tracing::warn!(job = job.id, kind = %job.kind, env = job.env.as_deref().unwrap_or(""), "job interrupted by a restart marked failed");
         }
         Ok(Arc::new(Context {

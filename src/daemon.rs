@@ -54,6 +54,7 @@ pub async fn open(config: Config) -> Result<Arc<Context>, DaemonError> {
         tracing::warn!(removed, "sandboxes of interrupted drills removed");
     }
     remove_restore_leftovers(&config);
+    crate::jobs::recovery::queue_rollbacks(&ctx).await;
     Ok(ctx)
 }
 

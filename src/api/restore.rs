@@ -60,6 +60,7 @@ pub async fn restore(call: &Call<'_>, ask: RestoreAsk, wait: bool, dry_run: bool
         manifest: manifest.id.clone(),
         parts,
         safety_backup: ask.safety_backup,
+        after_interrupt: false,
     };
     let job = queue(call, &ask, &args).await?;
     if !wait {

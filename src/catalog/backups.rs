@@ -244,7 +244,8 @@ pub(super) fn set_env_status(
     let last_error = last_error.map(crate::message::one_line);
     conn.execute(
         "INSERT INTO environments (name, status, last_error) VALUES (?1, ?2, ?3)
-         ON CONFLICT (name) DO UPDATE SET status = excluded.status, last_error = excluded.last_error",
+         ON CONFLICT (name) DO UPDATE SET status = excluded.status, last_error = excluded.last_error,
+             changing = CASE WHEN excluded.status = 'updating' THEN changing ELSE 0 END",
         params![name, status, last_error],
     )?;
     Ok(())

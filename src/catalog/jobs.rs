@@ -16,14 +16,15 @@ use super::records::{
     ActivityEntry, JobCounts, JobKind, JobRecord, JobState, parse_time, time_text,
 };
 
-const JOB_COLUMNS: &str = "id, kind, env, state, user, backup, error, created, started, finished";
+pub(super) const JOB_COLUMNS: &str =
+    "id, kind, env, state, user, backup, error, created, started, finished";
 
 /// A job row as stored: kind, state and times still text. A catalog written by a
 /// newer envsnap may hold kinds this one does not know: such a row must not make a
 /// whole query fail (the queue would stop, or the daemon would not start), so it is
 /// read as text and dealt with row by row ([`JobRow::is_known`]).
-struct JobRow {
-    id: i64,
+pub(super) struct JobRow {
+    pub(super) id: i64,
     kind: String,
     env: Option<String>,
     state: String,
@@ -35,7 +36,7 @@ struct JobRow {
     finished: Option<String>,
 }
 
-fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+pub(super) fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
         id: row.get(0)?,
         kind: row.get(1)?,
@@ -51,12 +52,12 @@ fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
 }
 
 impl JobRow {
-    fn is_known(&self) -> bool {
+    pub(super) fn is_known(&self) -> bool {
         self.kind.parse::<JobKind>().is_ok() && self.state.parse::<JobState>().is_ok()
     }
 }
 
-fn into_job(row: JobRow) -> Result<JobRecord, CatalogError> {
+pub(super) fn into_job(row: JobRow) -> Result<JobRecord, CatalogError> {
     let malformed = |e: String| CatalogError::Malformed(format!("job {}: {e}", row.id));
     Ok(JobRecord {
         id: row.id,
@@ -194,10 +195,18 @@ impl Catalog {
         let kind = kind.parse::<JobKind>().ok();
         if kind == Some(JobKind::Restore) {
             // A new restore: the safety backup named is the one it is about to make.
+            // A restore *of* that safety backup (a rollback) keeps it, and keeps the
+            // mark of a half-replaced environment: killed before it changes anything
+            // itself, the environment is still half replaced.
             if let Some(env) = env.as_deref() {
                 tx.execute(
-                    "UPDATE environments SET safety_backup = NULL, changing = 0 WHERE name = ?1",
-                    [env],
+                    "UPDATE environments SET
+                         safety_backup = CASE WHEN safety_backup = (SELECT backup FROM jobs WHERE id = ?2)
+                             THEN safety_backup END,
+                         changing = CASE WHEN safety_backup = (SELECT backup FROM jobs WHERE id = ?2)
+                             THEN changing ELSE 0 END
+                     WHERE name = ?1",
+                    params![env, id],
                 )?;
             }
         }
@@ -316,98 +325,6 @@ impl Catalog {
         Ok(())
     }
 
-    /// After a crash or restart: jobs left running failed, their half backups gone,
-    /// environments left `backing-up` back to `ready`. Returns the jobs failed.
-    pub fn recover_interrupted(&self) -> Result<Vec<JobRecord>, CatalogError> {
-        let interrupted: Vec<JobRow> = {
-            let conn = self.lock();
-            conn.prepare(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running'"
-            ))?
-            .query_map([], read_job)?
-            .collect::<Result<Vec<_>, _>>()?
-        };
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let reason = "interrupted: the daemon stopped while the job ran";
-        let (known, unknown): (Vec<JobRow>, Vec<JobRow>) =
-            interrupted.into_iter().partition(JobRow::is_known);
-        for row in &unknown {
-            end_job(&tx, row.id, JobState::Failed, Some(reason))?;
-        }
-        let interrupted: Vec<JobRecord> =
-            known.into_iter().map(into_job).collect::<Result<_, _>>()?;
-        for job in &interrupted {
-            let untouched =
-                "interrupted before anything changed: the daemon stopped during the safety backup";
-            let reason =
-                match job.kind == JobKind::Restore && !is_changing(&tx, job.env.as_deref())? {
-                    true => untouched,
-                    false => reason,
-                };
-            end_job(&tx, job.id, JobState::Failed, Some(reason))?;
-            if let (Some(env), JobKind::Drill) = (job.env.as_deref(), job.kind) {
-                insert_activity(
-                    &tx,
-                    &ActivityEntry::now(
-                        &job.user,
-                        Some(env),
-                        "drill",
-                        job.backup.as_deref(),
-                        "failed",
-                        Some(reason.into()),
-                    ),
-                )?;
-            }
-            if let (Some(env), Some(backup), true) = (
-                job.env.as_deref(),
-                job.backup.as_deref(),
-                job.kind.makes_backup(),
-            ) {
-                let half: Option<String> = tx
-                    .query_row(
-                        "SELECT status FROM backups WHERE env = ?1 AND name = ?2",
-                        params![env, backup],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if half.as_deref() == Some("creating") {
-                    remove_backup(&tx, env, backup)?;
-                }
-                insert_activity(
-                    &tx,
-                    &ActivityEntry {
-                        time: Utc::now(),
-                        user: job.user.clone(),
-                        env: Some(env.to_owned()),
-                        action: job.kind.to_string(),
-                        backup: Some(backup.to_owned()),
-                        outcome: "failed".into(),
-                        detail: Some(reason.into()),
-                    },
-                )?;
-            }
-        }
-        tx.execute(
-            "UPDATE environments SET status = 'ready' WHERE status = 'backing-up'",
-            [],
-        )?;
-        settle_interrupted_restores(&tx)?;
-        tx.commit()?;
-        Ok(interrupted)
-    }
-
-    /// A restore is about to change its environment (stop the app): a restart from
-    /// here on finds the environment to repair.
-    pub fn mark_restore_changing(&self, env: &str) -> Result<(), CatalogError> {
-        let conn = self.lock();
-        conn.execute(
-            "UPDATE environments SET changing = 1 WHERE name = ?1",
-            [env],
-        )?;
-        Ok(())
-    }
-
     pub fn job_counts(&self) -> Result<JobCounts, CatalogError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
@@ -421,41 +338,6 @@ impl Catalog {
             })
         })?)
     }
-}
-
-/// Whether a restore of `env` had begun changing it.
-fn is_changing(tx: &rusqlite::Connection, env: Option<&str>) -> Result<bool, CatalogError> {
-    let Some(env) = env else {
-        return Ok(false);
-    };
-    let changing: Option<i64> = tx
-        .query_row(
-            "SELECT changing FROM environments WHERE name = ?1 AND status = 'updating'",
-            [env],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(changing.unwrap_or(0) != 0)
-}
-
-/// Environments a restart found `updating`: one whose restore changed nothing yet
-/// is as it was (`ready`, or `update-failed` with its standing error); one half
-/// replaced is `update-failed`, saying how to get the state before it back with a
-/// command that works as printed.
-fn settle_interrupted_restores(tx: &rusqlite::Connection) -> Result<(), CatalogError> {
-    tx.execute(
-        "UPDATE environments SET status = CASE WHEN last_error IS NULL THEN 'ready' ELSE 'update-failed' END
-         WHERE status = 'updating' AND changing = 0",
-        [],
-    )?;
-    tx.execute(
-        "UPDATE environments SET status = 'update-failed', changing = 0, last_error = 'restore interrupted by a daemon restart; '
-             || CASE WHEN safety_backup IS NULL THEN 'no safety backup was made'
-                ELSE 'roll back with: envsnapctl restore ' || name || ' ' || safety_backup || ' --yes' END
-         WHERE status = 'updating'",
-        [],
-    )?;
-    Ok(())
 }
 
 pub(super) fn end_job(
@@ -528,7 +410,7 @@ mod tests {
         assert_eq!(catalog.list_jobs(10).unwrap().len(), 1, "not listed");
         // A restart with one left running still starts.
         let running = insert_foreign_job(&catalog, "running");
-        assert!(catalog.recover_interrupted().unwrap().is_empty());
+        assert!(catalog.recover_interrupted(false).unwrap().is_empty());
         let state: String = catalog
             .lock()
             .query_row("SELECT state FROM jobs WHERE id = ?1", [running], |r| {
@@ -536,45 +418,6 @@ mod tests {
             })
             .unwrap();
         assert_eq!(state, "failed");
-    }
-
-    #[test]
-    fn an_interrupted_restore_is_repaired_only_if_it_changed_something() {
-        let catalog = Catalog::in_memory().unwrap();
-        let restore = |env: &str| {
-            let job = catalog
-                .queue_restore(JobKind::Restore, env, "root", "b1", "{}")
-                .unwrap();
-            assert!(catalog.start_job(job.id).unwrap());
-            job.id
-        };
-        let untouched = restore("live");
-        let changed = restore("test");
-        catalog.set_safety_backup("test", "b0-pre-restore").unwrap();
-        catalog.mark_restore_changing("test").unwrap();
-        catalog.recover_interrupted().unwrap();
-        let live = catalog.env_state("live").unwrap();
-        assert_eq!((live.status.as_str(), live.last_error), ("ready", None));
-        let job = catalog.get_job(untouched).unwrap().unwrap();
-        assert_eq!(
-            job.error.as_deref(),
-            Some(
-                "interrupted before anything changed: the daemon stopped during the safety backup"
-            )
-        );
-        let test = catalog.env_state("test").unwrap();
-        assert_eq!(test.status, "update-failed");
-        assert_eq!(
-            test.last_error.as_deref(),
-            Some(
-                "restore interrupted by a daemon restart; roll back with: envsnapctl restore test b0-pre-restore --yes"
-            )
-        );
-        let job = catalog.get_job(changed).unwrap().unwrap();
-        assert_eq!(
-            job.error.as_deref(),
-            Some("interrupted: the daemon stopped while the job ran")
-        );
     }
 
     #[test]

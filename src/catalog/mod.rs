@@ -20,6 +20,7 @@ mod jobs;
 mod migrations;
 mod queue;
 mod records;
+mod recovery;
 mod schedules;
 mod stats;
 
@@ -32,4 +33,5 @@ pub use records::{
     ActivityEntry, BackupRecord, DrillRecord, EnvState, JobCounts, JobKind, JobRecord, JobState,
     PartSize,
 };
+pub use recovery::PendingRollback;
 pub use stats::{EnvStats, JobOutcomes};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::access::AccessRules;
 use super::schema::{
     AppConfig, Config, DaemonConfig, DatabaseConfig, DatabaseKind, DrillConfig, EnvConfig,
-    StoreConfig,
+    ImportConfig, RestoreConfig, StoreConfig,
 };
 use super::version::VersionSource;
 
@@ -80,6 +80,8 @@ impl Config {
                 compression: DEFAULT_COMPRESSION,
             },
             access: AccessRules::default(),
+            restore: RestoreConfig::default(),
+            import: ImportConfig::default(),
             environments: BTreeMap::from([("demo".to_owned(), environment)]),
         }
     }

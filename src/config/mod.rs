@@ -43,9 +43,9 @@ pub use error::{ConfigError, ConfigOrigin};
 pub use live::LiveConfig;
 pub use schema::{
     AppConfig, Config, DaemonConfig, DatabaseConfig, DatabaseKind, DrillConfig, EnvConfig,
-    MountConfig, PartSource, PartSpec, StoreConfig,
+    ImportConfig, MountConfig, OnInterrupt, PartSource, PartSpec, RestoreConfig, StoreConfig,
 };
-pub use values::{normalize_cron, parse_duration};
+pub use values::{normalize_cron, parse_duration, parse_size};
 pub use version::VersionSource;
 
 #[cfg(test)]

@@ -22,7 +22,14 @@ use super::error::ConfigError;
 use super::values::is_valid_name;
 
 const PREFIX: &str = "ENVSNAP_";
-const SECTIONS: [&str; 4] = ["daemon", "store", "access", "environments"];
+const SECTIONS: [&str; 6] = [
+    "daemon",
+    "store",
+    "access",
+    "restore",
+    "import",
+    "environments",
+];
 const ACTIONS: [&str; 4] = ["read", "backup", "download", "restore"];
 
 /// One variable mapped onto a key.
@@ -100,7 +107,7 @@ fn shape_of(segments: &[&str]) -> Option<Shape> {
     Some(match segments {
         ["daemon", key] => match *key {
             "host" | "socket" | "socket_group" | "state_dir" | "timezone" | "command_timeout"
-            | "metrics_listen" => Text,
+            | "metrics_listen" | "drill_user" => Text,
             "max_jobs" => Integer,
             "catch_up" => Boolean,
             "on_failure" | "on_success" => List,
@@ -108,6 +115,7 @@ fn shape_of(segments: &[&str]) -> Option<Shape> {
         },
         ["store", "url" | "key_file"] => Text,
         ["store", "compression"] => Integer,
+        ["restore", "on_interrupt"] | ["import", "max_size"] => Text,
         ["access", action] if is_action(action) => List,
         ["environments", env, rest @ ..] if is_valid_name(env) => match rest {
             ["version"] => Version,

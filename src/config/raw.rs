@@ -20,6 +20,10 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub access: RawAccess,
     #[serde(default)]
+    pub restore: RawRestore,
+    #[serde(default)]
+    pub import: RawImport,
+    #[serde(default)]
     pub environments: BTreeMap<String, RawEnv>,
 }
 
@@ -48,6 +52,18 @@ pub(super) struct RawStore {
     pub url: Option<String>,
     pub key_file: Option<PathBuf>,
     pub compression: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRestore {
+    pub on_interrupt: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawImport {
+    pub max_size: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -23,6 +23,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The global rules; an environment's own `access` table replaces them for it.
     pub access: AccessRules,
+    pub restore: RestoreConfig,
+    pub import: ImportConfig,
     pub environments: BTreeMap<String, EnvConfig>,
 }
 
@@ -62,6 +64,41 @@ pub struct StoreConfig {
     /// zstd level.
     pub compression: i32,
 }
+
+/// `[restore]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RestoreConfig {
+    pub on_interrupt: OnInterrupt,
+}
+
+/// What a restart does with an environment a killed restore left half replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnInterrupt {
+    /// Restore the safety backup, start the app and run its check (the default).
+    #[default]
+    Rollback,
+    /// Leave it `update-failed` for a person, naming the command that rolls back.
+    Leave,
+}
+
+/// `[import]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportConfig {
+    /// The most an archive may unpack to (the sum of its entries' sizes): a small
+    /// compressed archive can claim terabytes.
+    pub max_size: u64,
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        ImportConfig {
+            max_size: DEFAULT_IMPORT_MAX_SIZE,
+        }
+    }
+}
+
+/// 64 GiB: more than any environment this daemon is meant for, far less than a disk.
+pub const DEFAULT_IMPORT_MAX_SIZE: u64 = 64 << 30;
 
 /// `[environments.NAME]`.
 #[derive(Debug, Clone, PartialEq)]

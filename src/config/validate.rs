@@ -16,13 +16,17 @@ use super::defaults::{
 use super::error::ConfigError;
 use super::origin::{Ctx, absolute, commands, one_line};
 use super::overrides::{Override, config_to_toml};
-use super::raw::{RawAccess, RawConfig, RawDaemon, RawDrill, RawEnv, RawMount, RawStore};
+use super::raw::{
+    RawAccess, RawConfig, RawDaemon, RawDrill, RawEnv, RawImport, RawMount, RawRestore, RawStore,
+};
 use super::schema::{
-    AppConfig, Config, DaemonConfig, DatabaseConfig, DatabaseKind, DrillConfig, EnvConfig,
-    MountConfig, StoreConfig,
+    AppConfig, Config, DEFAULT_IMPORT_MAX_SIZE, DaemonConfig, DatabaseConfig, DatabaseKind,
+    DrillConfig, EnvConfig, ImportConfig, MountConfig, OnInterrupt, RestoreConfig, StoreConfig,
 };
 use super::validate_db;
-use super::values::{NAME_RULE, check_command, is_valid_name, normalize_cron, parse_duration};
+use super::values::{
+    NAME_RULE, check_command, is_valid_name, normalize_cron, parse_duration, parse_size,
+};
 use super::version::VersionSource;
 
 /// The schemes `store::Store::from_url` understands (object_store's `parse_url`).
@@ -67,6 +71,8 @@ fn build(raw: RawConfig, ctx: &Ctx, file: &Path) -> Result<Config, ConfigError> 
     let daemon = daemon(raw.daemon, ctx)?;
     let store = store(raw.store, &daemon.state_dir, ctx)?;
     let access = access(raw.access, "access", ctx)?;
+    let restore = restore(raw.restore, ctx)?;
+    let import = import(raw.import, ctx)?;
     let mut environments = BTreeMap::new();
     for (name, env) in raw.environments {
         let built = environment(&name, env, ctx)?;
@@ -77,8 +83,32 @@ fn build(raw: RawConfig, ctx: &Ctx, file: &Path) -> Result<Config, ConfigError> 
         daemon,
         store,
         access,
+        restore,
+        import,
         environments,
     })
+}
+
+fn restore(raw: RawRestore, ctx: &Ctx) -> Result<RestoreConfig, ConfigError> {
+    let on_interrupt = match raw.on_interrupt.as_deref() {
+        None | Some("rollback") => OnInterrupt::Rollback,
+        Some("leave") => OnInterrupt::Leave,
+        Some(other) => {
+            return Err(ctx.error(
+                "restore.on_interrupt",
+                format!("`{other}` is not one of: rollback, leave"),
+            ));
+        }
+    };
+    Ok(RestoreConfig { on_interrupt })
+}
+
+fn import(raw: RawImport, ctx: &Ctx) -> Result<ImportConfig, ConfigError> {
+    let max_size = match raw.max_size {
+        None => DEFAULT_IMPORT_MAX_SIZE,
+        Some(text) => parse_size(&text).map_err(|p| ctx.error("import.max_size", p))?,
+    };
+    Ok(ImportConfig { max_size })
 }
 
 fn daemon(raw: RawDaemon, ctx: &Ctx) -> Result<DaemonConfig, ConfigError> {

@@ -13,6 +13,7 @@
 //! - [`backup`], [`import`], [`restore`], [`drill`]: one file per job kind.
 //! - [`prune`]: retention applied (on demand, after each backup, daily).
 //! - [`scheduler`]: cron schedules → queued backup jobs.
+//! - [`recovery`]: at start-up, rollbacks of restores a kill left half done.
 //!
 //! A new job kind gets a [`JobKind`](crate::catalog::JobKind) variant, a file here
 //! with its `run`, and one arm in `run_job`.
@@ -22,6 +23,7 @@ pub mod backup;
 pub mod drill;
 pub mod import;
 pub mod prune;
+pub mod recovery;
 pub mod restore;
 pub mod runner;
 pub mod scheduler;

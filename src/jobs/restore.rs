@@ -10,8 +10,10 @@
 //! starts the app again, and leaves the environment `update-failed` with the cause in
 //! `last_error`; the job's error says what failed and whether the rollback did. A
 //! failure before the stop (the safety backup itself) changes nothing. A daemon
-//! killed mid-restore comes back with the environment `update-failed` and the safety
-//! backup named in `env show` (see `Catalog::recover_interrupted`).
+//! killed mid-restore rolls the environment back from the safety backup when it
+//! starts again (`jobs/recovery.rs`: a job of this kind with `after_interrupt`), or,
+//! with `restore.on_interrupt = "leave"`, leaves it `update-failed` with the safety
+//! backup named in `env show`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,9 +39,14 @@ pub struct RestoreArgs {
     pub backup: String,
     /// The backup's manifest id.
     pub manifest: String,
-    /// Backup part → target part.
+    /// Backup part → target part; empty in a rollback after an interrupted restore,
+    /// which puts back every part of its backup.
     pub parts: BTreeMap<String, String>,
     pub safety_backup: bool,
+    /// A rollback the daemon queued at start-up, to the safety backup of a restore a
+    /// kill left half done (`jobs/recovery.rs`).
+    #[serde(default)]
+    pub after_interrupt: bool,
 }
 
 /// What made a restore fail (or its rollback, for the restore of the safety backup).
@@ -115,11 +122,12 @@ impl Failure {
 pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken) {
     let env = job.env.clone().unwrap_or_default();
     let args = super::args::job_args::<RestoreArgs>(ctx, job.id).await;
+    let after_interrupt = args.as_ref().is_some_and(|a| a.after_interrupt);
     let outcome = match args {
         Some(args) => restore(ctx, job, &env, &args, &cancel).await,
         None => Err(Failure::before_changes(RestoreError::NoArguments)),
     };
-    record_outcome(ctx, job, &env, &outcome).await;
+    record_outcome(ctx, job, &env, &outcome, after_interrupt).await;
     match &outcome {
         Ok(()) => tracing::info!(job = job.id, env = %env, "restore succeeded"),
         Err(f) => tracing::error!(job = job.id, env = %env, error = %f.message(), "restore failed"),
@@ -128,18 +136,37 @@ pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken)
 
 /// The job's end in one catalog transaction: the environment's status (`ready`,
 /// `update-failed`, or as it was when nothing changed), the activity entries of the
-/// restore and of its rollback, and the job's state.
-async fn record_outcome(ctx: &Context, job: &JobRecord, env: &str, outcome: &Result<(), Failure>) {
+/// restore and of its rollback, and the job's state. A rollback after an interrupted
+/// restore is logged as one, and its failure names the command to try again.
+async fn record_outcome(
+    ctx: &Context,
+    job: &JobRecord,
+    env: &str,
+    outcome: &Result<(), Failure>,
+    after_interrupt: bool,
+) {
     let env = env.to_owned();
     let backup = job.backup.clone();
     let (state, error) = match outcome {
         Ok(()) => (JobState::Succeeded, None),
+        Err(failure) if after_interrupt => (
+            JobState::Failed,
+            Some(format!(
+                "rolling back the restore a restart interrupted: {}; try again with: envsnapctl restore {env} {} --yes",
+                failure.cause,
+                backup.as_deref().unwrap_or_default(),
+            )),
+        ),
         Err(failure) => (JobState::Failed, Some(failure.message())),
+    };
+    let action = match after_interrupt {
+        true => "rollback",
+        false => "restore",
     };
     let mut entries = vec![ActivityEntry::now(
         &job.user,
         Some(&env),
-        "restore",
+        action,
         backup.as_deref(),
         state.as_str(),
         error.clone(),
@@ -245,7 +272,11 @@ async fn restore(
     if let Err(cause) = run_app("stop", &app.stop).await {
         return Err(roll_back(ctx, &env_config, safety.as_ref(), cause, &hook_env).await);
     }
-    let restored = restore_parts(ctx, &source, &manifest, &args.parts, &env_config).await;
+    let parts = match args.after_interrupt {
+        true => every_part(&manifest),
+        false => args.parts.clone(),
+    };
+    let restored = restore_parts(ctx, &source, &manifest, &parts, &env_config).await;
     let started = match restored {
         Ok(()) => run_app("start", &app.start).await,
         Err(e) => Err(e),
@@ -368,11 +399,7 @@ async fn roll_back(
             rollback: None,
         };
     };
-    let identity: BTreeMap<String, String> = safety
-        .main_parts()
-        .map(|p| (p.part.clone(), p.part.clone()))
-        .collect();
-    let restored = restore_parts(ctx, &ctx.repo, safety, &identity, env).await;
+    let restored = restore_parts(ctx, &ctx.repo, safety, &every_part(safety), env).await;
     let started = crate::commands::run_all(&env.app.start, hook_env, timeout).await;
     let rollback = match (restored, started) {
         (Ok(()), Ok(())) => Ok(safety.meta.name.clone()),
@@ -387,6 +414,14 @@ async fn roll_back(
         touched: true,
         rollback: Some(rollback),
     }
+}
+
+/// Each of the backup's parts onto the environment's part of the same name.
+fn every_part(manifest: &Manifest) -> BTreeMap<String, String> {
+    manifest
+        .main_parts()
+        .map(|p| (p.part.clone(), p.part.clone()))
+        .collect()
 }
 
 fn hook_vars(env: &str, job: &JobRecord, backup: &str) -> BTreeMap<String, String> {

@@ -142,6 +142,7 @@ const LAYER_RULES: &[(&str, &[&str])] = &[
             "jobs::drill",
             "jobs::prune",
             "jobs::scheduler",
+            "jobs::recovery",
         ],
     ),
     // Jobs never answer requests.

@@ -251,28 +251,83 @@ fn a_failing_start_rolls_back_and_a_later_restore_clears_the_failure() {
     assert!(env["last_error"].is_null(), "{env}");
 }
 
-#[test]
-fn kill_9_during_a_restore_leaves_update_failed_and_a_way_back() {
-    let mut daemon = start_live("; sleep 30", "", "");
+/// Kills the daemon while `app.start` runs, every part already replaced by backup
+/// `target`, then restarts it with a quick `app.start` and `extra` in its config.
+/// Returns the daemon, the restore's job id and a copy of the environment as it was
+/// before the restore.
+fn kill_9_mid_restore(extra: &str) -> (TestDaemon, i64, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    make_environments(dir.path());
+    let config = format!("{}{extra}", hooks(dir.path(), "", "; sleep 30", ""));
+    let mut daemon = TestDaemon::start_in(dir, |d| standard_config(d, &config));
     daemon.json(&["backup", "create", "live", "--name", "target", "--wait"]);
     drift(&daemon);
     let drifted = snapshot(&daemon, "drifted-copy");
     let job = daemon.json(&["restore", "live", "target", "--yes"]);
     let id = job["id"].as_i64().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !hook_calls(&daemon).contains(&"stop".to_owned()) {
-        assert!(std::time::Instant::now() < deadline, "app.stop never ran");
+    while !hook_calls(&daemon).contains(&"start".to_owned()) {
+        assert!(std::time::Instant::now() < deadline, "app.start never ran");
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(daemon.signal_and_wait(Signal::SIGKILL), None);
-    // The app config no longer sleeps, so the way back is quick.
     let config = std::fs::read_to_string(&daemon.config)
         .unwrap()
         .replace("; sleep 30", "");
     std::fs::write(&daemon.config, config).unwrap();
+    std::fs::remove_file(daemon.path("hooks.log")).unwrap();
     daemon.spawn();
+    (daemon, id, drifted)
+}
+
+#[test]
+fn kill_9_during_a_restore_rolls_back_at_start_up() {
+    let (daemon, id, drifted) = kill_9_mid_restore("");
     let job = daemon.json(&["job", "show", &id.to_string()]);
     assert_eq!(job["state"], "failed");
+    let jobs = daemon.json(&["job", "list"]);
+    let rollback = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["user"] == "envsnapd")
+        .unwrap_or_else(|| panic!("no rollback queued: {jobs}"));
+    assert_eq!(rollback["kind"], "restore", "{rollback}");
+    let safety = rollback["backup"].as_str().unwrap().to_owned();
+    assert!(safety.ends_with("-pre-restore"), "{rollback}");
+    let done = daemon.wait_for_job(
+        rollback["id"].as_i64().unwrap(),
+        &["succeeded", "failed", "cancelled"],
+    );
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_live_equals(&daemon, &drifted);
+    assert_eq!(hook_calls(&daemon), ["stop", "start", "check"]);
+    let env = daemon.json(&["env", "show", "live"]);
+    assert_eq!(env["status"], "ready", "{env}");
+    assert!(env["last_error"].is_null(), "{env}");
+    let log = daemon.json(&["log", "live"]);
+    let last = log.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (&last["action"], &last["outcome"], &last["backup"]),
+        (&"rollback".into(), &"succeeded".into(), &safety.into()),
+        "{log}"
+    );
+}
+
+#[test]
+fn with_on_interrupt_leave_a_killed_restore_waits_for_a_person() {
+    let (daemon, id, drifted) = kill_9_mid_restore("[restore]\non_interrupt = \"leave\"\n");
+    let job = daemon.json(&["job", "show", &id.to_string()]);
+    assert_eq!(job["state"], "failed");
+    let jobs = daemon.json(&["job", "list"]);
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["user"] != "envsnapd"),
+        "{jobs}"
+    );
+    assert!(hook_calls(&daemon).is_empty(), "the app was left alone");
     let env = daemon.json(&["env", "show", "live"]);
     assert_eq!(env["status"], "update-failed");
     let safety = env["safety_backup"].as_str().unwrap().to_owned();
@@ -280,7 +335,7 @@ fn kill_9_during_a_restore_leaves_update_failed_and_a_way_back() {
         env["last_error"]
             .as_str()
             .unwrap()
-            .contains(&format!("envsnapctl restore live {safety}")),
+            .contains(&format!("envsnapctl restore live {safety} --yes")),
         "{env}"
     );
     daemon.json(&["restore", "live", &safety, "--yes", "--wait"]);

@@ -268,6 +268,26 @@ fn bad_store_values() {
 }
 
 #[test]
+fn bad_restore_and_import_values() {
+    let fixture = Fixture::new();
+    fixture.assert_error(
+        "[restore]\non_interrupt = \"retry\"\n",
+        "restore.on_interrupt",
+        "`retry` is not one of: rollback, leave",
+    );
+    fixture.assert_error(
+        "[import]\nmax_size = \"lots\"\n",
+        "import.max_size",
+        "`lots` is not a size: expected a number with a unit such as 500MiB or 64GiB",
+    );
+    fixture.assert_error(
+        "[import]\nmax_size = \"0B\"\n",
+        "import.max_size",
+        "a size must be more than zero",
+    );
+}
+
+#[test]
 fn bad_names_and_principals() {
     let fixture = Fixture::new();
     fixture.assert_error(
