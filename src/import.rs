@@ -14,7 +14,10 @@
 //!   SQL text for MariaDB) and, where the format tells its own length or end, be
 //!   whole: a SQLite file as long as its header says, an RDB file ending with its
 //!   end-of-file marker, a MariaDB dump ending with `-- Dump completed`;
-//! - gzip and zstd streams must be complete.
+//! - gzip and zstd streams must be complete;
+//! - nothing may unpack to more than `import.max_size`, zeros included: a tar
+//!   archive's regular files are written with holes for their runs of zeros, and
+//!   staging never fills its filesystem (`import/sparse.rs`).
 //!
 //! A refusal names the part and what is wrong, in one line; the job then stores
 //! nothing (`jobs/import.rs`).
@@ -23,12 +26,9 @@ use std::collections::HashSet;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
-
-use crate::config::DatabaseKind;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 /// A decompressed input.
 pub type Input = Pin<Box<dyn AsyncRead + Send>>;
@@ -111,33 +111,41 @@ async fn decompressed(reader: impl AsyncRead + Send + Unpin + 'static) -> io::Re
 
 // ------------------------------------------------------------------------- tar --
 
+/// How an archive is unpacked.
+#[derive(Debug, Clone, Copy)]
+pub struct UnpackOptions {
+    /// With an owner (an import by someone other than root), every entry becomes that
+    /// user's and group's, setuid and setgid bits are dropped and extended attributes
+    /// left out: an archive from a user can never plant a setuid-root file or a
+    /// capability.
+    pub owner: Option<(u32, u32)>,
+    /// Root's imports drop setuid and setgid bits too unless this is set: an archive
+    /// from elsewhere is not trusted to make setuid-root files by default.
+    pub keep_setuid: bool,
+    /// The most the archive may unpack to (`import.max_size`).
+    pub max_size: u64,
+}
+
 /// Unpacks the tar archive `input` into `root` (a new, private directory), checking
 /// every entry first; returns the number of entries.
-/// With `owner` (an import by someone other than root), every entry becomes that
-/// user's and group's, setuid and setgid bits are dropped and extended attributes left
-/// out: an archive from a user can never plant a setuid-root file or a capability.
-/// Root's imports drop setuid and setgid bits too unless `keep_setuid`: an archive
-/// from elsewhere is not trusted to make setuid-root files by default.
 pub async fn unpack_tar(
     input: Input,
     root: PathBuf,
-    owner: Option<(u32, u32)>,
-    keep_setuid: bool,
+    options: UnpackOptions,
 ) -> Result<u64, String> {
     tokio::task::spawn_blocking(move || {
         let reader = tokio_util::io::SyncIoBridge::new(input);
-        unpack(reader, &root, owner, keep_setuid)
+        unpack(reader, &root, options)
     })
     .await
     .map_err(|e| format!("unpacking stopped: {e}"))?
 }
 
-fn unpack(
-    reader: impl Read,
-    root: &Path,
-    owner: Option<(u32, u32)>,
-    keep_setuid: bool,
-) -> Result<u64, String> {
+fn unpack(reader: impl Read, root: &Path, options: UnpackOptions) -> Result<u64, String> {
+    let UnpackOptions {
+        owner, keep_setuid, ..
+    } = options;
+    let mut budget = sparse::Budget::new(root, options.max_size).map_err(|e| e.to_string())?;
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(owner.is_none());
@@ -168,9 +176,13 @@ fn unpack(
             root_meta = Some((entry.header().clone(), mtime));
             continue;
         }
-        if entry.header().entry_type() == tar::EntryType::Fifo {
+        let kind = entry.header().entry_type();
+        if kind == tar::EntryType::Fifo {
             // The tar crate would write a fifo as an empty regular file.
             make_fifo(root, &path, entry.header(), owner.is_none())?;
+        } else if kind.is_file() || kind == tar::EntryType::GNUSparse {
+            unpack_file(&mut entry, root, &path, owner.is_none(), &mut budget)
+                .map_err(|e| unpack_problem(&e, root, &shown))?;
         } else {
             let unpacked = entry
                 .unpack_in(root)
@@ -180,8 +192,8 @@ fn unpack(
             }
         }
         match owner {
-            Some(owner) => make_theirs(&root.join(&path), entry.header(), owner)?,
-            None if !keep_setuid => drop_setid(&root.join(&path), entry.header())?,
+            Some(owner) => make_theirs(root, &path, entry.header(), owner)?,
+            None if !keep_setuid => drop_setid(root, &path, entry.header())?,
             None => {}
         }
         // The tar crate sets whole seconds; a PAX record may hold nanoseconds.
@@ -199,6 +211,63 @@ fn unpack(
         apply_root_metadata(root, &header, mtime, owner, keep_setuid)?;
     }
     Ok(count)
+}
+
+/// A regular file entry written by [`sparse::write_sparse`] (the tar crate writes
+/// every zero), then given the entry's mode and, for root's import (`own`), its
+/// owner and extended attributes. A later entry of the same path replaces an earlier
+/// file, as tar does; no symlink lies above it (`admit_entry`).
+fn unpack_file<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    root: &Path,
+    path: &Path,
+    own: bool,
+    budget: &mut sparse::Budget,
+) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let target = root.join(path);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::symlink_metadata(&target) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(io::Error::other("a file cannot replace a directory"));
+        }
+        Ok(_) => std::fs::remove_file(&target)?,
+        Err(_) => {}
+    }
+    let header = entry.header().clone();
+    let size = entry.size();
+    let file = sparse::write_sparse(entry, size, &target, budget)?;
+    if own && nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::fchown(
+            &file,
+            Some(header.uid()? as u32),
+            Some(header.gid()? as u32),
+        )?;
+    }
+    // After the owner: changing the owner clears setuid bits.
+    file.set_permissions(std::fs::Permissions::from_mode(header.mode()? & 0o7777))?;
+    if own {
+        set_xattrs(entry, &file)?;
+    }
+    Ok(())
+}
+
+/// The entry's extended attributes (PAX `SCHILY.xattr.NAME` records) set on `file`.
+fn set_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, file: &std::fs::File) -> io::Result<()> {
+    use xattr::FileExt;
+    let Some(extensions) = entry.pax_extensions()? else {
+        return Ok(());
+    };
+    for extension in extensions {
+        let extension = extension?;
+        let Ok(key) = extension.key() else { continue };
+        if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+            file.set_xattr(name, extension.value_bytes())?;
+        }
+    }
+    Ok(())
 }
 
 /// What the archive has shown so far: regular files (the only hard-link targets)
@@ -406,9 +475,15 @@ fn symlink_stays_inside(link: &Path, target: &Path, symlinks: &HashSet<PathBuf>)
 
 /// An entry of a user's import becomes theirs: owner, group, no setuid/setgid bits.
 /// The staging directory is root's alone, so nothing can swap the entry meanwhile.
-fn make_theirs(path: &Path, header: &tar::Header, (uid, gid): (u32, u32)) -> Result<(), String> {
+fn make_theirs(
+    root: &Path,
+    entry: &Path,
+    header: &tar::Header,
+    (uid, gid): (u32, u32),
+) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let bad = |e: io::Error| format!("{}: {e}", path.display());
+    let bad = |e: io::Error| format!("entry {}: {e}", entry.display());
+    let path = &root.join(entry);
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(bad)?;
     let kind = header.entry_type();
     if kind.is_file() || kind.is_dir() {
@@ -442,9 +517,10 @@ fn make_fifo(root: &Path, path: &Path, header: &tar::Header, own: bool) -> Resul
 
 /// An entry of root's import without its setuid and setgid bits (files and
 /// directories; a symlink has no mode of its own).
-fn drop_setid(path: &Path, header: &tar::Header) -> Result<(), String> {
+fn drop_setid(root: &Path, entry: &Path, header: &tar::Header) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let bad = |e: io::Error| format!("{}: {e}", path.display());
+    let bad = |e: io::Error| format!("entry {}: {e}", entry.display());
+    let path = &root.join(entry);
     let kind = header.entry_type();
     let mode = header.mode().map_err(bad)?;
     if (kind.is_file() || kind.is_dir()) && mode & 0o6000 != 0 {
@@ -454,132 +530,9 @@ fn drop_setid(path: &Path, header: &tar::Header) -> Result<(), String> {
     Ok(())
 }
 
-// ----------------------------------------------------------------------- dumps --
+mod dump;
+mod sparse;
 
-/// `input` as a dump of `kind`, checked to start like one; the returned stream fails
-/// at its end if the dump is not whole (where the format tells).
-pub async fn checked_dump(mut input: Input, kind: DatabaseKind) -> Result<Input, String> {
-    let mut head = Vec::with_capacity(HEAD);
-    (&mut input)
-        .take(HEAD as u64)
-        .read_to_end(&mut head)
-        .await
-        .map_err(|e| format!("the dump is corrupt or truncated: {e}"))?;
-    let expected = match kind {
-        DatabaseKind::Postgres => "a PostgreSQL custom-format dump (pg_dump -Fc)",
-        DatabaseKind::Sqlite => "a SQLite database file",
-        DatabaseKind::Redis => "a Redis RDB file",
-        DatabaseKind::Mariadb => "a MariaDB/MySQL SQL dump (mariadb-dump)",
-    };
-    let starts_right = match kind {
-        DatabaseKind::Postgres => head.starts_with(b"PGDMP"),
-        DatabaseKind::Sqlite => head.starts_with(b"SQLite format 3\0"),
-        DatabaseKind::Redis => head.starts_with(b"REDIS"),
-        DatabaseKind::Mariadb => looks_like_sql(&head),
-    };
-    if !starts_right {
-        return Err(format!("the file is not {expected}"));
-    }
-    let end = match kind {
-        DatabaseKind::Sqlite => EndCheck::Length(sqlite_length(&head)),
-        DatabaseKind::Redis => EndCheck::RdbEof,
-        DatabaseKind::Mariadb => EndCheck::DumpCompleted,
-        DatabaseKind::Postgres => EndCheck::Length(None),
-    };
-    let whole = AsyncReadExt::chain(std::io::Cursor::new(head), input);
-    Ok(Box::pin(Checked {
-        inner: whole,
-        end,
-        total: 0,
-        tail: Vec::new(),
-    }))
-}
-
-/// Bytes read ahead to recognise a dump.
-const HEAD: usize = 100;
-/// Bytes kept from the end of a dump for its end check.
-const TAIL: usize = 256;
-
-fn looks_like_sql(head: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(head);
-    let text = text.trim_start();
-    !head.contains(&0)
-        && ["--", "/*", "SET ", "CREATE ", "DROP ", "USE ", "INSERT "]
-            .iter()
-            .any(|start| text.starts_with(start))
-}
-
-/// The length a SQLite file's header gives (page size × page count), when the count
-/// is valid (SQLite 3.7.0 and later write it so).
-fn sqlite_length(head: &[u8]) -> Option<u64> {
-    let be32 = |at: usize| -> Option<u64> {
-        Some(u32::from_be_bytes(head.get(at..at + 4)?.try_into().ok()?).into())
-    };
-    let page_size: u64 = match u16::from_be_bytes(head.get(16..18)?.try_into().ok()?) {
-        1 => 65536,
-        size => size.into(),
-    };
-    let (pages, change_counter, valid_for) = (be32(28)?, be32(24)?, be32(92)?);
-    (pages > 0 && change_counter == valid_for).then_some(page_size * pages)
-}
-
-/// How a dump's end is checked.
-enum EndCheck {
-    /// The exact length, when known.
-    Length(Option<u64>),
-    /// An RDB file ends with the EOF opcode (0xFF) and an 8-byte checksum.
-    RdbEof,
-    /// mariadb-dump's last line.
-    DumpCompleted,
-}
-
-/// A dump stream that fails at its end if the dump is not whole.
-struct Checked<R> {
-    inner: R,
-    end: EndCheck,
-    total: u64,
-    tail: Vec<u8>,
-}
-
-impl<R> Checked<R> {
-    fn check_end(&self) -> Result<(), String> {
-        let whole = match &self.end {
-            EndCheck::Length(None) => true,
-            EndCheck::Length(Some(length)) => self.total == *length,
-            EndCheck::RdbEof => self.tail.len() >= 9 && self.tail[self.tail.len() - 9] == 0xff,
-            EndCheck::DumpCompleted => {
-                String::from_utf8_lossy(&self.tail).contains("-- Dump completed")
-            }
-        };
-        match whole {
-            true => Ok(()),
-            false => Err("the dump is truncated: it does not end as a whole dump does".into()),
-        }
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
-        let fresh = &buf.filled()[before..];
-        if fresh.is_empty() && buf.remaining() > 0 {
-            return Poll::Ready(self.check_end().map_err(io::Error::other));
-        }
-        self.total += fresh.len() as u64;
-        self.tail
-            .extend_from_slice(&fresh[fresh.len().saturating_sub(TAIL)..]);
-        if self.tail.len() > 2 * TAIL {
-            let cut = self.tail.len() - TAIL;
-            self.tail.drain(..cut);
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
+pub use dump::checked_dump;
 #[cfg(test)]
 mod tests;

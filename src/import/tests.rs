@@ -1,4 +1,6 @@
 use super::*;
+use crate::config::DatabaseKind;
+use tokio::io::AsyncReadExt;
 
 /// A tar entry with a raw name (the `tar` crate's builder refuses hostile ones).
 fn raw_entry(out: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
@@ -29,9 +31,17 @@ fn finished(mut archive: Vec<u8>) -> Vec<u8> {
     archive
 }
 
+fn options(owner: Option<(u32, u32)>, keep_setuid: bool) -> UnpackOptions {
+    UnpackOptions {
+        owner,
+        keep_setuid,
+        max_size: 1 << 30,
+    }
+}
+
 fn unpack_bytes(archive: Vec<u8>) -> (tempfile::TempDir, Result<u64, String>) {
     let dir = tempfile::tempdir().unwrap();
-    let result = unpack(&archive[..], dir.path(), None, true);
+    let result = unpack(&archive[..], dir.path(), options(None, true));
     (dir, result)
 }
 
@@ -223,7 +233,7 @@ async fn compression_is_told_by_magic_and_must_be_complete() {
 
 async fn check(bytes: &[u8], kind: DatabaseKind) -> Result<Vec<u8>, String> {
     let input: Input = Box::pin(std::io::Cursor::new(bytes.to_vec()));
-    let checked = checked_dump(input, kind).await?;
+    let checked = checked_dump(input, kind, 1 << 30).await?;
     read_all(checked).await.map_err(|e| e.to_string())
 }
 
@@ -335,8 +345,7 @@ fn a_users_import_cannot_plant_setuid_root_files() {
     let result = unpack(
         &finished(archive)[..],
         dir.path(),
-        Some((4321, 4322)),
-        false,
+        options(Some((4321, 4322)), false),
     );
     assert_eq!(result, Ok(1));
     let meta = std::fs::symlink_metadata(dir.path().join("sh")).unwrap();
@@ -360,7 +369,7 @@ fn a_fifo_is_unpacked_as_a_fifo_and_setuid_bits_are_dropped_unless_kept() {
     let archive = finished(archive);
     for (keep, mode) in [(false, 0o755), (true, 0o4755)] {
         let dir = tempfile::tempdir().unwrap();
-        unpack(&archive[..], dir.path(), None, keep).unwrap();
+        unpack(&archive[..], dir.path(), options(None, keep)).unwrap();
         let pipe = std::fs::symlink_metadata(dir.path().join("run/pipe")).unwrap();
         assert!(pipe.file_type().is_fifo(), "a fifo stays a fifo");
         assert_eq!(pipe.permissions().mode() & 0o7777, 0o644);

@@ -78,19 +78,15 @@ async fn import(
             .await
             .map_err(|e| RepoError::Source(format!("reading the version of {env}: {e}")))?,
     };
-    let scratch = config.daemon.state_dir.join("tmp");
+    let how = HowToStore {
+        args,
+        scratch: config.daemon.state_dir.join("tmp"),
+        job: job.id,
+        max_size: config.import.max_size,
+    };
     let mut writer = ctx.repo.start_backup(cancel.clone()).await?;
     for (part, source) in sources {
-        let stored = store_part(
-            &mut writer,
-            &env_config,
-            &part,
-            source,
-            args,
-            &scratch,
-            job.id,
-        )
-        .await;
+        let stored = store_part(&mut writer, &env_config, &part, source, &how).await;
         if let Err(e) = stored {
             writer.abort().await;
             return Err(if cancel.is_cancelled() {
@@ -115,15 +111,23 @@ async fn import(
         .await
 }
 
+/// What every part of one import is stored with.
+struct HowToStore<'a> {
+    args: &'a ImportArgs,
+    /// Where archives are unpacked (`<state_dir>/tmp`).
+    scratch: std::path::PathBuf,
+    job: i64,
+    /// `import.max_size`.
+    max_size: u64,
+}
+
 /// Checks and stores one file as the part `part` of the environment.
 async fn store_part(
     writer: &mut BackupWriter,
     env: &EnvConfig,
     part: &str,
     source: ImportSource,
-    args: &ImportArgs,
-    scratch: &Path,
-    job: i64,
+    how: &HowToStore<'_>,
 ) -> Result<(), RepoError> {
     let refused = |message: String| RepoError::Source(format!("importing {part}: {message}"));
     let target = env
@@ -144,10 +148,16 @@ async fn store_part(
     };
     match &target.source {
         PartSource::Tree { .. } => {
-            let staging = Staging::create(scratch, job).map_err(|e| refused(e.to_string()))?;
+            let staging =
+                Staging::create(&how.scratch, how.job).map_err(|e| refused(e.to_string()))?;
             let root = staging.path.join("root");
             std::fs::create_dir(&root).map_err(|e| refused(format!("{}: {e}", root.display())))?;
-            crate::import::unpack_tar(input, root.clone(), args.owner, args.keep_setuid)
+            let options = crate::import::UnpackOptions {
+                owner: how.args.owner,
+                keep_setuid: how.args.keep_setuid,
+                max_size: how.max_size,
+            };
+            crate::import::unpack_tar(input, root.clone(), options)
                 .await
                 .map_err(refused)?;
             let options = TreeOptions {
@@ -157,7 +167,7 @@ async fn store_part(
             writer.add_tree(part, root, options).await?;
         }
         PartSource::Database(db) => {
-            let dump = crate::import::checked_dump(input, db.kind)
+            let dump = crate::import::checked_dump(input, db.kind, how.max_size)
                 .await
                 .map_err(refused)?;
             writer

@@ -411,3 +411,77 @@ fn setuid_bits_of_an_import_are_dropped_unless_kept() {
         assert_eq!((mode(&tool), mode(&shared)), expected, "import {name}");
     }
 }
+
+/// A zstd archive of one file of `mib` MiB of zeros, `zeros.bin`, written non-sparse
+/// (GNU tar without `--sparse`), as a bomb would be.
+fn zero_bomb(daemon: &TestDaemon, name: &str, mib: u64) -> PathBuf {
+    let dir = daemon.path(&format!("bomb-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let zeros = std::fs::File::create(dir.join("zeros.bin")).unwrap();
+    zeros.set_len(mib << 20).unwrap();
+    let archive = daemon.path(&format!("{name}.tar.zst"));
+    let status = Command::new("tar")
+        .arg("--zstd")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&dir)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    archive
+}
+
+/// Zeros are unpacked as holes, backed up and restored sparse; an archive that
+/// unpacks to more than `import.max_size` is refused before it is written out.
+#[test]
+fn zeros_are_imported_as_holes_and_import_max_size_refuses_a_bomb() {
+    let daemon = TestDaemon::start("[import]\nmax_size = \"48MiB\"\n");
+    let bomb = zero_bomb(&daemon, "bomb", 64);
+    let refused = daemon.ctl(&[
+        "import",
+        "live",
+        "--name",
+        "bomb",
+        "--wait",
+        "--part",
+        &format!("files:uploads={}", bomb.display()),
+    ]);
+    assert_ne!(refused.status, 0);
+    assert!(
+        refused.stderr.contains(
+            "importing files:uploads: cannot unpack entry zeros.bin: \
+             the archive unpacks to more than 48.0 MiB (import.max_size)"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        daemon
+            .json(&["backup", "list", "live"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let zeros = zero_bomb(&daemon, "zeros", 40);
+    daemon.json(&[
+        "import",
+        "live",
+        "--name",
+        "zeros",
+        "--wait",
+        "--part",
+        &format!("files:uploads={}", zeros.display()),
+    ]);
+    daemon.json(&["restore", "live", "zeros", "--yes", "--wait"]);
+    use std::os::unix::fs::MetadataExt;
+    let restored = std::fs::metadata(daemon.path("live/uploads/zeros.bin")).unwrap();
+    assert_eq!(restored.len(), 40 << 20);
+    assert!(
+        restored.blocks() * 512 < 1 << 20,
+        "restored with {} bytes allocated",
+        restored.blocks() * 512
+    );
+}
