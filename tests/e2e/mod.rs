@@ -1,6 +1,7 @@
 //! End to end: the real `envsnapd` and `envsnapctl` over a real socket in a temp
 //! directory, with real database servers and a real S3-compatible server.
 
+mod crash_e2e;
 mod daemon_e2e;
 mod databases_e2e;
 mod download_e2e;
