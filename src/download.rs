@@ -5,7 +5,7 @@
 //! part is its native dump as stored (`native`): a file `pg_restore`, `mariadb`,
 //! `sqlite3` or `redis-server` takes as is. The bytes go into a file the client opened
 //! and passed over the socket (`control/fdpass.rs`); the daemon never opens a path
-//! for a download.
+//! for a download, and a client that stops reading cannot hold it (`output.rs`).
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -90,26 +90,33 @@ pub fn choose_format(
     Ok(format)
 }
 
-/// Writes `part` of `manifest` into `file` in `format`; the file is synced before
-/// the result is returned.
+/// Writes `part` of `manifest` into `file` in `format`; a regular file is synced
+/// before the result is returned. A reader that stops reading for `stall` fails it.
 pub async fn download(
     repo: &Repository,
     manifest: &Manifest,
     part: &str,
     format: Format,
     file: OwnedFd,
+    stall: std::time::Duration,
 ) -> Result<Downloaded, DownloadError> {
     check_writable(&file)?;
-    let out = tokio::fs::File::from_std(std::fs::File::from(file));
+    // Kept to sync: the output's own handle is owned by the writer.
+    let synced = file.try_clone().map_err(DownloadError::Output)?;
+    let (out, regular) = output::open(file, stall).map_err(DownloadError::Output)?;
     let (bytes, mut out) = write_part(repo, manifest, part, format, out).await?;
-    // A write still in flight reports its error here, not after `into_std`.
+    // A write still in flight reports its error here.
     tokio::io::AsyncWriteExt::flush(&mut out)
         .await
         .map_err(DownloadError::Output)?;
-    let out = out.into_std().await;
+    drop(out);
     // A pipe or a terminal cannot be synced, and need not be.
-    if out.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        out.sync_all().map_err(DownloadError::Output)?;
+    if regular {
+        let file = std::fs::File::from(synced);
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|e| DownloadError::Output(std::io::Error::other(e)))?
+            .map_err(DownloadError::Output)?;
     }
     Ok(Downloaded::of(manifest, part, format, bytes))
 }
@@ -178,6 +185,8 @@ fn check_writable(file: &OwnedFd) -> Result<(), DownloadError> {
     }
     Ok(())
 }
+
+mod output;
 
 /// A writer that counts the bytes written through it.
 struct Counting<W> {

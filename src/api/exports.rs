@@ -74,7 +74,8 @@ pub async fn download(call: &Call<'_>, what: PartExport<'_>, mut files: Vec<Owne
         ApiError::new(ErrorCode::BadRequest, "a download needs the client's file")
     })?;
     let (manifest, format) = what.resolve(ctx).await?;
-    let downloaded = download::download(&ctx.repo, &manifest, what.part, format, file).await;
+    let stall = ctx.config().daemon.stall_timeout;
+    let downloaded = download::download(&ctx.repo, &manifest, what.part, format, file, stall).await;
     what.log(ctx, caller, "download", &downloaded, |done| {
         format!("{:?}, {} bytes", done.format, done.bytes)
     })

@@ -20,6 +20,7 @@ pub(super) const DEFAULT_MAX_JOBS: usize = 2;
 pub(super) const DEFAULT_COMPRESSION: i32 = 3;
 pub(super) const DEFAULT_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 pub(super) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+pub(super) const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) const DEFAULT_DRILL_TIMEOUT: Duration = Duration::from_secs(300);
 pub(super) const DEFAULT_DRILL_LOAD_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 pub(super) const DEFAULT_SHRINK_WARNING: f64 = 0.5;
@@ -71,6 +72,7 @@ impl Config {
                 on_failure: Vec::new(),
                 on_success: Vec::new(),
                 command_timeout: DEFAULT_COMMAND_TIMEOUT,
+                stall_timeout: DEFAULT_STALL_TIMEOUT,
                 metrics_listen: None,
                 drill_user: None,
             },

@@ -107,7 +107,7 @@ fn shape_of(segments: &[&str]) -> Option<Shape> {
     Some(match segments {
         ["daemon", key] => match *key {
             "host" | "socket" | "socket_group" | "state_dir" | "timezone" | "command_timeout"
-            | "metrics_listen" | "drill_user" => Text,
+            | "stall_timeout" | "metrics_listen" | "drill_user" => Text,
             "max_jobs" => Integer,
             "catch_up" => Boolean,
             "on_failure" | "on_success" => List,

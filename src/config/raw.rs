@@ -42,6 +42,7 @@ pub(super) struct RawDaemon {
     #[serde(default)]
     pub on_success: Vec<String>,
     pub command_timeout: Option<String>,
+    pub stall_timeout: Option<String>,
     pub metrics_listen: Option<String>,
     pub drill_user: Option<String>,
 }

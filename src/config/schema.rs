@@ -48,6 +48,8 @@ pub struct DaemonConfig {
     pub on_success: Vec<String>,
     /// Limit for each hook, app, database stop/start and version command.
     pub command_timeout: Duration,
+    /// How long a client may stop reading a download before the daemon gives up.
+    pub stall_timeout: Duration,
     /// Prometheus listener, loopback only.
     pub metrics_listen: Option<SocketAddr>,
     /// The unprivileged user a drill's scratch PostgreSQL and Redis run as;

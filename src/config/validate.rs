@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::access::{AccessRules, Principal};
 use super::defaults::{
     DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMPRESSION, DEFAULT_MAX_JOBS, DEFAULT_RETENTION,
-    DEFAULT_SOCKET, DEFAULT_STATE_DIR, default_store_url, hostname,
+    DEFAULT_SOCKET, DEFAULT_STALL_TIMEOUT, DEFAULT_STATE_DIR, default_store_url, hostname,
 };
 use super::error::ConfigError;
 use super::origin::{Ctx, absolute, commands, one_line};
@@ -169,6 +169,10 @@ fn daemon(raw: RawDaemon, ctx: &Ctx) -> Result<DaemonConfig, ConfigError> {
         None => DEFAULT_COMMAND_TIMEOUT,
         Some(text) => positive_duration(&text, "daemon.command_timeout", ctx)?,
     };
+    let stall_timeout = match raw.stall_timeout {
+        None => DEFAULT_STALL_TIMEOUT,
+        Some(text) => positive_duration(&text, "daemon.stall_timeout", ctx)?,
+    };
     let metrics_listen = match raw.metrics_listen {
         None => None,
         Some(text) => {
@@ -187,6 +191,7 @@ fn daemon(raw: RawDaemon, ctx: &Ctx) -> Result<DaemonConfig, ConfigError> {
         on_failure: raw.on_failure,
         on_success: raw.on_success,
         command_timeout,
+        stall_timeout,
         metrics_listen,
         drill_user: raw.drill_user,
     })

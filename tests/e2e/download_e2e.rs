@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::daemon::{TestDaemon, ensure_user};
+use crate::support::daemon::{TestDaemon, ensure_user, make_environments, standard_config};
 use crate::support::repo::assert_same_tree;
 
 fn backed_up() -> TestDaemon {
@@ -313,4 +313,61 @@ fn a_peer_that_passes_no_proper_file_gets_an_error() {
             .len(),
         read_only.metadata().unwrap().len() as usize
     );
+}
+
+/// `backup download -o -` into a pipe nobody reads: the download fails once the
+/// reader has stalled for `daemon.stall_timeout`, and the repository is free again
+/// (a prune, which waits for readers, runs).
+#[test]
+fn a_reader_that_stops_reading_fails_the_download_and_frees_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    make_environments(dir.path());
+    let daemon = TestDaemon::start_in(dir, |d| {
+        standard_config(d, "").replace("[daemon]\n", "[daemon]\nstall_timeout = \"2s\"\n")
+    });
+    // Far more than a pipe holds.
+    let noise: Vec<u8> = (0..8u64 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(daemon.path("live/uploads/noise.bin"), noise).unwrap();
+    daemon.json(&["backup", "create", "live", "--name", "b1", "--wait"]);
+    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_envsnapctl"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args([
+            "backup",
+            "download",
+            "live",
+            "b1",
+            "--part",
+            "files:uploads",
+        ])
+        .args(["-o", "-"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(writer))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never gave up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("the reader stopped reading for 2s (daemon.stall_timeout)"),
+        "{stderr}"
+    );
+    let pruned = daemon.json(&["prune"]);
+    assert!(pruned["store"].is_object(), "{pruned}");
+    drop(reader);
 }
