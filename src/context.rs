@@ -64,6 +64,8 @@ pub struct Context {
     pub schedule_changed: Arc<Notify>,
     /// Wakes the sweeper of expired link exports when a new one was made.
     pub exports_changed: Arc<Notify>,
+    /// The fleet as last watched (`fleet.watch`), for the metrics.
+    pub fleet: crate::fleet::view::Snapshot,
     started: Instant,
 }
 
@@ -129,8 +131,25 @@ impl Context {
             shutdown: CancellationToken::new(),
             schedule_changed: Arc::new(Notify::new()),
             exports_changed: Arc::new(Notify::new()),
+            fleet: Default::default(),
             started: Instant::now(),
         }))
+    }
+
+    /// The whole store: every host's prefix.
+    pub fn store_root(&self) -> &Store {
+        &self.store_root
+    }
+
+    /// The store's key (none for a plain store).
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// `host`'s repository opened for reading its manifests (no chunk index).
+    pub async fn host_repo(&self, host: &str) -> Result<Repository, RepoError> {
+        let catalog = Catalog::in_memory()?;
+        Repository::open(&self.store_root, host, self.keys.clone(), catalog).await
     }
 
     /// The config in force now.

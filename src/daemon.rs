@@ -133,6 +133,7 @@ pub async fn serve(
     let metrics_sources = crate::metrics::Sources {
         config: ctx.config.clone(),
         catalog: ctx.catalog.clone(),
+        fleet: ctx.fleet.clone(),
     };
     let runner = tokio::spawn(crate::jobs::run(ctx.clone()));
     let scheduler = tokio::spawn(crate::jobs::scheduler::run(
@@ -144,6 +145,8 @@ pub async fn serve(
         shutdown.clone(),
     ));
     let sweeper = tokio::spawn(crate::link::sweep(Exports::of(&ctx), shutdown.clone()));
+    let heartbeat = tokio::spawn(crate::jobs::fleet::heartbeat(ctx.clone()));
+    let watcher = tokio::spawn(crate::jobs::fleet::watch(ctx.clone()));
     let api = Arc::new(Api::new(ctx.clone()));
     let server = tokio::spawn(crate::control::server::run(listener, api, shutdown.clone()));
     let metrics =
@@ -164,6 +167,8 @@ pub async fn serve(
     let _ = scheduler.await;
     let _ = pruner.await;
     let _ = sweeper.await;
+    let _ = heartbeat.await;
+    let _ = watcher.await;
     signals.abort();
     watchdog.abort();
     let _ = std::fs::remove_file(&socket);

@@ -17,6 +17,7 @@
 //! - [`clock`]: the time, injectable.
 //! - [`download`]: one part of a backup as tar, tar.zst or its native dump.
 //! - [`drill`]: restore drills: the sandbox, the report and its warnings.
+//! - [`fleet`]: every host of a shared store, from status objects and manifests alone.
 //! - [`import`]: archives made elsewhere, checked entry by entry before they are stored.
 //! - [`sources`]: how each kind of part is read (database dumps).
 //! - [`commands`]: running operators' commands (hooks, app stop/start).
@@ -49,6 +50,7 @@ pub mod control;
 pub mod daemon;
 pub mod download;
 pub mod drill;
+pub mod fleet;
 pub mod import;
 pub mod jobs;
 pub mod link;

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, EnvStats, JobCounts, JobOutcomes};
 use crate::config::LiveConfig;
+use crate::fleet::view::HostView;
 
 const MAX_CONNECTIONS: usize = 16;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +38,8 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 pub struct Sources {
     pub config: LiveConfig,
     pub catalog: Catalog,
+    /// The fleet as last watched (`fleet.watch`); empty without.
+    pub fleet: crate::fleet::view::Snapshot,
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown`.
@@ -112,7 +115,8 @@ async fn scrape(sources: &Sources) -> Result<String, crate::catalog::CatalogErro
         .catalog
         .blocking(move |c| Ok((c.env_stats(&envs)?, c.job_outcomes()?, c.job_counts()?)))
         .await?;
-    Ok(render(&stats, &outcomes, &counts))
+    let fleet = sources.fleet.read().expect("not poisoned").clone();
+    Ok(render(&stats, &outcomes, &counts, fleet.as_deref()))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -140,11 +144,19 @@ struct StateLabels {
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// The OpenMetrics text of these figures.
-pub fn render(stats: &[EnvStats], outcomes: &[JobOutcomes], counts: &JobCounts) -> String {
+pub fn render(
+    stats: &[EnvStats],
+    outcomes: &[JobOutcomes],
+    counts: &JobCounts,
+    fleet: Option<&[HostView]>,
+) -> String {
     let mut registry = Registry::with_prefix("envsnap");
     register_environments(&mut registry, stats);
     register_drills(&mut registry, stats);
     register_jobs(&mut registry, outcomes, counts);
+    if let Some(hosts) = fleet {
+        register_fleet(&mut registry, hosts);
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .expect("writing to a String cannot fail");
@@ -239,6 +251,65 @@ fn register_drills(registry: &mut Registry, stats: &[EnvStats]) {
     registry.register("drill_failures", "Restore drills that failed", failures);
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostEnvLabels {
+    host: String,
+    /// `""` for the host itself (its heartbeat).
+    env: String,
+}
+
+/// Every host of the store as the watch last read it (`fleet.watch`).
+fn register_fleet(registry: &mut Registry, hosts: &[HostView]) {
+    let heartbeat = Family::<HostLabels, FloatGauge>::default();
+    let last_backup = Family::<HostEnvLabels, FloatGauge>::default();
+    let stale = Family::<HostEnvLabels, Gauge>::default();
+    let seconds = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis() as f64 / 1000.0;
+    for host in hosts.iter().filter(|h| !h.retired) {
+        let labels = |env: &str| HostEnvLabels {
+            host: host.host.clone(),
+            env: env.to_owned(),
+        };
+        if let Some(time) = host.heartbeat {
+            heartbeat
+                .get_or_create(&HostLabels {
+                    host: host.host.clone(),
+                })
+                .set(seconds(time));
+        }
+        stale.get_or_create(&labels("")).set(host.stale.into());
+        for env in &host.environments {
+            stale
+                .get_or_create(&labels(&env.name))
+                .set(env.stale.into());
+            if let Some(time) = env.last_backup_at {
+                last_backup
+                    .get_or_create(&labels(&env.name))
+                    .set(seconds(time));
+            }
+        }
+    }
+    registry.register(
+        "fleet_heartbeat_timestamp_seconds",
+        "When each host of the store last wrote its status (Unix time)",
+        heartbeat,
+    );
+    registry.register(
+        "fleet_last_backup_timestamp_seconds",
+        "When each host's environment last completed a backup (Unix time)",
+        last_backup,
+    );
+    registry.register(
+        "fleet_stale",
+        "1 when a host's heartbeat (env=\"\") or an environment's backups are stale",
+        stale,
+    );
+}
+
 /// Jobs finished by kind and outcome, and jobs queued and running now.
 fn register_jobs(registry: &mut Registry, outcomes: &[JobOutcomes], counts: &JobCounts) {
     let finished = Family::<JobLabels, Counter>::default();
@@ -308,6 +379,7 @@ mod tests {
                 queued: 1,
                 running: 0,
             },
+            None,
         );
         for line in [
             "envsnap_environment_status{env=\"live\",status=\"ready\"} 1",

@@ -48,6 +48,15 @@ pub fn next_run(cron: &Cron, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Ut
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// The earliest next run of a list of expressions (an environment's schedule).
+pub fn next_of(schedule: &[String], tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    schedule
+        .iter()
+        .filter_map(|expr| parse(expr).ok())
+        .filter_map(|cron| next_run(&cron, tz, now))
+        .min()
+}
+
 /// What a schedule should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {

@@ -254,6 +254,21 @@ impl Store {
         }
     }
 
+    /// The names of the directories right below `dir` (`""`: the top), in no order.
+    pub async fn list_dirs(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = self.path(dir);
+        let listed = self
+            .inner
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| StoreError::classify(dir, e))?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .collect())
+    }
+
     /// Every object whose key starts with `dir/`, recursively.
     pub async fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let prefix = self.path(dir);

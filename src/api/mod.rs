@@ -28,6 +28,7 @@ pub mod call;
 pub mod drills;
 pub mod error;
 pub mod exports;
+pub mod fleet;
 pub mod import;
 pub mod jobs;
 pub mod maintenance;
@@ -200,6 +201,12 @@ impl Api {
             } => drills::create(call, drills::DrillAsk { env, backup, keep }, wait).await,
             R::DrillList { env } => drills::list(call, env).await,
             R::DrillShow { id } => drills::show(call, id).await,
+            R::FleetList => fleet::list(call).await,
+            R::FleetShow { host } => fleet::show(call, host).await,
+            R::FleetForget {
+                host,
+                delete_backups,
+            } => fleet::forget(call, host, delete_backups).await,
             R::JobList => jobs::list(call).await,
             R::JobShow { id } => jobs::show(call, id).await,
             R::JobWatch { id } => jobs::watch(call, id).await,

@@ -7,7 +7,6 @@ use serde_json::json;
 use super::access::may_read;
 use super::call::Call;
 use super::error::{ApiError, Outcome, to_value};
-use crate::config::EnvConfig;
 use crate::context::Context;
 use crate::control::protocol::ErrorCode;
 
@@ -70,21 +69,12 @@ async fn env_view(ctx: &Context, name: &str) -> Result<EnvView, ApiError> {
         last_error: state.last_error,
         last_backup: last.as_ref().map(|b| b.name.clone()),
         last_backup_at: last.and_then(|b| b.completed),
-        next_run: next_run(env, config.daemon.timezone, ctx.clock.now()),
+        next_run: crate::schedule::next_of(&env.schedule, config.daemon.timezone, ctx.clock.now()),
         parts: env.parts().into_iter().map(|p| p.name).collect(),
         safety_backup: state.safety_backup,
         last_drill: drill.as_ref().map(|d| d.outcome.clone()),
         last_drill_at: drill.map(|d| d.finished),
     })
-}
-
-/// The earliest next run of an environment's schedules.
-fn next_run(env: &EnvConfig, tz: chrono_tz::Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    env.schedule
-        .iter()
-        .filter_map(|expr| crate::schedule::parse(expr).ok())
-        .filter_map(|cron| crate::schedule::next_run(&cron, tz, now))
-        .min()
 }
 
 pub fn reload(call: &Call<'_>) -> Outcome {

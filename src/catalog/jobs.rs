@@ -130,6 +130,20 @@ impl Catalog {
     }
 
     /// The newest jobs first.
+    /// The newest failed job of `env`, if any.
+    pub fn last_failed_job(&self, env: &str) -> Result<Option<JobRecord>, CatalogError> {
+        let row = {
+            let conn = self.lock();
+            conn.prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE env = ?1 AND state = 'failed'
+                 ORDER BY id DESC LIMIT 1"
+            ))?
+            .query_row([env], read_job)
+            .optional()?
+        };
+        row.filter(JobRow::is_known).map(into_job).transpose()
+    }
+
     pub fn list_jobs(&self, limit: u32) -> Result<Vec<JobRecord>, CatalogError> {
         let conn = self.lock();
         let rows = conn

@@ -109,6 +109,15 @@ const STEPS: &[&str] = &[
     // 7: whether a running restore has begun changing its environment (the app
     // stopped), so a restart knows if there is anything to repair.
     "ALTER TABLE environments ADD COLUMN changing INTEGER NOT NULL DEFAULT 0;",
+    // 8: the fleet's stale hosts (env '') and environments this daemon has alarmed
+    // about, so a restart neither repeats an `on_stale` hook nor misses `on_recovered`.
+    "CREATE TABLE fleet_alarms (
+         host TEXT NOT NULL,
+         env TEXT NOT NULL,
+         since TEXT NOT NULL,
+         reason TEXT NOT NULL,
+         PRIMARY KEY (host, env)
+     );",
 ];
 
 pub fn migrate(conn: &mut Connection, name: &str) -> Result<(), CatalogError> {

@@ -16,6 +16,7 @@ mod db;
 mod drills;
 mod error;
 mod exports;
+mod fleet;
 mod jobs;
 mod migrations;
 mod queue;

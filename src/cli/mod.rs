@@ -18,6 +18,7 @@ pub mod confirm;
 pub mod download;
 pub mod drills;
 mod error;
+pub mod fleet;
 pub mod import;
 pub mod progress;
 mod result;

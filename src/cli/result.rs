@@ -11,7 +11,7 @@ use super::time::{self, Zone};
 use super::views::{
     CreatedBackup, DeletedBackup, EnvView, JobRecord, Reloaded, StatusView, VerifyProblems,
 };
-use super::{blocks, download, drills, tables, text};
+use super::{blocks, download, drills, fleet, tables, text};
 use crate::control::client::Client;
 use crate::control::protocol::{JobState, Request};
 
@@ -111,6 +111,9 @@ pub fn render(
             drills::show(&decode(data)?, zone)
         }
         Request::DrillList { .. } => drills::list(&decode::<Vec<_>>(data)?, zone),
+        Request::FleetList => fleet::list(&decode::<Vec<_>>(data)?, zone),
+        Request::FleetShow { .. } => fleet::show(&decode(data)?, zone),
+        Request::FleetForget { .. } => fleet::forgotten(data),
         Request::JobList => tables::jobs(&decode::<Vec<_>>(data)?),
         Request::JobShow { .. } | Request::JobWatch { .. } | Request::JobCancel { .. } => {
             blocks::job(&decode(data)?, zone)

@@ -111,16 +111,7 @@ pub fn block_time(time: DateTime<Utc>, zone: &impl Zone) -> String {
         .to_string()
 }
 
-/// A span of seconds for people: `3d 4h`, `2h 5m`, `42s`.
-pub fn human_duration(seconds: u64) -> String {
-    let (days, hours, minutes) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60);
-    match (days, hours, minutes) {
-        (0, 0, 0) => format!("{seconds}s"),
-        (0, 0, _) => format!("{minutes}m {}s", seconds % 60),
-        (0, _, _) => format!("{hours}h {minutes}m"),
-        _ => format!("{days}d {hours}h"),
-    }
-}
+pub use crate::message::human_duration;
 
 #[cfg(test)]
 mod tests {

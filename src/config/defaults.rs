@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::access::AccessRules;
 use super::schema::{
     AppConfig, Config, DaemonConfig, DatabaseConfig, DatabaseKind, DrillConfig, EnvConfig,
-    ImportConfig, RestoreConfig, StoreConfig,
+    FleetConfig, ImportConfig, RestoreConfig, StoreConfig,
 };
 use super::version::VersionSource;
 
@@ -84,6 +84,7 @@ impl Config {
             access: AccessRules::default(),
             restore: RestoreConfig::default(),
             import: ImportConfig::default(),
+            fleet: FleetConfig::default(),
             environments: BTreeMap::from([("demo".to_owned(), environment)]),
         }
     }

@@ -43,7 +43,8 @@ pub use error::{ConfigError, ConfigOrigin};
 pub use live::LiveConfig;
 pub use schema::{
     AppConfig, Config, DaemonConfig, DatabaseConfig, DatabaseKind, DrillConfig, EnvConfig,
-    ImportConfig, MountConfig, OnInterrupt, PartSource, PartSpec, RestoreConfig, StoreConfig,
+    FleetConfig, ImportConfig, MountConfig, OnInterrupt, PartSource, PartSpec, RestoreConfig,
+    StoreConfig,
 };
 pub use values::{normalize_cron, parse_duration, parse_size};
 pub use version::VersionSource;

@@ -22,12 +22,13 @@ use super::error::ConfigError;
 use super::values::is_valid_name;
 
 const PREFIX: &str = "ENVSNAP_";
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "daemon",
     "store",
     "access",
     "restore",
     "import",
+    "fleet",
     "environments",
 ];
 const ACTIONS: [&str; 4] = ["read", "backup", "download", "restore"];
@@ -116,6 +117,9 @@ fn shape_of(segments: &[&str]) -> Option<Shape> {
         ["store", "url" | "key_file"] => Text,
         ["store", "compression"] => Integer,
         ["restore", "on_interrupt"] | ["import", "max_size"] => Text,
+        ["fleet", "heartbeat" | "stale_after"] => Text,
+        ["fleet", "watch"] => Boolean,
+        ["fleet", "on_stale" | "on_recovered"] => List,
         ["access", action] if is_action(action) => List,
         ["environments", env, rest @ ..] if is_valid_name(env) => match rest {
             ["version"] => Version,

@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub import: RawImport,
     #[serde(default)]
+    pub fleet: RawFleet,
+    #[serde(default)]
     pub environments: BTreeMap<String, RawEnv>,
 }
 
@@ -59,6 +61,18 @@ pub(super) struct RawStore {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRestore {
     pub on_interrupt: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    pub heartbeat: Option<String>,
+    pub stale_after: Option<String>,
+    pub watch: Option<bool>,
+    #[serde(default)]
+    pub on_stale: Vec<String>,
+    #[serde(default)]
+    pub on_recovered: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

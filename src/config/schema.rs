@@ -25,6 +25,7 @@ pub struct Config {
     pub access: AccessRules,
     pub restore: RestoreConfig,
     pub import: ImportConfig,
+    pub fleet: FleetConfig,
     pub environments: BTreeMap<String, EnvConfig>,
 }
 
@@ -82,6 +83,35 @@ pub enum OnInterrupt {
     /// Leave it `update-failed` for a person, naming the command that rolls back.
     Leave,
 }
+
+/// `[fleet]`: this host's heartbeat, and watching every host of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// How often the status object is written (also after every job).
+    pub heartbeat: Duration,
+    /// An environment whose newest backup, or a host whose heartbeat, is older than
+    /// this is stale (besides two missed scheduled runs, or three missed heartbeats).
+    pub stale_after: Option<Duration>,
+    /// Export fleet metrics and run the hooks below for every host of the store.
+    pub watch: bool,
+    pub on_stale: Vec<String>,
+    pub on_recovered: Vec<String>,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            heartbeat: DEFAULT_HEARTBEAT,
+            stale_after: None,
+            watch: false,
+            on_stale: Vec::new(),
+            on_recovered: Vec::new(),
+        }
+    }
+}
+
+/// Five minutes: a host that stops is noticed within a quarter of an hour.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(300);
 
 /// `[import]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,11 +17,13 @@ use super::error::ConfigError;
 use super::origin::{Ctx, absolute, commands, one_line};
 use super::overrides::{Override, config_to_toml};
 use super::raw::{
-    RawAccess, RawConfig, RawDaemon, RawDrill, RawEnv, RawImport, RawMount, RawRestore, RawStore,
+    RawAccess, RawConfig, RawDaemon, RawDrill, RawEnv, RawFleet, RawImport, RawMount, RawRestore,
+    RawStore,
 };
 use super::schema::{
-    AppConfig, Config, DEFAULT_IMPORT_MAX_SIZE, DaemonConfig, DatabaseConfig, DatabaseKind,
-    DrillConfig, EnvConfig, ImportConfig, MountConfig, OnInterrupt, RestoreConfig, StoreConfig,
+    AppConfig, Config, DEFAULT_HEARTBEAT, DEFAULT_IMPORT_MAX_SIZE, DaemonConfig, DatabaseConfig,
+    DatabaseKind, DrillConfig, EnvConfig, FleetConfig, ImportConfig, MountConfig, OnInterrupt,
+    RestoreConfig, StoreConfig,
 };
 use super::validate_db;
 use super::values::{
@@ -73,6 +75,7 @@ fn build(raw: RawConfig, ctx: &Ctx, file: &Path) -> Result<Config, ConfigError> 
     let access = access(raw.access, "access", ctx)?;
     let restore = restore(raw.restore, ctx)?;
     let import = import(raw.import, ctx)?;
+    let fleet = fleet(raw.fleet, ctx)?;
     let mut environments = BTreeMap::new();
     for (name, env) in raw.environments {
         let built = environment(&name, env, ctx)?;
@@ -85,7 +88,28 @@ fn build(raw: RawConfig, ctx: &Ctx, file: &Path) -> Result<Config, ConfigError> 
         access,
         restore,
         import,
+        fleet,
         environments,
+    })
+}
+
+fn fleet(raw: RawFleet, ctx: &Ctx) -> Result<FleetConfig, ConfigError> {
+    let heartbeat = match raw.heartbeat {
+        None => DEFAULT_HEARTBEAT,
+        Some(text) => positive_duration(&text, "fleet.heartbeat", ctx)?,
+    };
+    let stale_after = match raw.stale_after {
+        None => None,
+        Some(text) => Some(positive_duration(&text, "fleet.stale_after", ctx)?),
+    };
+    commands(&raw.on_stale, "fleet.on_stale", ctx)?;
+    commands(&raw.on_recovered, "fleet.on_recovered", ctx)?;
+    Ok(FleetConfig {
+        heartbeat,
+        stale_after,
+        watch: raw.watch.unwrap_or(false),
+        on_stale: raw.on_stale,
+        on_recovered: raw.on_recovered,
     })
 }
 

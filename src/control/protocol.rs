@@ -157,6 +157,17 @@ pub enum Request {
     DrillShow {
         id: i64,
     },
+    /// Every host of the store (see `fleet/`).
+    FleetList,
+    FleetShow {
+        host: String,
+    },
+    /// Retires a host; with `delete_backups`, deletes everything under its prefix.
+    FleetForget {
+        host: String,
+        #[serde(default)]
+        delete_backups: bool,
+    },
     JobList,
     JobShow {
         id: i64,
@@ -204,6 +215,7 @@ impl Request {
             | Request::Import { .. }
             | Request::Prune { .. }
             | Request::CatalogRebuild
+            | Request::FleetForget { .. }
             | Request::Reload => Action::Restore,
             Request::BackupDownload { .. } | Request::BackupLink { .. } => Action::Download,
             _ => Action::Read,

@@ -14,6 +14,7 @@
 //! - [`prune`]: retention applied (on demand, after each backup, daily).
 //! - [`scheduler`]: cron schedules → queued backup jobs.
 //! - [`recovery`]: at start-up, rollbacks of restores a kill left half done.
+//! - [`fleet`]: this host's heartbeat in the store, and watching every host's.
 //!
 //! A new job kind gets a [`JobKind`](crate::catalog::JobKind) variant, a file here
 //! with its `run`, and one arm in `run_job`.
@@ -21,6 +22,7 @@
 mod args;
 pub mod backup;
 pub mod drill;
+pub mod fleet;
 pub mod import;
 pub mod prune;
 pub mod recovery;

@@ -9,6 +9,8 @@
 //! <host>/manifests/<env>/<id>   one per completed backup, written last (manifest.rs)
 //! <host>/locks/<writer id>      running writers, so prune spares their packs (lock.rs)
 //! <host>/drills/<env>/<id>/<n>  restore drill reports of a backup (evidence.rs)
+//! <host>/status                the host's heartbeat, replaced as it goes (status.rs)
+//! _fleet/retired/<host>        hosts an operator retired (status.rs)
 //! ```
 //!
 //! Writing ([`writer`]): data is cut into chunks (FastCDC), named by BLAKE3, looked up
@@ -49,6 +51,7 @@ pub mod reader;
 pub mod rebuild;
 pub mod restorer;
 pub mod sink;
+pub mod status;
 pub mod tree;
 pub mod verify;
 pub mod writer;

@@ -20,6 +20,8 @@ use super::id::Id;
 /// Refuse records larger than this: a real entry (with xattrs and a huge file's chunk
 /// list) stays far below it.
 const MAX_RECORD_LEN: u32 = 64 << 20;
+/// Room reserved for a record before its bytes arrive: most records are far smaller.
+const RECORD_PREALLOCATION: usize = 64 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -160,11 +162,17 @@ pub fn write_entry<W: Write>(out: &mut W, entry: &Entry) -> io::Result<()> {
 /// Reads the next entry; `Ok(None)` at a clean end of the stream.
 pub fn read_entry<R: Read>(input: &mut R) -> io::Result<Option<Entry>> {
     let mut len = [0u8; 4];
-    match input.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    // Only an end before a record's first byte is a clean end; one inside its length
+    // is a cut-off stream.
+    loop {
+        match input.read(&mut len[..1]) {
+            Ok(0) => return Ok(None),
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
     }
+    input.read_exact(&mut len[1..])?;
     let len = u32::from_le_bytes(len);
     if len > MAX_RECORD_LEN {
         return Err(io::Error::new(
@@ -172,8 +180,16 @@ pub fn read_entry<R: Read>(input: &mut R) -> io::Result<Option<Entry>> {
             format!("tree record of {len} bytes"),
         ));
     }
-    let mut record = vec![0u8; len as usize];
-    input.read_exact(&mut record)?;
+    // The buffer grows with the bytes that come, not with the length claimed: a few
+    // hostile bytes must not reserve 64 MiB (found by the `tree` fuzz target).
+    let mut record = Vec::with_capacity((len as usize).min(RECORD_PREALLOCATION));
+    input.take(u64::from(len)).read_to_end(&mut record)?;
+    if record.len() != len as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("tree record cut short: {} of {len} bytes", record.len()),
+        ));
+    }
     let entry: Entry = ciborium::from_reader(&record[..])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("tree record: {e}")))?;
     entry

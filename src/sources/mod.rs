@@ -26,7 +26,7 @@ pub mod demo;
 mod dump;
 mod error;
 pub mod mariadb;
-mod pg_roles;
+pub mod pg_roles;
 pub mod postgres;
 pub mod redis;
 mod replace;

@@ -147,6 +147,13 @@ const LAYER_RULES: &[(&str, &[&str])] = &[
     ),
     // Jobs never answer requests.
     ("jobs", &["api", "daemon", "control::server"]),
+    // The fleet view is domain: no service layer.
+    (
+        "fleet",
+        &[
+            "api", "jobs", "context", "daemon", "control", "link", "metrics",
+        ],
+    ),
     // Drills' sandbox and report are domain: no service layer.
     (
         "drill",

@@ -6,6 +6,7 @@ mod daemon_e2e;
 mod databases_e2e;
 mod download_e2e;
 mod drill_e2e;
+mod fleet_e2e;
 mod import_e2e;
 mod link_e2e;
 mod metrics_e2e;

@@ -39,6 +39,9 @@ use crate::config::DatabaseKind;
 
 pub use part::{DatabaseFigures, ScratchSpec};
 pub use server::{kill_leftovers_of, sweep};
+// Decoders of bytes from the store, public for their fuzz targets (tests/fuzz).
+pub use definers::{WithoutDefiners, strip_definers};
+pub use postgres::{DumpHeader, parse_header as parse_postgres_dump_header};
 
 /// A loaded scratch database.
 pub struct Scratch {

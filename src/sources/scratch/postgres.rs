@@ -43,8 +43,8 @@ pub(super) struct Cluster {
 
 /// What a custom-format dump's header says that a drill uses.
 #[derive(Debug, PartialEq, Eq)]
-struct DumpHeader {
-    server_major: u32,
+pub struct DumpHeader {
+    pub server_major: u32,
 }
 
 pub(super) async fn load(
@@ -256,7 +256,7 @@ async fn read_header(spec: &ScratchSpec<'_>) -> Result<DumpHeader, SourceError> 
 /// Reads the header `pg_dump --format=custom` writes (`pg_backup_archiver.c`,
 /// `WriteHead`): magic, version, int and offset sizes, format, compression, the
 /// creation date, then the database name and the server's and pg_dump's versions.
-fn parse_header(bytes: &[u8]) -> Result<DumpHeader, String> {
+pub fn parse_header(bytes: &[u8]) -> Result<DumpHeader, String> {
     let mut reader = HeaderReader {
         bytes,
         at: 0,
@@ -318,10 +318,13 @@ impl HeaderReader<'_> {
     /// A sign byte, then `int_size` bytes, least significant first.
     fn int(&mut self) -> Result<i64, String> {
         let negative = self.byte()? != 0;
-        let mut value: i64 = 0;
+        let mut magnitude: u64 = 0;
         for (i, b) in self.take(self.int_size)?.iter().enumerate() {
-            value |= i64::from(*b) << (8 * i);
+            magnitude |= u64::from(*b) << (8 * i);
         }
+        // Eight bytes can hold more than an i64 (negating i64::MIN panicked: found by
+        // the `pg_dump_header` fuzz target).
+        let value = i64::try_from(magnitude).map_err(|_| "an integer out of range")?;
         Ok(if negative { -value } else { value })
     }
 
@@ -373,5 +376,9 @@ mod tests {
             "the header is cut short"
         );
         assert!(parse_header(b"SQLite format 3\0").is_err());
+        // An eight-byte integer of -2^63 is out of range, not a panic.
+        let mut wide = b"PGDMP".to_vec();
+        wide.extend_from_slice(&[1, 15, 0, 8, 8, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x80]);
+        assert_eq!(parse_header(&wide).unwrap_err(), "an integer out of range");
     }
 }

@@ -1,0 +1,88 @@
+//! A host's status object: what its heartbeat says (`docs/format.md`, "Host status").
+//!
+//! Written by the host itself, read by every other: to a reader it is hostile input
+//! like any object of the store. Unknown fields are ignored (a newer envsnap may add
+//! some); the object is capped in size by the engine (`repo/status.rs`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The status format this envsnap writes and reads.
+pub const STATUS_FORMAT: u32 = 1;
+
+/// One host's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub format: u32,
+    pub host: String,
+    /// When this status was written.
+    pub written: DateTime<Utc>,
+    /// When the daemon that wrote it started.
+    pub started: DateTime<Utc>,
+    /// envsnap's version.
+    pub envsnap: String,
+    /// How often the host writes its status (`fleet.heartbeat`).
+    pub heartbeat_seconds: u64,
+    /// The zone its schedules are written in (`daemon.timezone`).
+    pub timezone: String,
+    #[serde(default)]
+    pub environments: Vec<EnvStatus>,
+}
+
+/// One environment of a host, as it last reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvStatus {
+    pub name: String,
+    /// `ready`, `backing-up`, `updating`, `update-failed`.
+    pub status: String,
+    pub version: Option<String>,
+    /// Normalized 6-field cron expressions.
+    #[serde(default)]
+    pub schedule: Vec<String>,
+    pub next_run: Option<DateTime<Utc>>,
+    pub last_backup: Option<LastBackup>,
+    pub last_failure: Option<LastFailure>,
+    pub last_drill: Option<LastDrill>,
+    /// The environment's standing error (a failed restore).
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastBackup {
+    pub name: String,
+    pub time: DateTime<Utc>,
+    /// Logical bytes of all its parts.
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastFailure {
+    pub time: DateTime<Utc>,
+    /// The job's kind (`backup`, `restore`...).
+    pub kind: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastDrill {
+    pub backup: String,
+    pub time: DateTime<Utc>,
+    /// `passed` or `failed`.
+    pub outcome: String,
+}
+
+impl HostStatus {
+    /// Reads a status; `None` (with the reason) for one this envsnap cannot read.
+    pub fn decode(json: &[u8]) -> Result<HostStatus, String> {
+        let status: HostStatus = serde_json::from_slice(json).map_err(|e| {
+            format!(
+                "unreadable status: {}",
+                crate::message::one_line(&e.to_string())
+            )
+        })?;
+        if status.format != STATUS_FORMAT {
+            return Err(format!("status format {} is not known", status.format));
+        }
+        Ok(status)
+    }
+}
