@@ -121,10 +121,11 @@ impl Repository {
             self.store().delete(&pack_key(pack)).await?;
         }
         report.packs_deleted = doomed.len() as u64;
-        // Half-written objects of writes that died (local stores only).
+        // Half-written objects of writes that died (local stores only): packs, and
+        // the small objects (index, manifests, reports, the status) too.
         freed += self
             .store()
-            .remove_partial_uploads("packs", oldest_writer.unwrap_or_else(Utc::now));
+            .remove_partial_uploads("", oldest_writer.unwrap_or_else(Utc::now));
         report.bytes_freed = freed.saturating_sub(written_bytes);
         Ok(report)
     }
