@@ -5,8 +5,9 @@
 //! MB with app hooks, a backup `base`), prepares one operation ([`ops`]: backup,
 //! restore with app hooks, prune of an expired backup, import of a tar archive,
 //! backup delete), starts it, kills the daemon after a delay drawn within the time
-//! the operation takes here (measured once per run before the trials), restarts it,
-//! waits until no job is queued or running (a rollback may have been queued at
+//! the operation takes here (measured once per run before the trials; for half of
+//! the restores counted from `app.stop`, so that kills mid-change are common), restarts
+//! it, waits until no job is queued or running (a rollback may have been queued at
 //! start-up) and checks ([`checks`]):
 //!
 //! - the operation's job ended as a crash explains (succeeded, or failed
@@ -26,12 +27,14 @@
 //! Knobs (environment): `ENVSNAP_CRASH_TRIALS` (default 8; `benches/crash.sh` runs
 //! 200), `ENVSNAP_CRASH_SEED` (decimal or 0x hex; default random, printed),
 //! `ENVSNAP_CRASH_OPS` (comma-separated operations to draw from; default all),
-//! `ENVSNAP_CRASH_KEEP=1` (keep the directories of the first failed trials).
+//! `ENVSNAP_CRASH_KEEP=1` (keep the directories of the first failed trials),
+//! `ENVSNAP_CRASH_KILL_AFTER_MS` (kill after this delay instead of a drawn one).
 //! Trial N's seed is the run's seed plus N, and its operations come in rounds that
 //! hold each operation once, in a random order. To rerun one trial, pass its printed
-//! seed with `ENVSNAP_CRASH_TRIALS=1 ENVSNAP_CRASH_OPS=<its op>`: the same files and
-//! the same share of the operation's time before the kill (the kill's moment in the
-//! operation still depends on the machine's speed).
+//! seed and delay: `ENVSNAP_CRASH_SEED=<seed> ENVSNAP_CRASH_TRIALS=1
+//! ENVSNAP_CRASH_OPS=<op> ENVSNAP_CRASH_KILL_AFTER_MS=<ms>`, which makes the same
+//! files and kills at the same delay (where in the operation that falls still
+//! depends on the machine's speed and load).
 //!
 //! A trial that finds problems does not stop the run: every trial prints one
 //! `crash result` line, and the test fails at the end with the list.
@@ -59,6 +62,7 @@ struct Settings {
     trials: usize,
     seed: u64,
     ops: Vec<Op>,
+    kill_after: Option<Duration>,
 }
 
 impl Settings {
@@ -82,7 +86,19 @@ impl Settings {
                 })
                 .collect()
         });
-        Settings { trials, seed, ops }
+        let kill_after = var("ENVSNAP_CRASH_KILL_AFTER_MS").map(|v| {
+            Duration::from_millis(
+                v.trim()
+                    .parse()
+                    .expect("ENVSNAP_CRASH_KILL_AFTER_MS is a number"),
+            )
+        });
+        Settings {
+            trials,
+            seed,
+            ops,
+            kill_after,
+        }
     }
 
     /// Each trial's operation and seed: rounds holding every operation once, shuffled.
@@ -132,6 +148,7 @@ fn kill_9_at_random_moments_leaves_nothing_half_done() {
                 seed,
                 op,
                 window: took[&op].max(MIN_WINDOW),
+                kill_after: settings.kill_after,
             }
             .run();
             print_result(&report);
@@ -156,11 +173,8 @@ fn print_result(report: &Report) {
         false => format!("FAILED: {}", report.problems.join(" | ")),
     };
     println!(
-        "crash result trial={} seed={:#x} op={} kill_after_ms={} outcome={outcome} {verdict}",
-        report.trial.number,
-        report.trial.seed,
-        report.trial.op,
-        report.delay.as_millis()
+        "crash result trial={} seed={:#x} op={} {} outcome={outcome} {verdict}",
+        report.trial.number, report.trial.seed, report.trial.op, report.kill
     );
 }
 
@@ -177,11 +191,11 @@ fn summarize(settings: &Settings, reports: &[Report]) -> Vec<String> {
         if !report.problems.is_empty() {
             *counts.entry("failed").or_default() += 1;
             failures.push(format!(
-                "trial {} (seed {:#x}, {} killed after {} ms): {}",
+                "trial {} (seed {:#x}, {}, {}): {}",
                 report.trial.number,
                 report.trial.seed,
                 report.trial.op,
-                report.delay.as_millis(),
+                report.kill,
                 report.problems.join(" | ")
             ));
         }
