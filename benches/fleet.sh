@@ -7,6 +7,7 @@
 #
 #   bash benches/fleet.sh                       # 1,000 hosts
 #   HOSTS=200 RUNS=3 bash benches/fleet.sh
+#   ENVSNAP_BIN=/path/to/binaries bash benches/fleet.sh   # no build
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,9 +22,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "building release binaries..."
-(cd "$repo" && cargo build --release --quiet --bins --example envsnap-fleet-seed)
-bin="$repo/target/release"
+if [[ -n "${ENVSNAP_BIN:-}" ]]; then
+    bin=$(cd "$ENVSNAP_BIN" && pwd)   # envsnapd, envsnapctl and envsnap-fleet-seed
+else
+    echo "building release binaries..."
+    (cd "$repo" && cargo build --release --quiet --bins --example envsnap-fleet-seed)
+    bin="$repo/target/release"
+    cp "$bin/examples/envsnap-fleet-seed" "$bin/"
+fi
 ctl() { "$bin/envsnapctl" --socket "$work/envsnapd.sock" "$@"; }
 
 start_daemon() { # URL

@@ -51,6 +51,7 @@ async fn seed_host(root: &Store, index: usize, envs: usize, backups: usize) -> R
             version: Some("1.0".into()),
             schedule: vec!["0 0 3 * * *".into()],
             next_run: Some(now + Duration::hours(12)),
+            backups: backups as u64,
             last_backup: Some(LastBackup {
                 name: format!("b{}", backups - 1),
                 time: now - Duration::hours(2),

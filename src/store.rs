@@ -231,6 +231,17 @@ impl Store {
         result.bytes().await.map_err(classify)
     }
 
+    /// The object at `key` if it is at most `max` bytes, in one request; `None` for a
+    /// larger one, whose body is not read.
+    pub async fn get_capped(&self, key: &str, max: u64) -> Result<Option<Bytes>, StoreError> {
+        let classify = |e| StoreError::classify(key, e);
+        let result = self.inner.get(&self.path(key)).await.map_err(classify)?;
+        if result.meta.size > max {
+            return Ok(None);
+        }
+        result.bytes().await.map(Some).map_err(classify)
+    }
+
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         self.inner
             .get_range(&self.path(key), range)

@@ -126,11 +126,13 @@ async fn host_view(ctx: &Context, host: &str) -> Result<HostView, ApiError> {
         )));
     }
     let root = ctx.store_root();
-    let (found, retired) = tokio::try_join!(
-        objects::read_host(root, host, ctx.keys()),
-        objects::retired_hosts(root)
+    let (listed, retired, hosts) = tokio::try_join!(
+        objects::list_manifests(root, host),
+        objects::retired_hosts(root),
+        objects::list_hosts(root),
     )?;
-    let known = objects::list_hosts(root).await?.iter().any(|h| h == host);
+    let (status, error) = view::decode(host, objects::read_status(root, host, ctx.keys()).await);
+    let known = hosts.iter().any(|h| h == host);
     if !known {
         return Err(ApiError::new(
             ErrorCode::NotFound,
@@ -141,5 +143,12 @@ async fn host_view(ctx: &Context, host: &str) -> Result<HostView, ApiError> {
         .into_iter()
         .find(|(h, _)| h == host)
         .map(|(_, at)| at);
-    Ok(view::host_view(host, Ok(found), retired_at, rules(ctx)))
+    Ok(view::host_view(
+        host,
+        status.as_ref(),
+        error,
+        Some(&listed),
+        retired_at,
+        rules(ctx),
+    ))
 }

@@ -40,6 +40,9 @@ pub struct EnvStatus {
     #[serde(default)]
     pub schedule: Vec<String>,
     pub next_run: Option<DateTime<Utc>>,
+    /// Completed backups the host lists.
+    #[serde(default)]
+    pub backups: u64,
     pub last_backup: Option<LastBackup>,
     pub last_failure: Option<LastFailure>,
     pub last_drill: Option<LastDrill>,

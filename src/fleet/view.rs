@@ -12,7 +12,7 @@ use super::stale::{self, Backups};
 use super::status::{EnvStatus, HostStatus, LastDrill, LastFailure};
 use crate::repo::RepoError;
 use crate::repo::crypto::Keys;
-use crate::repo::status::{self as objects, HostObjects, ManifestEntry};
+use crate::repo::status::{self as objects, ManifestEntry};
 use crate::store::Store;
 
 /// Hosts read at once: enough to hide each one's round trips, few enough for any
@@ -74,6 +74,11 @@ pub struct Rules {
 }
 
 /// Every host of the store, by name.
+///
+/// One status read per host; a host's manifests are listed only when its status
+/// cannot be relied on (none, unreadable, or stale: a host that went down may have
+/// completed a backup it never reported). A listing can be costly on some stores, and
+/// a fresh status already counts its host's backups.
 pub async fn read(root: &Store, keys: &Keys, rules: Rules) -> Result<Vec<HostView>, RepoError> {
     let (hosts, retired) =
         tokio::try_join!(objects::list_hosts(root), objects::retired_hosts(root))?;
@@ -81,39 +86,68 @@ pub async fn read(root: &Store, keys: &Keys, rules: Rules) -> Result<Vec<HostVie
     let retired = &retired;
     Ok(stream::iter(hosts)
         .map(|host| async move {
-            let objects = objects::read_host(root, &host, keys).await;
-            host_view(&host, objects, retired.get(&host).copied(), rules)
+            let (status, error) = decode(&host, objects::read_status(root, &host, keys).await);
+            let retired_at = retired.get(&host).copied();
+            let view = host_view(
+                &host,
+                status.as_ref(),
+                error.clone(),
+                None,
+                retired_at,
+                rules,
+            );
+            if status.is_some() && !view.stale {
+                return view;
+            }
+            match objects::list_manifests(root, &host).await {
+                Ok(listed) => host_view(
+                    &host,
+                    status.as_ref(),
+                    error,
+                    Some(&listed),
+                    retired_at,
+                    rules,
+                ),
+                Err(e) => HostView {
+                    error: Some(e.to_string()),
+                    ..view
+                },
+            }
         })
         .buffered(CONCURRENCY)
         .collect()
         .await)
 }
 
-/// One host, from what was read of it.
+/// A host's status as read: the status, or why there is none to use.
+pub fn decode(
+    host: &str,
+    read: Result<Option<Vec<u8>>, RepoError>,
+) -> (Option<HostStatus>, Option<String>) {
+    match read.map(|json| json.map(|json| HostStatus::decode(&json))) {
+        Ok(Some(Ok(status))) if status.host != host => (
+            None,
+            Some(format!("its status names another host ({:?})", status.host)),
+        ),
+        Ok(Some(Ok(status))) => (Some(status), None),
+        Ok(Some(Err(e))) => (None, Some(e)),
+        Ok(None) => (None, None),
+        Err(e) => (None, Some(e.to_string())),
+    }
+}
+
+/// One host, from its status and, when listed, its manifests.
 pub fn host_view(
     host: &str,
-    objects: Result<HostObjects, RepoError>,
+    status: Option<&HostStatus>,
+    error: Option<String>,
+    manifests: Option<&[ManifestEntry]>,
     retired_at: Option<DateTime<Utc>>,
     rules: Rules,
 ) -> HostView {
-    let (status, manifests, error) = match objects {
-        Ok(objects) => {
-            let (status, error) = match objects.status.map(|json| HostStatus::decode(&json)) {
-                Some(Ok(status)) if status.host != host => (
-                    None,
-                    Some(format!("its status names another host ({:?})", status.host)),
-                ),
-                Some(Ok(status)) => (Some(status), None),
-                Some(Err(e)) => (None, Some(e)),
-                None => (None, None),
-            };
-            (status, objects.manifests, error)
-        }
-        Err(e) => (None, Vec::new(), Some(e.to_string())),
-    };
     // A host that wrote a status after it was retired is back.
-    let retired = retired_at.is_some_and(|at| status.as_ref().is_none_or(|s| s.written <= at));
-    let stale_reason = match (&status, retired) {
+    let retired = retired_at.is_some_and(|at| status.is_none_or(|s| s.written <= at));
+    let stale_reason = match (status, retired) {
         (_, true) => None,
         (Some(s), false) => stale::host_stale(
             s.written,
@@ -127,26 +161,26 @@ pub fn host_view(
     };
     HostView {
         host: host.to_owned(),
-        envsnap: status.as_ref().map(|s| s.envsnap.clone()),
-        heartbeat: status.as_ref().map(|s| s.written),
-        heartbeat_age_seconds: status.as_ref().map(|s| seconds(s.written, rules.now)),
+        envsnap: status.map(|s| s.envsnap.clone()),
+        heartbeat: status.map(|s| s.written),
+        heartbeat_age_seconds: status.map(|s| seconds(s.written, rules.now)),
         stale: stale_reason.is_some(),
         stale_reason,
         retired,
         error,
-        environments: env_views(status.as_ref(), &manifests, retired, rules),
+        environments: env_views(status, manifests, retired, rules),
     }
 }
 
 /// The environments a status reports and those only backups show, by name.
 fn env_views(
     status: Option<&HostStatus>,
-    manifests: &[ManifestEntry],
+    manifests: Option<&[ManifestEntry]>,
     retired: bool,
     rules: Rules,
 ) -> Vec<EnvView> {
     let mut listed: BTreeMap<&str, (u64, Option<DateTime<Utc>>)> = BTreeMap::new();
-    for entry in manifests {
+    for entry in manifests.unwrap_or_default() {
         let (count, newest) = listed.entry(&entry.env).or_default();
         *count += 1;
         *newest = (*newest).max(Some(entry.written));
@@ -164,15 +198,18 @@ fn env_views(
     names
         .into_iter()
         .map(|name| {
-            let (backups, newest) = listed.get(name).copied().unwrap_or_default();
-            env_view(
-                name,
-                reported.get(name).copied(),
-                status,
-                (backups, newest),
-                retired,
-                rules,
-            )
+            let reported = reported.get(name).copied();
+            // Without a listing, the status's own count and newest backup.
+            let backups = match manifests {
+                Some(_) => listed.get(name).copied().unwrap_or_default(),
+                None => (
+                    reported.map_or(0, |e| e.backups),
+                    reported
+                        .and_then(|e| e.last_backup.as_ref())
+                        .map(|b| b.time),
+                ),
+            };
+            env_view(name, reported, status, backups, retired, rules)
         })
         .collect()
 }

@@ -86,7 +86,7 @@ async fn env_status(
 ) -> Result<EnvStatus, CatalogError> {
     let env = config.env(name).expect("a configured environment");
     let owned = name.to_owned();
-    let (state, last, failed, drill) = ctx
+    let (state, last, failed, drill, stats) = ctx
         .catalog
         .blocking(move |c| {
             Ok((
@@ -94,6 +94,7 @@ async fn env_status(
                 c.last_backup(&owned)?,
                 c.last_failed_job(&owned)?,
                 c.last_drill(&owned)?,
+                c.env_stats(std::slice::from_ref(&owned))?,
             ))
         })
         .await?;
@@ -103,6 +104,7 @@ async fn env_status(
         version: env.version.read(VERSION_TIMEOUT).await.ok(),
         schedule: env.schedule.clone(),
         next_run: crate::schedule::next_of(&env.schedule, config.daemon.timezone, now),
+        backups: stats.first().map_or(0, |s| s.backups),
         last_backup: last.as_ref().and_then(last_backup),
         last_failure: failed.and_then(|job| {
             Some(LastFailure {

@@ -27,15 +27,6 @@ const MAX_STATUS: u64 = 4 << 20;
 /// Where retired hosts are marked, at the top of the store.
 const RETIRED_DIR: &str = "_fleet/retired";
 
-/// What the store holds for one host.
-#[derive(Debug, Clone, Default)]
-pub struct HostObjects {
-    /// The status's JSON, opened; `None` when the host never wrote one.
-    pub status: Option<Vec<u8>>,
-    /// Its manifests, by key only.
-    pub manifests: Vec<ManifestEntry>,
-}
-
 /// One manifest as a listing shows it: no read, no key needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestEntry {
@@ -67,11 +58,31 @@ pub async fn list_hosts(root: &Store) -> Result<Vec<String>, RepoError> {
     Ok(hosts)
 }
 
-/// `host`'s status (opened with `keys`) and manifest keys.
-pub async fn read_host(root: &Store, host: &str, keys: &Keys) -> Result<HostObjects, RepoError> {
+/// `host`'s status, opened with `keys`; `None` when it never wrote one. One request.
+pub async fn read_status(
+    root: &Store,
+    host: &str,
+    keys: &Keys,
+) -> Result<Option<Vec<u8>>, RepoError> {
     let store = root.scoped(checked_name(host)?);
-    let (status, listed) = tokio::join!(read_status(&store, keys), store.list("manifests"));
-    let manifests = listed?
+    let sealed = match store.get_capped(STATUS_KEY, MAX_STATUS).await {
+        Ok(Some(sealed)) => sealed,
+        Ok(None) => return Err(corrupt("too large for a status")),
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let plain = keys
+        .open(&sealed)
+        .map_err(|_| corrupt("cannot be opened with this key"))?;
+    Ok(Some(plain))
+}
+
+/// `host`'s manifests, by key only (a listing: no manifest is read).
+pub async fn list_manifests(root: &Store, host: &str) -> Result<Vec<ManifestEntry>, RepoError> {
+    let store = root.scoped(checked_name(host)?);
+    Ok(store
+        .list("manifests")
+        .await?
         .into_iter()
         .filter_map(|object| {
             let mut parts = object.key.split('/');
@@ -88,31 +99,7 @@ pub async fn read_host(root: &Store, host: &str, keys: &Keys) -> Result<HostObje
                 _ => None,
             }
         })
-        .collect();
-    Ok(HostObjects {
-        status: status?,
-        manifests,
-    })
-}
-
-async fn read_status(store: &Store, keys: &Keys) -> Result<Option<Vec<u8>>, RepoError> {
-    let size = match store.size(STATUS_KEY).await {
-        Ok(size) => size,
-        Err(StoreError::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    if size > MAX_STATUS {
-        return Err(corrupt("too large for a status"));
-    }
-    let sealed = match store.get(STATUS_KEY).await {
-        Ok(sealed) => sealed,
-        Err(StoreError::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let plain = keys
-        .open(&sealed)
-        .map_err(|_| corrupt("cannot be opened with this key"))?;
-    Ok(Some(plain))
+        .collect())
 }
 
 fn corrupt(reason: &str) -> RepoError {
@@ -181,7 +168,7 @@ mod tests {
         });
         let mut seen = 0;
         while !writer.is_finished() {
-            if let Some(json) = read_host(&root, "web-01", &keys).await.unwrap().status {
+            if let Some(json) = read_status(&root, "web-01", &keys).await.unwrap() {
                 let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
                 assert!(value["round"].is_u64());
                 seen += 1;
