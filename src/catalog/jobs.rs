@@ -224,7 +224,8 @@ impl Catalog {
                 )?;
             }
         }
-        if let (Some(env), true) = (env.as_deref(), kind.is_some_and(JobKind::uses_backup)) {
+        // Only a restore changes the environment; an import stores a backup beside it.
+        if let (Some(env), Some(JobKind::Restore)) = (env.as_deref(), kind) {
             tx.execute(
                 "INSERT INTO environments (name, status) VALUES (?1, 'updating')
                  ON CONFLICT (name) DO UPDATE SET status = 'updating'",
@@ -270,6 +271,27 @@ impl Catalog {
         if let Some(entry) = activity {
             insert_activity(&tx, entry)?;
         }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A restore's end in one transaction: its environment's new status and error,
+    /// its activity entries (the restore's, and its rollback's), and the job's state.
+    /// A crash leaves the restore running (a restart repairs it) or wholly recorded.
+    pub fn finish_restore(
+        &self,
+        id: i64,
+        (env, status, last_error): (&str, &str, Option<&str>),
+        (state, error): (JobState, Option<&str>),
+        activity: &[ActivityEntry],
+    ) -> Result<(), CatalogError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        set_env_status(&tx, env, status, last_error)?;
+        for entry in activity {
+            insert_activity(&tx, entry)?;
+        }
+        end_job(&tx, id, state, error)?;
         tx.commit()?;
         Ok(())
     }
@@ -432,6 +454,24 @@ mod tests {
             })
             .unwrap();
         assert_eq!(state, "failed");
+    }
+
+    #[test]
+    fn an_import_leaves_its_environments_status_alone() {
+        let catalog = Catalog::in_memory().unwrap();
+        let job = catalog
+            .queue_backup(
+                "live",
+                BackupName::Exact("outside"),
+                "host",
+                "import",
+                "root",
+                None,
+            )
+            .unwrap();
+        assert_eq!(job.kind, JobKind::Import);
+        assert!(catalog.start_job(job.id).unwrap());
+        assert_eq!(catalog.env_state("live").unwrap().status, "ready");
     }
 
     #[test]

@@ -210,11 +210,12 @@ async fn record_outcome(
     let recorded = ctx
         .catalog
         .blocking(move |c| {
-            c.set_env_status(&env_c, status, last_error.as_deref())?;
-            for entry in &entries {
-                c.add_activity(entry)?;
-            }
-            c.finish_job(id, state, error.as_deref(), None)
+            c.finish_restore(
+                id,
+                (&env_c, status, last_error.as_deref()),
+                (state, error.as_deref()),
+                &entries,
+            )
         })
         .await;
     if let Err(e) = recorded {
