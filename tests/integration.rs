@@ -10,6 +10,8 @@
 //!   servers.
 //! - [`architecture`]: the layering of `src/` (no import cycles, dependencies
 //!   pointing down, no oversized files), read from the source text.
+//! - [`fuzz`]: a fuzz target for every decoder of untrusted bytes, a short pass
+//!   here, long runs with `fuzz/run.sh`.
 //!
 //! Each former test file is one module, so `cargo test --test integration engine::`
 //! runs the in-process tests alone and `e2e::restore_e2e::` one file's tests.
@@ -22,8 +24,11 @@
 //!   server, one at a time ([`support::s3`]).
 //! - Loopback ports: handed out once per run ([`support::ports`]).
 //! - Unix users: created once, with retries ([`support::daemon::ensure_user`]).
+//! - The allocator: [`fuzz`]'s guard wraps the system allocator for the whole
+//!   binary; it only looks at allocations of threads running a fuzz target.
 
 mod architecture;
 mod e2e;
 mod engine;
+mod fuzz;
 mod support;
