@@ -77,7 +77,7 @@ pub struct LastDrill {
 impl HostStatus {
     /// Reads a status; `None` (with the reason) for one this envsnap cannot read.
     pub fn decode(json: &[u8]) -> Result<HostStatus, String> {
-        let status: HostStatus = serde_json::from_slice(json).map_err(|e| {
+        let mut status: HostStatus = serde_json::from_slice(json).map_err(|e| {
             format!(
                 "unreadable status: {}",
                 crate::message::one_line(&e.to_string())
@@ -86,6 +86,65 @@ impl HostStatus {
         if status.format != STATUS_FORMAT {
             return Err(format!("status format {} is not known", status.format));
         }
+        if let Some(env) = status
+            .environments
+            .iter()
+            .find(|e| !crate::repo::manifest::is_safe_name(&e.name))
+        {
+            return Err(format!(
+                "its status names an environment {:?} that is not a valid name",
+                crate::message::one_line(&env.name)
+            ));
+        }
+        status.make_printable();
         Ok(status)
+    }
+
+    /// Every free-text field as one printable line: another host's words end up on
+    /// an operator's terminal, and must not carry control characters there.
+    fn make_printable(&mut self) {
+        let clean = |text: &mut String| *text = crate::message::one_line(text);
+        clean(&mut self.envsnap);
+        clean(&mut self.timezone);
+        for env in &mut self.environments {
+            clean(&mut env.status);
+            env.version.iter_mut().for_each(clean);
+            env.last_error.iter_mut().for_each(clean);
+            env.schedule.iter_mut().for_each(clean);
+            if let Some(backup) = &mut env.last_backup {
+                clean(&mut backup.name);
+            }
+            if let Some(failure) = &mut env.last_failure {
+                clean(&mut failure.kind);
+                clean(&mut failure.error);
+            }
+            if let Some(drill) = &mut env.last_drill {
+                clean(&mut drill.backup);
+                clean(&mut drill.outcome);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_hosts_words_reach_the_terminal_as_one_printable_line() {
+        let json = r#"{"format":1,"host":"web-02","written":"2026-12-03T10:00:00Z",
+            "started":"2026-12-03T09:00:00Z","envsnap":"0.1\u001b[2J","heartbeat_seconds":300,
+            "timezone":"UTC","environments":[{"name":"live","status":"ready\nFAKE: ok",
+            "version":null,"next_run":null,"last_backup":null,"last_failure":null,
+            "last_drill":null,"last_error":null}]}"#;
+        let status = HostStatus::decode(json.as_bytes()).unwrap();
+        assert!(!status.envsnap.contains('\u{1b}'), "{:?}", status.envsnap);
+        assert!(!status.environments[0].status.contains('\n'));
+        let bad = json.replace("\"live\"", "\"../x\"");
+        assert!(
+            HostStatus::decode(bad.as_bytes())
+                .unwrap_err()
+                .contains("not a valid name")
+        );
     }
 }
