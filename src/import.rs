@@ -146,7 +146,8 @@ fn unpack(reader: impl Read, root: &Path, options: UnpackOptions) -> Result<u64,
         owner, keep_setuid, ..
     } = options;
     let mut budget = sparse::Budget::new(root, options.max_size).map_err(|e| e.to_string())?;
-    let mut archive = tar::Archive::new(reader);
+    // Extension headers over a limit are refused before the tar crate buffers them.
+    let mut archive = tar::Archive::new(headers::ExtensionGuard::new(reader));
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(owner.is_none());
     archive.set_unpack_xattrs(owner.is_none());
@@ -531,6 +532,7 @@ fn drop_setid(root: &Path, entry: &Path, header: &tar::Header) -> Result<(), Str
 }
 
 mod dump;
+mod headers;
 mod sparse;
 
 pub use dump::checked_dump;
