@@ -6,8 +6,11 @@
 //! - [`servers`]: throwaway PostgreSQL, MariaDB and Redis servers.
 //! - [`s3`]: a throwaway S3-compatible server, and the `AWS_*` settings that reach it.
 //! - [`ports`]: free loopback ports, each handed out once.
+//! - [`netproxy`]: a TCP proxy that adds latency and injects HTTP faults (503s, stalls,
+//!   dropped connections, a denied method) between a client and a server.
 
 pub mod daemon;
+pub mod netproxy;
 pub mod ports;
 pub mod repo;
 pub mod s3;
