@@ -10,5 +10,6 @@ mod fleet_e2e;
 mod import_e2e;
 mod link_e2e;
 mod metrics_e2e;
+mod objstore_e2e;
 mod restore_e2e;
 mod schedule_e2e;
