@@ -5,7 +5,8 @@
 //!   engine's round trips, corruption, crash safety and maintenance, and config
 //!   loading.
 //! - [`e2e`]: the real `envsnapd` and `envsnapctl` over a real socket, with real
-//!   database servers and a real S3-compatible server.
+//!   database servers, a real S3-compatible server and the Azure Blob Storage
+//!   emulator.
 //! - [`support`]: what both share: test repositories, a test daemon, throwaway
 //!   servers.
 //! - [`architecture`]: the layering of `src/` (no import cycles, dependencies
@@ -21,7 +22,8 @@
 //! - Environment variables: `engine::config_errors` sets one `ENVSNAP_*` variable for
 //!   a moment, which daemons do not inherit ([`support::daemon`] starts them without
 //!   `ENVSNAP_*` variables). The two S3 tests point the `AWS_*` settings at their own
-//!   server, one at a time ([`support::s3`]).
+//!   server, one at a time ([`support::s3`]); the Azure tests the `AZURE_*` settings
+//!   at their own emulator, one at a time ([`support::azurite`]).
 //! - Loopback ports: handed out once per run ([`support::ports`]).
 //! - Unix users: created once, with retries ([`support::daemon::ensure_user`]).
 //! - The allocator: [`fuzz`]'s guard wraps the system allocator for the whole

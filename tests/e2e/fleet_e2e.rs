@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::metrics_e2e::{free_address, get};
-use crate::support::daemon::{TestDaemon, make_environments, standard_config};
+use crate::support::daemon::{TestDaemon, make_environments, standard_config_on};
 use crate::support::repo::assert_same_tree;
 use crate::support::s3;
 
@@ -26,15 +26,10 @@ fn fleet_daemon(host: &str, store: &str, fleet: &str, metrics: Option<&str>) -> 
     .unwrap();
     let listen = metrics.map_or_else(String::new, |a| format!("metrics_listen = \"{a}\"\n"));
     TestDaemon::start_in(dir, |d: &Path| {
-        standard_config(d, &format!("[fleet]\nheartbeat = \"1s\"\n{fleet}"))
-            .replace(
-                "host = \"test-host\"",
-                &format!("host = \"{host}\"\n{listen}"),
-            )
-            .replace(
-                &format!("url = \"file://{}/store\"", d.display()),
-                &format!("url = \"{store}\""),
-            )
+        standard_config_on(d, store, &format!("[fleet]\nheartbeat = \"1s\"\n{fleet}")).replace(
+            "host = \"test-host\"",
+            &format!("host = \"{host}\"\n{listen}"),
+        )
     })
 }
 

@@ -2,51 +2,11 @@
 //! on loopback (s3s-fs): the signed URL serves the part to anyone holding it, without
 //! credentials, until it expires; then the export object is gone.
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::support::daemon::{TestDaemon, make_environments, standard_config};
+use crate::support::daemon::{TestDaemon, make_environments, standard_config_on};
+use crate::support::http;
 use crate::support::s3;
-
-/// GET `url` (plain HTTP on loopback) without credentials: status code and body.
-fn fetch(url: &str) -> (u16, Vec<u8>) {
-    let url = url::Url::parse(url).unwrap();
-    let authority = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
-    let target = match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_owned(),
-    };
-    let mut stream = std::net::TcpStream::connect(&authority).unwrap();
-    write!(
-        stream,
-        "GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut body = response[split + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        body = unchunk(&body);
-    }
-    (status, body)
-}
-
-fn unchunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&data[..line]).unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[line + 2..line + 2 + size]);
-        data = &data[line + 2 + size + 2..];
-    }
-}
 
 #[test]
 fn a_link_serves_the_part_until_it_expires() {
@@ -59,50 +19,15 @@ fn a_link_serves_the_part_until_it_expires() {
     // Ours while `_server` runs (see support::s3); the daemon inherits them.
     unsafe { s3::point_aws_settings_at(port) };
     make_environments(dir.path());
-    let local = format!("url = \"file://{}/store\"", dir.path().display());
-    let daemon = TestDaemon::start_in(dir, |d| {
-        standard_config(d, "").replace(&local, "url = \"s3://backups/fleet\"")
-    });
+    let daemon = TestDaemon::start_in(dir, |d| standard_config_on(d, "s3://backups/fleet", ""));
     let job = daemon.json(&["backup", "create", "live", "--name", "b1", "--wait"]);
     assert_eq!(job["job"]["state"], "succeeded", "{job}");
-    let db = daemon.path("main.db");
-    daemon
-        .ctl(&[
-            "backup",
-            "download",
-            "live",
-            "b1",
-            "--part",
-            "database:main",
-            "-o",
-            db.to_str().unwrap(),
-        ])
-        .ok();
-
-    let link = daemon.json(&[
-        "backup",
-        "link",
-        "live",
-        "b1",
-        "--part",
-        "database:main",
-        "--ttl",
-        "3s",
-    ]);
+    let link = link_database_and_fetch(&daemon, "3s");
     let url = link["url"].as_str().unwrap();
     assert!(
         url.contains("/exports/") && url.contains("X-Amz-Signature="),
         "{link}"
     );
-    assert!(url.contains("live-b1-database-main.db"), "{url}");
-    let (status, body) = fetch(url);
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(
-        body,
-        std::fs::read(&db).unwrap(),
-        "the link serves the part's bytes"
-    );
-    assert_eq!(link["bytes"].as_u64(), Some(body.len() as u64));
     let exports = s3_root.join("backups/fleet/test-host/exports");
     assert_eq!(
         walk_files(&exports).len(),
@@ -111,8 +36,8 @@ fn a_link_serves_the_part_until_it_expires() {
     );
 
     // A tampered URL is refused by the store.
-    let (status, _) = fetch(&url.replace("X-Amz-Expires=3", "X-Amz-Expires=9"));
-    assert_eq!(status, 403);
+    let tampered = http::get(&url.replace("X-Amz-Expires=3", "X-Amz-Expires=9"));
+    assert_eq!(tampered.status, 403);
 
     // Longer than an hour is refused; nothing is exported.
     let refused = daemon.ctl(&[
@@ -133,40 +58,10 @@ fn a_link_serves_the_part_until_it_expires() {
         assert!(Instant::now() < deadline, "expired exports left: {left:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (status, _) = fetch(url);
-    assert_ne!(status, 200);
-    // Import from URLs: a link (http, signed) and the store URL of the same object.
-    let link = daemon.json(&[
-        "backup", "link", "live", "b1", "--part", "code", "--format", "tar.zst", "--ttl", "10m",
-    ]);
-    let url = link["url"].as_str().unwrap();
-    let key = url::Url::parse(url).unwrap().path().to_owned();
-    let store_url = format!("s3:/{key}");
-    for (name, from) in [("via-link", url), ("via-store", store_url.as_str())] {
-        let imported = daemon.json(&[
-            "import",
-            "live",
-            "--name",
-            name,
-            "--wait",
-            "--part",
-            &format!("code={from}"),
-        ]);
-        assert_eq!(imported["job"]["state"], "succeeded", "{imported}");
-    }
-    let size = |backup: &str| {
-        let shown = daemon.json(&["backup", "show", "live", backup]);
-        shown["parts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["part"] == "code")
-            .unwrap()["size"]
-            .as_u64()
-            .unwrap()
-    };
-    assert_eq!(size("via-link"), size("b1"));
-    assert_eq!(size("via-store"), size("b1"));
+    assert_ne!(http::get(url).status, 200);
+    assert_imports_from_link_and_store(&daemon, |url| {
+        format!("s3:/{}", url::Url::parse(url).unwrap().path())
+    });
     let missing = daemon.ctl(&[
         "import",
         "live",
@@ -194,6 +89,71 @@ fn a_link_serves_the_part_until_it_expires() {
             .any(|e| e["action"] == "link" && e["outcome"] == "succeeded"),
         "{log}"
     );
+}
+
+/// Links `b1`'s `database:main` for `ttl`, fetches the link without credentials, and
+/// checks it serves the bytes a download of the part gives; returns the link's answer.
+pub(super) fn link_database_and_fetch(daemon: &TestDaemon, ttl: &str) -> serde_json::Value {
+    let db = daemon.path("main.db");
+    let part = ["--part", "database:main"];
+    let mut download = vec!["backup", "download", "live", "b1"];
+    download.extend(part);
+    download.extend(["-o", db.to_str().unwrap()]);
+    daemon.ctl(&download).ok();
+    let mut args = vec!["backup", "link", "live", "b1"];
+    args.extend(part);
+    args.extend(["--ttl", ttl]);
+    let link = daemon.json(&args);
+    let url = link["url"].as_str().unwrap();
+    assert!(url.contains("/live-b1-database-main.db?"), "{url}");
+    let fetched = http::get(url);
+    assert_eq!(fetched.status, 200, "{}", fetched.text());
+    assert_eq!(
+        fetched.body,
+        std::fs::read(&db).unwrap(),
+        "the link serves the part's bytes"
+    );
+    assert_eq!(link["bytes"].as_u64(), Some(fetched.body.len() as u64));
+    link
+}
+
+/// Imports `b1`'s code (linked as tar.zst) twice: from the link (http, signed) and
+/// from the same object's store URL (`store_url` of the link's URL); both imports
+/// hold the code `b1` holds.
+pub(super) fn assert_imports_from_link_and_store(
+    daemon: &TestDaemon,
+    store_url: impl Fn(&str) -> String,
+) {
+    let link = daemon.json(&[
+        "backup", "link", "live", "b1", "--part", "code", "--format", "tar.zst", "--ttl", "10m",
+    ]);
+    let url = link["url"].as_str().unwrap();
+    let store_url = store_url(url);
+    for (name, from) in [("via-link", url), ("via-store", store_url.as_str())] {
+        let imported = daemon.json(&[
+            "import",
+            "live",
+            "--name",
+            name,
+            "--wait",
+            "--part",
+            &format!("code={from}"),
+        ]);
+        assert_eq!(imported["job"]["state"], "succeeded", "{imported}");
+    }
+    let size = |backup: &str| {
+        let shown = daemon.json(&["backup", "show", "live", backup]);
+        shown["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["part"] == "code")
+            .unwrap()["size"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(size("via-link"), size("b1"));
+    assert_eq!(size("via-store"), size("b1"));
 }
 
 fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

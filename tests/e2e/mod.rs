@@ -1,6 +1,8 @@
 //! End to end: the real `envsnapd` and `envsnapctl` over a real socket in a temp
-//! directory, with real database servers and a real S3-compatible server.
+//! directory, with real database servers, a real S3-compatible server and the Azure
+//! Blob Storage emulator.
 
+mod azure_e2e;
 mod crash_e2e;
 mod daemon_e2e;
 mod databases_e2e;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::support::daemon::{TestDaemon, make_environments, standard_config};
+use crate::support::daemon::{TestDaemon, make_environments, standard_config, standard_config_on};
 use crate::support::repo::assert_same_tree;
 
 /// The `live` environment's app commands append their name to `hooks.log`.
@@ -50,7 +50,8 @@ fn sqlite_rows(db: &Path) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn snapshot(daemon: &TestDaemon, name: &str) -> std::path::PathBuf {
+/// A copy (`cp -a`) of the `live` environment's files, as `name` in the daemon's directory.
+pub(super) fn snapshot(daemon: &TestDaemon, name: &str) -> std::path::PathBuf {
     let copy = daemon.path(name);
     let status = Command::new("cp")
         .arg("-a")
@@ -63,7 +64,7 @@ fn snapshot(daemon: &TestDaemon, name: &str) -> std::path::PathBuf {
 }
 
 /// Changes every part of `live`: code, uploads (one file changed, one added, one removed) and rows.
-fn drift(daemon: &TestDaemon) {
+pub(super) fn drift(daemon: &TestDaemon) {
     std::fs::write(daemon.path("live/app/index.php"), "<?php echo 'changed';\n").unwrap();
     std::fs::write(daemon.path("live/app/new.php"), "new").unwrap();
     std::fs::remove_file(daemon.path("live/app/src/lib.php")).unwrap();
@@ -76,7 +77,8 @@ fn drift(daemon: &TestDaemon) {
     assert!(out.status.success());
 }
 
-fn assert_live_equals(daemon: &TestDaemon, copy: &Path) {
+/// Asserts `live` holds what `copy` (a [`snapshot`]) does: the same trees and rows.
+pub(super) fn assert_live_equals(daemon: &TestDaemon, copy: &Path) {
     for part in ["app", "uploads"] {
         assert_same_tree(&copy.join(part), &daemon.path("live").join(part));
     }
@@ -407,12 +409,8 @@ fn restore_from_another_host_through_a_shared_store() {
     let store = shared.path().join("store");
     let config_for = |host: &'static str, store: std::path::PathBuf| {
         move |d: &Path| {
-            standard_config(d, "")
+            standard_config_on(d, &format!("file://{}", store.display()), "")
                 .replace("host = \"test-host\"", &format!("host = \"{host}\""))
-                .replace(
-                    &format!("url = \"file://{}/store\"", d.display()),
-                    &format!("url = \"file://{}\"", store.display()),
-                )
         }
     };
     let dir_a = tempfile::tempdir().unwrap();

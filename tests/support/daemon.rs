@@ -78,6 +78,15 @@ code = "{dir}/test/app"
     )
 }
 
+/// [`standard_config`] with its store at `store` (a URL: `s3://...`, `az://...`)
+/// instead of the local directory.
+pub fn standard_config_on(dir: &Path, store: &str, extra: &str) -> String {
+    standard_config(dir, extra).replace(
+        &format!("url = \"file://{}/store\"", dir.display()),
+        &format!("url = \"{store}\""),
+    )
+}
+
 /// Lays out the `live` and `test` environments' files.
 pub fn make_environments(dir: &Path) {
     for sub in [

@@ -1,4 +1,5 @@
-//! Free loopback ports for servers the tests start (and for a port nobody listens on).
+//! Free loopback ports for servers the tests start (and for a port nobody listens on),
+//! and the wait until such a server listens.
 //!
 //! A port is found by binding port 0 and letting the listener go, so the kernel may
 //! give the same port to the next bind soon after. All the tests run in one process,
@@ -6,8 +7,9 @@
 //! and start two servers on it. A port is handed out at most once per run.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
@@ -24,5 +26,15 @@ pub fn free_loopback_port() -> u16 {
         if handed_out.insert(port) {
             return port;
         }
+    }
+}
+
+/// Waits (up to 20 s) until a server answers on loopback `port`; `what` names it in
+/// the failure.
+pub fn wait_until_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

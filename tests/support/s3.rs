@@ -9,9 +9,8 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
 
-use super::ports::free_loopback_port;
+use super::ports::{free_loopback_port, wait_until_listening};
 
 pub const ACCESS_KEY: &str = "envsnap-test";
 pub const SECRET_KEY: &str = "envsnap-test-secret";
@@ -83,11 +82,7 @@ pub fn start_server(binary: &PathBuf, root: &std::path::Path) -> (Server, u16) {
         child,
         _settings: settings,
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "s3s-fs did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_listening(port, "s3s-fs");
     (server, port)
 }
 
