@@ -87,6 +87,7 @@ impl Context {
             source,
         };
         let root = Store::from_url(&url).map_err(|e| repo_error(e.into()))?;
+        root.configure(&config.store.transfer);
         let options = InitOptions {
             compression: config.store.compression,
             ..InitOptions::default()
@@ -195,9 +196,11 @@ impl Context {
         };
         if fixed(&fresh) != fixed(&current) {
             tracing::warn!(
-                "daemon.host, daemon.state_dir, daemon.socket, daemon.metrics_listen and [store] changes take effect at the next start"
+                "daemon.host, daemon.state_dir, daemon.socket, daemon.metrics_listen and store.url changes take effect at the next start"
             );
         }
+        // Limits, retries and concurrency apply at once, to running jobs too.
+        self.store_root.configure(&fresh.store.transfer);
         let fresh = Arc::new(fresh);
         self.config.replace(fresh.clone());
         self.runner.wake();

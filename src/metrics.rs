@@ -333,6 +333,13 @@ fn register_jobs(registry: &mut Registry, outcomes: &[JobOutcomes], counts: &Job
         finished,
     );
     registry.register("jobs", "Jobs queued and running now", active);
+    let retries = Counter::<u64>::default();
+    retries.inc_by(crate::store::retries_total());
+    registry.register(
+        "store_retries",
+        "Store requests attempted again after a transient failure since the daemon started",
+        retries,
+    );
 }
 
 #[cfg(test)]

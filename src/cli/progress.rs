@@ -67,6 +67,9 @@ fn message(progress: &Progress) -> String {
         human_size(progress.bytes_done),
         human_size(progress.rate)
     );
+    if let Some(limit) = progress.limit {
+        text.push_str(&format!(" (limit {}/s)", human_size(limit)));
+    }
     if !progress.part.is_empty() {
         text.push_str("  ");
         text.push_str(&progress.part);
@@ -88,8 +91,14 @@ mod tests {
             parts_total: 3,
             part: "database:main".into(),
             rate: 1 << 20,
+            limit: None,
         };
         assert_eq!(message(&progress), "3.0 MiB  1.0 MiB/s  database:main");
+        progress.limit = Some(5 << 20);
+        assert_eq!(
+            message(&progress),
+            "3.0 MiB  1.0 MiB/s (limit 5.0 MiB/s)  database:main"
+        );
         progress.state = JobState::Queued;
         assert_eq!(message(&progress), "job 3 queued");
     }

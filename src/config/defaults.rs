@@ -80,6 +80,7 @@ impl Config {
                 url: default_store_url(state_dir),
                 key_file: None,
                 compression: DEFAULT_COMPRESSION,
+                transfer: default_transfer(chrono_tz::UTC),
             },
             access: AccessRules::default(),
             restore: RestoreConfig::default(),
@@ -125,6 +126,17 @@ pub fn default_state_dir() -> PathBuf {
         return home.join(".local/state/envsnap");
     }
     std::env::temp_dir().join(format!("envsnap-{}", nix::unistd::geteuid()))
+}
+
+/// `[store]` request settings when the file sets none.
+pub(super) fn default_transfer(timezone: chrono_tz::Tz) -> crate::store::TransferSettings {
+    crate::store::TransferSettings {
+        concurrency: crate::store::DEFAULT_CONCURRENCY,
+        retry_timeout: crate::store::DEFAULT_RETRY_TIMEOUT,
+        upload_limit: Default::default(),
+        download_limit: Default::default(),
+        timezone,
+    }
 }
 
 pub(super) fn default_store_url(state_dir: &Path) -> String {

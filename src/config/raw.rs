@@ -55,6 +55,27 @@ pub(super) struct RawStore {
     pub url: Option<String>,
     pub key_file: Option<PathBuf>,
     pub compression: Option<i64>,
+    pub concurrency: Option<i64>,
+    pub retry_timeout: Option<String>,
+    pub upload_limit: Option<OneOrMany>,
+    pub download_limit: Option<OneOrMany>,
+}
+
+/// A string, or a list of them (`upload_limit = "20MiB/s"` or `[...]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -66,6 +66,8 @@ pub struct StoreConfig {
     pub key_file: Option<PathBuf>,
     /// zstd level.
     pub compression: i32,
+    /// Requests in flight, retries and bandwidth limits.
+    pub transfer: crate::store::TransferSettings,
 }
 
 /// `[restore]`.

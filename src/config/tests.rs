@@ -167,3 +167,50 @@ fn names_with_dots_survive_the_merge() {
     let config = Config::from_toml(text, Path::new("/x.toml")).unwrap();
     assert!(config.env("v1.2").unwrap().mounts.contains_key("a.b"));
 }
+
+#[test]
+fn store_transfer_settings_are_read_and_checked() {
+    let file = Path::new("/etc/envsnap/envsnap.toml");
+    let config = Config::from_toml(
+        r#"
+[daemon]
+timezone = "Europe/Berlin"
+[store]
+concurrency = 12
+retry_timeout = "90s"
+upload_limit = "20MiB/s"
+download_limit = ["08:00-20:00 5MiB/s", "50MB/s"]
+"#,
+        file,
+    )
+    .unwrap();
+    let transfer = &config.store.transfer;
+    assert_eq!(transfer.concurrency, 12);
+    assert_eq!(transfer.retry_timeout, Duration::from_secs(90));
+    assert_eq!(transfer.timezone, chrono_tz::Europe::Berlin);
+    let noon = chrono::NaiveTime::from_hms_opt(12, 0, 0).unwrap();
+    let night = chrono::NaiveTime::from_hms_opt(23, 0, 0).unwrap();
+    assert_eq!(transfer.upload_limit.rate_at(night), Some(20 << 20));
+    assert_eq!(transfer.download_limit.rate_at(noon), Some(5 << 20));
+    assert_eq!(transfer.download_limit.rate_at(night), Some(50_000_000));
+    assert_eq!(small().store.transfer.concurrency, 8, "the default");
+    assert_eq!(small().store.transfer.upload_limit.rate_at(noon), None);
+
+    for (text, expected) in [
+        ("concurrency = 0", "store.concurrency: must be from 1 to 64"),
+        ("retry_timeout = \"soon\"", "store.retry_timeout"),
+        (
+            "upload_limit = \"fast\"",
+            "store.upload_limit: `fast` is not a rate",
+        ),
+        (
+            "download_limit = [\"8-20 1MiB/s\"]",
+            "store.download_limit: `8-20 1MiB/s` is not a rate",
+        ),
+    ] {
+        let error = Config::from_toml(&format!("[store]\n{text}\n"), file)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(expected), "{text}: {error}");
+    }
+}

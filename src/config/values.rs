@@ -41,9 +41,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-/// Turns a cron expression into the 6-field form (seconds first): 5 fields get `0 `
-/// in front, 6 fields are kept. The result is checked with the scheduler's own parser
-/// (`schedule::parse`), so an expression accepted here is one the scheduler runs.
 /// A size such as `64GiB`, `500 MB` or `1048576` (bytes); zero is refused.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let size: bytesize::ByteSize = text.trim().parse().map_err(|_| {
@@ -55,6 +52,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
+/// Turns a cron expression into the 6-field form (seconds first): 5 fields get `0 `
+/// in front, 6 fields are kept. The result is checked with the scheduler's own parser
+/// (`schedule::parse`), so an expression accepted here is one the scheduler runs.
 pub fn normalize_cron(expr: &str) -> Result<String, String> {
     let fields: Vec<&str> = expr.split_whitespace().collect();
     let normalized = match fields.len() {

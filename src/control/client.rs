@@ -253,6 +253,7 @@ mod tests {
             parts_total: 3,
             part: "code".into(),
             rate: 5,
+            limit: None,
         };
         let mut reply = line(&Reply::Progress(progress.clone()));
         reply.extend(line(&Reply::Result {

@@ -289,6 +289,10 @@ pub struct Progress {
     pub part: String,
     /// Bytes per second since the job started.
     pub rate: u64,
+    /// The store bandwidth limit holding the job back now (bytes per second), if
+    /// any: `store.upload_limit` for a backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -250,6 +250,7 @@ async fn write_parts(
             parts_total: total,
             part: part.to_owned(),
             rate,
+            limit: ctx.repo.store().limits_now().0,
         });
     };
     for (done, part) in parts.iter().enumerate() {

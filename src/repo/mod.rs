@@ -60,6 +60,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::catalog::Catalog;
 use crate::store::{Store, StoreError};
@@ -269,10 +270,12 @@ impl Repository {
             Some(env) => format!("manifests/{}", checked_name(env)?),
             None => "manifests".to_owned(),
         };
-        let mut manifests = Vec::new();
-        for object in self.store().list(&dir).await? {
-            manifests.push(self.load_manifest_key(&object.key).await?);
-        }
+        let objects = self.store().list(&dir).await?;
+        let mut manifests: Vec<Manifest> = futures::stream::iter(objects)
+            .map(|object| async move { self.load_manifest_key(&object.key).await })
+            .buffer_unordered(self.store().concurrency())
+            .try_collect()
+            .await?;
         manifests.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
         Ok(manifests)
     }

@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::id::Id;
@@ -103,23 +104,13 @@ impl Repository {
         doomed.extend(to_repack.iter().map(|(id, _)| *id));
 
         // The new index first, then drop the old ones, then the packs.
-        let consolidated = IndexObject { packs: keep };
-        let bytes = consolidated.encode(self.keys());
-        let new_key = format!("index/{}", Id::hash(&bytes).to_hex());
-        self.store().put(&new_key, Bytes::from(bytes)).await?;
-        self.catalog()
-            .blocking(move |c| {
-                c.replace_chunk_index(consolidated.packs.iter().map(|(id, e)| (id, &e[..])))
-            })
+        self.replace_index(keep, &index.index_keys).await?;
+        let mut freed: u64 = (doomed.iter())
+            .filter_map(|pack| index.pack_objects.get(pack))
+            .map(|o| o.size)
+            .sum();
+        self.delete_objects(doomed.iter().map(pack_key).collect())
             .await?;
-        for key in index.index_keys.iter().filter(|k| **k != new_key) {
-            self.store().delete(key).await?;
-        }
-        let mut freed = 0u64;
-        for pack in &doomed {
-            freed += index.pack_objects.get(pack).map_or(0, |o| o.size);
-            self.store().delete(&pack_key(pack)).await?;
-        }
         report.packs_deleted = doomed.len() as u64;
         // Half-written objects of writes that died (local stores only): packs, and
         // the small objects (index, manifests, reports, the status) too.
@@ -146,6 +137,37 @@ impl Repository {
         })
         .await
         .map_err(|e| RepoError::Pipeline(e.to_string()))?
+    }
+
+    /// Writes one index object for `packs`, points the catalog at it, then deletes
+    /// the index objects it replaces.
+    async fn replace_index(
+        &self,
+        packs: Vec<(Id, Vec<PackEntry>)>,
+        old_keys: &[String],
+    ) -> Result<(), RepoError> {
+        let consolidated = IndexObject { packs };
+        let bytes = consolidated.encode(self.keys());
+        let new_key = format!("index/{}", Id::hash(&bytes).to_hex());
+        self.store().put(&new_key, Bytes::from(bytes)).await?;
+        self.catalog()
+            .blocking(move |c| {
+                c.replace_chunk_index(consolidated.packs.iter().map(|(id, e)| (id, &e[..])))
+            })
+            .await?;
+        let replaced = old_keys.iter().filter(|k| **k != new_key).cloned();
+        self.delete_objects(replaced.collect()).await
+    }
+
+    /// Deletes `keys`, `store.concurrency` at a time.
+    async fn delete_objects(&self, keys: Vec<String>) -> Result<(), RepoError> {
+        let store = self.store();
+        futures::stream::iter(keys)
+            .map(|key| async move { store.delete(&key).await })
+            .buffer_unordered(store.concurrency())
+            .try_collect::<()>()
+            .await?;
+        Ok(())
     }
 
     /// Copies the live blobs of `packs` into new packs; returns them with their sizes.

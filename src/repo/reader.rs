@@ -18,9 +18,6 @@ use super::pack::{PackEntry, decode_blob};
 use super::tree::{Entry, read_entry};
 use super::{RepoError, Repository, pack_key};
 
-/// Chunks fetched ahead while streaming a part out.
-const READ_AHEAD: usize = 4;
-
 impl Repository {
     /// Where a chunk is stored, from the catalog's index.
     pub(crate) async fn locate(&self, id: Id) -> Result<(Id, PackEntry), RepoError> {
@@ -57,7 +54,8 @@ impl Repository {
         let _reading = self.writers().begin_read().await;
         let mut chunks = futures::stream::iter(record.chunks.iter().copied())
             .map(|id| self.load_chunk(id))
-            .buffered(READ_AHEAD);
+            // Chunks fetched ahead while streaming a part out.
+            .buffered(self.store().concurrency());
         let mut written = 0u64;
         while let Some(data) = chunks.try_next().await.map_err(|e| e.in_part(part))? {
             out.write_all(&data)

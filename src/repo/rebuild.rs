@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use futures::StreamExt;
 use serde::Serialize;
 
 use super::id::Id;
@@ -44,9 +45,15 @@ impl Repository {
             .collect();
         let mut packs = HashMap::new();
         let mut index_keys = Vec::new();
-        for object in self.store().list("index").await? {
-            let raw = self.store().get(&object.key).await?;
-            let index = IndexObject::decode(self.keys(), &raw)
+        let objects = self.store().list("index").await?;
+        let mut fetched = futures::stream::iter(objects)
+            .map(|object| async move {
+                let raw = self.store().get(&object.key).await;
+                (object, raw)
+            })
+            .buffered(self.store().concurrency());
+        while let Some((object, raw)) = fetched.next().await {
+            let index = IndexObject::decode(self.keys(), &raw?)
                 .map_err(|e| RepoError::corrupt(&object.key, e))?;
             for (pack, entries) in index.packs {
                 if pack_objects.contains_key(&pack) {

@@ -36,8 +36,12 @@ use stage::{create_staged_file, new_stage_name, remove_stage, staged_name};
 
 pub use plan::RestorePlan;
 
-/// Packs fetched at once during a restore.
-const PACKS_IN_FLIGHT: usize = 2;
+/// Chunks of a pack closer than this are fetched in one range read, the gap read and
+/// dropped: cheaper than another round trip.
+const MAX_GAP: u64 = 256 << 10;
+/// A range read grows no longer than this (unless one chunk is): bounds memory to
+/// `store.concurrency` spans, and spreads a pack over several requests in flight.
+const MAX_SPAN: u64 = 4 << 20;
 
 impl Repository {
     /// Works out what restoring `part` into `target` would do, changing nothing.
@@ -135,76 +139,133 @@ impl Repository {
         for (pack, entry) in chunks {
             by_pack.entry(pack).or_default().push(entry);
         }
+        let spans: Vec<(Id, Vec<PackEntry>)> = by_pack
+            .into_iter()
+            .flat_map(|(pack, entries)| read_spans(entries).into_iter().map(move |s| (pack, s)))
+            .collect();
         let targets = Arc::new(targets);
-        futures::stream::iter(by_pack)
-            .map(|(pack, mut entries)| {
-                entries.sort_by_key(|e| e.offset);
-                self.restore_pack(pack, entries, targets.clone(), stage.clone())
-            })
-            .buffer_unordered(PACKS_IN_FLIGHT)
+        futures::stream::iter(spans)
+            .map(|(pack, entries)| self.restore_span(pack, entries, targets.clone(), stage.clone()))
+            .buffer_unordered(self.store().concurrency())
             .try_collect::<()>()
             .await
     }
 
-    async fn restore_pack(
+    /// Fetches one span of a pack (one range read) and writes its chunks.
+    async fn restore_span(
         &self,
         pack: Id,
-        entries: Vec<PackEntry>,
+        span_entries: Vec<PackEntry>,
         targets: Arc<HashMap<Id, Vec<(usize, u64)>>>,
         stage: Arc<Pinned>,
     ) -> Result<(), RepoError> {
         let key = pack_key(&pack);
-        let start = entries.first().map_or(0, |e| e.offset);
-        let end = entries
+        let span_start = span_entries.first().map_or(0, |e| e.offset);
+        let span_end = span_entries
             .iter()
             .map(|e| e.offset + u64::from(e.length))
             .max()
-            .unwrap_or(0);
-        let wanted: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
-        // One read of the span when most of it is wanted; else one read per chunk.
-        let spans: Vec<(u64, Vec<PackEntry>)> = if wanted * 2 >= end - start {
-            vec![(start, entries)]
-        } else {
-            entries.into_iter().map(|e| (e.offset, vec![e])).collect()
-        };
-        for (span_start, span_entries) in spans {
-            let span_end = span_entries
-                .iter()
-                .map(|e| e.offset + u64::from(e.length))
-                .max()
-                .unwrap_or(span_start);
-            let bytes = self.store().get_range(&key, span_start..span_end).await?;
-            let (keys, targets, stage, key) = (
-                self.keys().clone(),
-                targets.clone(),
-                stage.clone(),
-                key.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                for entry in &span_entries {
-                    let from = (entry.offset - span_start) as usize;
-                    let stored = &bytes[from..from + entry.length as usize];
-                    let plain =
-                        decode_blob(&keys, stored, entry).map_err(|e| RepoError::Corrupt {
-                            object: key.clone(),
-                            reason: format!("chunk {}: {e}", entry.id.short()),
-                        })?;
-                    for (index, offset) in targets
-                        .get(&entry.id)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default()
-                    {
-                        let name = staged_name(*index);
-                        let io = |e: std::io::Error| RepoError::io(&name, e);
-                        let file = stage.open_file(&name, OFlag::O_WRONLY).map_err(io)?;
-                        file.write_all_at(&plain, *offset).map_err(io)?;
-                    }
+            .unwrap_or(span_start);
+        let bytes = self.store().get_range(&key, span_start..span_end).await?;
+        let keys = self.keys().clone();
+        tokio::task::spawn_blocking(move || {
+            for entry in &span_entries {
+                let from = (entry.offset - span_start) as usize;
+                let stored = &bytes[from..from + entry.length as usize];
+                let plain = decode_blob(&keys, stored, entry).map_err(|e| RepoError::Corrupt {
+                    object: key.clone(),
+                    reason: format!("chunk {}: {e}", entry.id.short()),
+                })?;
+                for (index, offset) in targets
+                    .get(&entry.id)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
+                    let name = staged_name(*index);
+                    let io = |e: std::io::Error| RepoError::io(&name, e);
+                    let file = stage.open_file(&name, OFlag::O_WRONLY).map_err(io)?;
+                    file.write_all_at(&plain, *offset).map_err(io)?;
                 }
-                Ok::<_, RepoError>(())
-            })
-            .await
-            .map_err(|e| RepoError::Pipeline(e.to_string()))??;
+            }
+            Ok::<_, RepoError>(())
+        })
+        .await
+        .map_err(|e| RepoError::Pipeline(e.to_string()))?
+    }
+}
+
+/// Splits the wanted chunks of one pack into range reads: neighbours closer than
+/// [`MAX_GAP`] share a read, and no read grows past [`MAX_SPAN`]. A restore of a few
+/// files reads only their chunks; a full restore reads packs in a few long spans.
+fn read_spans(mut entries: Vec<PackEntry>) -> Vec<Vec<PackEntry>> {
+    entries.sort_by_key(|e| e.offset);
+    let mut spans: Vec<Vec<PackEntry>> = Vec::new();
+    for entry in entries {
+        let joins = spans.last().is_some_and(|span| {
+            let start = span[0].offset;
+            let end = span
+                .last()
+                .map_or(start, |e| e.offset + u64::from(e.length));
+            entry.offset.saturating_sub(end) <= MAX_GAP
+                && entry.offset + u64::from(entry.length) - start <= MAX_SPAN
+        });
+        match spans.last_mut() {
+            Some(span) if joins => span.push(entry),
+            _ => spans.push(vec![entry]),
         }
-        Ok(())
+    }
+    spans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::ChunkKind;
+
+    fn entry(offset: u64, length: u64) -> PackEntry {
+        PackEntry {
+            id: Id::hash(&offset.to_le_bytes()),
+            kind: ChunkKind::Data,
+            offset,
+            length: length as u32,
+            raw_length: length as u32,
+        }
+    }
+
+    fn spans_of(entries: Vec<PackEntry>) -> Vec<(u64, u64)> {
+        read_spans(entries)
+            .iter()
+            .map(|span| {
+                let last = span.last().unwrap();
+                (span[0].offset, last.offset + u64::from(last.length))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn near_chunks_share_a_read_far_ones_do_not() {
+        let k = 1 << 10;
+        // Out of order on purpose: spans follow the pack's order.
+        let spans = spans_of(vec![
+            entry(400 * k, 10 * k),
+            entry(0, 10 * k),
+            entry(110 * k, 10 * k),
+            entry(2000 * k, 10 * k),
+        ]);
+        assert_eq!(
+            spans,
+            vec![(0, 120 * k), (400 * k, 410 * k), (2000 * k, 2010 * k)]
+        );
+    }
+
+    #[test]
+    fn a_read_grows_no_longer_than_the_span_limit() {
+        let chunk = 1 << 20;
+        let whole_pack: Vec<_> = (0..16).map(|i| entry(i * chunk, chunk)).collect();
+        let spans = spans_of(whole_pack);
+        assert_eq!(spans.len(), 4, "{spans:?}");
+        assert!(spans.iter().all(|(a, b)| b - a == MAX_SPAN));
+        // One chunk larger than the limit is still one read.
+        assert_eq!(spans_of(vec![entry(0, 6 << 20)]), vec![(0, 6 << 20)]);
     }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::id::Id;
@@ -62,8 +63,20 @@ impl Repository {
             self.verify_structure(manifest, &packs, &mut report).await?;
         }
         if read_data {
-            for pack in &packs {
-                self.verify_pack(pack, &mut report).await?;
+            let in_flight = self
+                .store()
+                .packs_in_flight(u64::from(self.config().pack_size));
+            let mut checked = futures::stream::iter(packs)
+                .map(|pack| async move { self.check_pack(pack).await })
+                .buffer_unordered(in_flight);
+            while let Some((bytes_read, problems)) = checked.try_next().await? {
+                if let Some(bytes_read) = bytes_read {
+                    report.packs_read += 1;
+                    report.bytes_read += bytes_read;
+                }
+                for problem in problems {
+                    report.problem(problem);
+                }
             }
         }
         Ok(report)
@@ -110,15 +123,16 @@ impl Repository {
         Ok(())
     }
 
-    async fn verify_pack(&self, pack: &Id, report: &mut VerifyReport) -> Result<(), RepoError> {
-        let key = super::pack_key(pack);
+    /// Reads one pack and checks every chunk in it: the bytes read (None: pruned
+    /// meanwhile) and the problems found.
+    async fn check_pack(&self, pack: Id) -> Result<(Option<u64>, Vec<String>), RepoError> {
+        let key = super::pack_key(&pack);
         let bytes = match self.store().get(&key).await {
             Ok(bytes) => bytes,
-            Err(crate::store::StoreError::NotFound { .. }) => return Ok(()), // pruned meanwhile
+            Err(crate::store::StoreError::NotFound { .. }) => return Ok((None, Vec::new())),
             Err(e) => return Err(e.into()),
         };
-        report.packs_read += 1;
-        report.bytes_read += bytes.len() as u64;
+        let bytes_read = bytes.len() as u64;
         let keys = self.keys().clone();
         let problems = tokio::task::spawn_blocking(move || {
             let mut problems = Vec::new();
@@ -143,9 +157,6 @@ impl Repository {
         })
         .await
         .map_err(|e| RepoError::Pipeline(e.to_string()))?;
-        for problem in problems {
-            report.problem(problem);
-        }
-        Ok(())
+        Ok((Some(bytes_read), problems))
     }
 }

@@ -50,8 +50,6 @@ type UploadedPacks = Vec<(Id, Vec<PackEntry>)>;
 const CHUNK_QUEUE: usize = 4;
 /// Encoded chunks waiting for the packer.
 const BLOB_QUEUE: usize = 4;
-/// Packs uploading at once: overlaps network latency, bounds memory to ~3 packs.
-const UPLOADS_IN_FLIGHT: usize = 2;
 
 struct EncodedChunk {
     id: Id,
@@ -372,7 +370,9 @@ async fn pack_loop(
     mut rx: mpsc::Receiver<EncodedChunk>,
     uploaded: Arc<Mutex<Vec<Id>>>,
 ) -> Result<Vec<(Id, Vec<PackEntry>)>, RepoError> {
-    let slots = Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT));
+    // Packs uploading at once: overlaps network latency; memory stays bounded by
+    // the store's pack budget (`Store::packs_in_flight`).
+    let slots = Arc::new(Semaphore::new(store.packs_in_flight(pack_size as u64)));
     let mut uploads = JoinSet::new();
     let mut builder = PackBuilder::with_capacity(pack_size);
     let mut done = Vec::new();

@@ -10,6 +10,7 @@ mod download_e2e;
 mod drill_e2e;
 mod fleet_e2e;
 mod import_e2e;
+mod limits_e2e;
 mod link_e2e;
 mod metrics_e2e;
 mod objstore_e2e;

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use envsnap::catalog::Catalog;
 use envsnap::repo::archiver::TreeOptions;
@@ -222,6 +223,8 @@ impl ObjectStore for FaultyStore {
 /// A repository on a faulty store, with one complete backup (`first`) in it.
 struct Scenario {
     inner: Arc<InMemory>,
+    /// The store through the faults; its clones share its request settings.
+    root: Store,
     faulty: Arc<FaultyStore>,
     repo: Repository,
     first: Manifest,
@@ -262,6 +265,8 @@ impl Scenario {
         let inner = Arc::new(InMemory::new());
         let faulty = Arc::new(FaultyStore::new(inner.clone()));
         let root = Store::new(faulty.clone(), "");
+        // Retries off: each injected failure stands for one that outlasts them.
+        root.configure(&transfer_settings(Duration::ZERO));
         Repository::init(&root, HOST, &keys(false), small_options())
             .await
             .unwrap();
@@ -273,6 +278,7 @@ impl Scenario {
         assert!(!first_packs.is_empty());
         Scenario {
             inner,
+            root,
             faulty,
             repo,
             first,
@@ -457,6 +463,32 @@ async fn fail_at_every_put(fault: Fault) {
     if fault == Fault::Crash {
         // A dead writer cleans nothing up: prune must have had orphans to reclaim.
         assert!(orphans > 0, "no crash left an orphan pack");
+    }
+}
+
+/// With retries on (the daemon's default), a put that fails once is attempted
+/// again: the backup completes, whole, wherever the failure fell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_that_fails_once_is_retried_and_the_backup_completes() {
+    let total = clean_run_puts().await;
+    for n in [1, total / 2, total] {
+        let scenario = Scenario::new().await;
+        scenario
+            .root
+            .configure(&transfer_settings(Duration::from_secs(30)));
+        scenario.faulty.arm(n, Fault::Transient);
+        let manifest = scenario.second_backup(&scenario.repo).await.unwrap();
+        assert!(
+            scenario.faulty.triggered(),
+            "the failure at put {n} was reached"
+        );
+        let fresh = scenario.reopen().await;
+        let listed = fresh.list_manifests(None).await.unwrap();
+        assert_eq!(listed.len(), 2, "put {n}: both backups listed");
+        let report = fresh.verify(&listed, true).await.unwrap();
+        assert!(report.is_ok(), "put {n}: {:?}", report.problems);
+        let target = scenario.scratch(&format!("retried-{n}"));
+        assert_restores_tree(&fresh, &manifest, &scenario.second_source, &target).await;
     }
 }
 

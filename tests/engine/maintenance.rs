@@ -383,9 +383,11 @@ async fn an_unreachable_store_is_a_clear_error() {
         .build()
         .unwrap();
     let root = Store::new(Arc::new(s3), "prefix");
+    // Refused connections are retried for `store.retry_timeout`, then reported.
+    root.configure(&transfer_settings(Duration::from_secs(3)));
 
     let opened = tokio::time::timeout(
-        Duration::from_secs(10),
+        Duration::from_secs(15),
         Repository::open(&root, HOST, Keys::none(), Catalog::in_memory().unwrap()),
     )
     .await
@@ -398,6 +400,10 @@ async fn an_unreachable_store_is_a_clear_error() {
     );
     assert!(message.contains("unreachable"), "{message}");
     assert!(message.contains("config"), "names the object: {message}");
+    assert!(
+        message.contains("of retries: store.retry_timeout"),
+        "says it was retried: {message}"
+    );
 }
 
 /// An unmounted backup disk: the local store's directory is gone. Backups and prune

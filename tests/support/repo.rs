@@ -244,3 +244,14 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Store request settings with `retry_timeout` and the rest at their defaults.
+pub fn transfer_settings(retry_timeout: std::time::Duration) -> envsnap::store::TransferSettings {
+    envsnap::store::TransferSettings {
+        concurrency: envsnap::store::DEFAULT_CONCURRENCY,
+        retry_timeout,
+        upload_limit: Default::default(),
+        download_limit: Default::default(),
+        timezone: chrono_tz::UTC,
+    }
+}

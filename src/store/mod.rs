@@ -9,9 +9,24 @@
 //! Objects are immutable: the repository writes each key once and never rewrites it,
 //! so a reader never sees a half-written object (local puts go through a temporary
 //! file and a rename; S3 puts are atomic).
+//!
+//! How requests behave is the daemon's to set ([`TransferSettings`], changed by a
+//! reload and shared by every clone of a store): how many the engine keeps in flight
+//! ([`Store::concurrency`]), how long a transient failure is retried
+//! (`store/retry.rs`), and how fast data may move each way (`store/limit.rs`).
+//! Every operation here goes through the retry loop; puts and ranged reads wait for
+//! their slot under the limit before they go, whole reads after they arrived.
+
+mod error;
+pub mod limit;
+mod retry;
+
+pub use error::StoreError;
+pub use retry::retries_total;
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,46 +36,44 @@ use object_store::signer::Signer;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use url::Url;
 
-/// What went wrong talking to the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("object {key} not found in the store")]
-    NotFound { key: String },
-    #[error("store URL {url:?} is not valid: {reason}")]
-    BadUrl { url: String, reason: String },
-    /// Worth retrying: the store may answer later (network, timeouts, throttling).
-    #[error("store unreachable while accessing {key}: {reason}")]
-    Transient { key: String, reason: String },
-    /// Retrying will not help: permissions, bad configuration, unsupported operation.
-    #[error("store refused access to {key}: {reason}")]
-    Permanent { key: String, reason: String },
+use limit::{RateSchedule, Throttle};
+use retry::{inner_retry_config, retrying};
+
+/// Requests in flight by default: fills a link with 20-50 ms round trips.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// How long a failing request is retried by default.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bytes of whole packs the engine holds in flight at once (uploads, pack reads):
+/// bounds memory whatever the concurrency.
+const PACK_BYTES_IN_FLIGHT: u64 = 64 << 20;
+
+/// How the daemon's requests to the store behave (`[store]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferSettings {
+    pub concurrency: usize,
+    pub retry_timeout: Duration,
+    pub upload_limit: RateSchedule,
+    pub download_limit: RateSchedule,
+    /// The zone of the limits' time windows (`daemon.timezone`).
+    pub timezone: chrono_tz::Tz,
 }
 
-impl StoreError {
-    /// Whether a later attempt of the same operation may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Transient { .. })
-    }
+/// The settings in force, shared by every clone of a store.
+#[derive(Debug)]
+struct Transfer {
+    concurrency: AtomicUsize,
+    retry_timeout_ms: AtomicU64,
+    upload: Throttle,
+    download: Throttle,
+}
 
-    fn classify(key: &str, error: object_store::Error) -> Self {
-        use object_store::Error as E;
-        let key = key.to_owned();
-        match error {
-            E::NotFound { .. } => StoreError::NotFound { key },
-            E::Generic { store, source } => {
-                let reason = format!("{store}: {source}");
-                // Local I/O errors surface as Generic: permission problems are permanent,
-                // the rest (network, timeouts, I/O hiccups) may pass.
-                if reason.contains("ermission denied") || reason.contains("Forbidden") {
-                    StoreError::Permanent { key, reason }
-                } else {
-                    StoreError::Transient { key, reason }
-                }
-            }
-            other => StoreError::Permanent {
-                key,
-                reason: other.to_string(),
-            },
+impl Default for Transfer {
+    fn default() -> Self {
+        Transfer {
+            concurrency: AtomicUsize::new(DEFAULT_CONCURRENCY),
+            retry_timeout_ms: AtomicU64::new(DEFAULT_RETRY_TIMEOUT.as_millis() as u64),
+            upload: Throttle::default(),
+            download: Throttle::default(),
         }
     }
 }
@@ -83,6 +96,7 @@ pub struct Store {
     local_root: Option<std::path::PathBuf>,
     /// The same store as a URL signer, when it can sign (S3, GCS, Azure).
     signer: Option<Arc<dyn Signer>>,
+    transfer: Arc<Transfer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -99,6 +113,7 @@ impl Store {
             prefix: ObjectPath::from(prefix),
             local_root: None,
             signer: None,
+            transfer: Arc::default(),
         }
     }
 
@@ -134,19 +149,16 @@ impl Store {
             let prefix =
                 ObjectPath::from_url_path(parsed.path()).map_err(|e| bad(e.to_string()))?;
             return Ok(Store {
-                inner: signing.0,
-                prefix,
-                local_root: None,
                 signer: Some(signing.1),
+                prefix,
+                ..Store::new(signing.0, "")
             });
         }
         let (inner, prefix) = object_store::parse_url_opts(&parsed, settings_from_env())
             .map_err(|e| bad(e.to_string()))?;
         Ok(Store {
-            inner: Arc::from(inner),
             prefix,
-            local_root: None,
-            signer: None,
+            ..Store::new(Arc::from(inner), "")
         })
     }
 
@@ -179,10 +191,8 @@ impl Store {
     /// The same store, narrowed further to `sub` (e.g. one host's directory).
     pub fn scoped(&self, sub: &str) -> Self {
         Store {
-            inner: self.inner.clone(),
             prefix: self.path(sub),
-            local_root: self.local_root.clone(),
-            signer: self.signer.clone(),
+            ..self.clone()
         }
     }
 
@@ -204,75 +214,162 @@ impl Store {
         }
     }
 
+    /// Puts the settings in force: at start-up and on every reload. Running jobs
+    /// follow new limits at once; concurrency applies from their next step.
+    pub fn configure(&self, settings: &TransferSettings) {
+        let transfer = &self.transfer;
+        transfer
+            .concurrency
+            .store(settings.concurrency.max(1), Ordering::Relaxed);
+        transfer
+            .retry_timeout_ms
+            .store(settings.retry_timeout.as_millis() as u64, Ordering::Relaxed);
+        transfer
+            .upload
+            .set(settings.upload_limit.clone(), settings.timezone);
+        transfer
+            .download
+            .set(settings.download_limit.clone(), settings.timezone);
+    }
+
+    /// Requests the engine keeps in flight at once (`store.concurrency`).
+    pub fn concurrency(&self) -> usize {
+        self.transfer.concurrency.load(Ordering::Relaxed)
+    }
+
+    /// Whole packs of `pack_size` the engine holds in flight at once: the
+    /// concurrency, within 64 MiB of pack bytes (at least one).
+    pub fn packs_in_flight(&self, pack_size: u64) -> usize {
+        let by_memory = (PACK_BYTES_IN_FLIGHT / pack_size.max(1)).max(1) as usize;
+        self.concurrency().min(by_memory)
+    }
+
+    /// The limits in force now, in bytes per second: (upload, download).
+    pub fn limits_now(&self) -> (Option<u64>, Option<u64>) {
+        (
+            self.transfer.upload.rate_now(),
+            self.transfer.download.rate_now(),
+        )
+    }
+
+    /// Runs one store operation through the retry loop.
+    async fn retried<T, Fut>(&self, attempt: impl FnMut() -> Fut) -> Result<T, StoreError>
+    where
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let timeout = Duration::from_millis(self.transfer.retry_timeout_ms.load(Ordering::Relaxed));
+        retrying(timeout, attempt).await
+    }
+
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        // A local store whose directory is gone (an unmounted disk) is not created
-        // again by a write: object_store would make every missing directory.
-        if let Some(root) = &self.local_root
-            && !root.is_dir()
-        {
-            return Err(StoreError::Permanent {
+        self.check_local_root(key)?;
+        self.transfer.upload.pass(data.len() as u64).await;
+        let path = self.path(key);
+        self.retried(|| async {
+            self.inner
+                .put(&path, PutPayload::from_bytes(data.clone()))
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreError::classify(key, e))
+        })
+        .await
+    }
+
+    /// A local store whose directory is gone (an unmounted disk) is not created
+    /// again by a write: object_store would make every missing directory.
+    fn check_local_root(&self, key: &str) -> Result<(), StoreError> {
+        match &self.local_root {
+            Some(root) if !root.is_dir() => Err(StoreError::Permanent {
                 key: key.to_owned(),
                 reason: format!(
                     "the store's directory {} is gone: is it mounted?",
                     root.display()
                 ),
-            });
+            }),
+            _ => Ok(()),
         }
-        self.inner
-            .put(&self.path(key), PutPayload::from_bytes(data))
-            .await
-            .map(|_| ())
-            .map_err(|e| StoreError::classify(key, e))
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let classify = |e| StoreError::classify(key, e);
-        let result = self.inner.get(&self.path(key)).await.map_err(classify)?;
-        result.bytes().await.map_err(classify)
+        let bytes = self
+            .retried(|| async {
+                let classify = |e| StoreError::classify(key, e);
+                let result = self.inner.get(&self.path(key)).await.map_err(classify)?;
+                result.bytes().await.map_err(classify)
+            })
+            .await?;
+        self.transfer.download.pass(bytes.len() as u64).await;
+        Ok(bytes)
     }
 
     /// The object at `key` if it is at most `max` bytes, in one request; `None` for a
     /// larger one, whose body is not read.
     pub async fn get_capped(&self, key: &str, max: u64) -> Result<Option<Bytes>, StoreError> {
-        let classify = |e| StoreError::classify(key, e);
-        let result = self.inner.get(&self.path(key)).await.map_err(classify)?;
-        if result.meta.size > max {
-            return Ok(None);
-        }
-        result.bytes().await.map(Some).map_err(classify)
+        let bytes = self
+            .retried(|| async {
+                let classify = |e| StoreError::classify(key, e);
+                let result = self.inner.get(&self.path(key)).await.map_err(classify)?;
+                if result.meta.size > max {
+                    return Ok(None);
+                }
+                result.bytes().await.map(Some).map_err(classify)
+            })
+            .await?;
+        let size = bytes.as_ref().map_or(0, |b| b.len() as u64);
+        self.transfer.download.pass(size).await;
+        Ok(bytes)
     }
 
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
-        self.inner
-            .get_range(&self.path(key), range)
-            .await
-            .map_err(|e| StoreError::classify(key, e))
+        self.transfer
+            .download
+            .pass(range.end.saturating_sub(range.start))
+            .await;
+        let path = self.path(key);
+        self.retried(|| async {
+            self.inner
+                .get_range(&path, range.clone())
+                .await
+                .map_err(|e| StoreError::classify(key, e))
+        })
+        .await
     }
 
     pub async fn size(&self, key: &str) -> Result<u64, StoreError> {
-        self.inner
-            .head(&self.path(key))
-            .await
-            .map(|meta| meta.size)
-            .map_err(|e| StoreError::classify(key, e))
+        let path = self.path(key);
+        self.retried(|| async {
+            self.inner
+                .head(&path)
+                .await
+                .map(|meta| meta.size)
+                .map_err(|e| StoreError::classify(key, e))
+        })
+        .await
     }
 
     /// Deletes an object; deleting one that is already gone is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match self.inner.delete(&self.path(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(StoreError::classify(key, e)),
-        }
+        let path = self.path(key);
+        self.retried(|| async {
+            match self.inner.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(StoreError::classify(key, e)),
+            }
+        })
+        .await
     }
 
     /// The names of the directories right below `dir` (`""`: the top), in no order.
     pub async fn list_dirs(&self, dir: &str) -> Result<Vec<String>, StoreError> {
         let prefix = self.path(dir);
         let listed = self
-            .inner
-            .list_with_delimiter(Some(&prefix))
-            .await
-            .map_err(|e| StoreError::classify(dir, e))?;
+            .retried(|| async {
+                self.inner
+                    .list_with_delimiter(Some(&prefix))
+                    .await
+                    .map_err(|e| StoreError::classify(dir, e))
+            })
+            .await?;
         Ok(listed
             .common_prefixes
             .iter()
@@ -284,11 +381,14 @@ impl Store {
     pub async fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let prefix = self.path(dir);
         let metas: Vec<_> = self
-            .inner
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::classify(dir, e))?;
+            .retried(|| async {
+                self.inner
+                    .list(Some(&prefix))
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(|e| StoreError::classify(dir, e))
+            })
+            .await?;
         Ok(metas
             .into_iter()
             .map(|meta| ObjectInfo {
@@ -347,11 +447,10 @@ impl Store {
     }
 }
 
-/// Credentials and options for cloud stores come from the environment, as the
-/// cloud SDKs do (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, `GOOGLE_*`, `AZURE_*`).
 /// S3, GCS and Azure stores built directly, so that the same object also serves as
-/// a URL signer (`parse_url_opts` hides it behind `dyn ObjectStore`). Their settings
-/// come from the same environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+/// a URL signer (`parse_url_opts` hides it behind `dyn ObjectStore`). Credentials and
+/// options come from the environment, as the cloud SDKs read it (`AWS_*`,
+/// `GOOGLE_*`, `AZURE_*`).
 type SigningStore = (Arc<dyn ObjectStore>, Arc<dyn Signer>);
 
 fn signing_store(url: &Url) -> object_store::Result<Option<SigningStore>> {
@@ -363,16 +462,19 @@ fn signing_store(url: &Url) -> object_store::Result<Option<SigningStore>> {
         "s3" | "s3a" => both(
             object_store::aws::AmazonS3Builder::from_env()
                 .with_url(url.as_str())
+                .with_retry(inner_retry_config())
                 .build()?,
         ),
         "gs" => both(
             object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_url(url.as_str())
+                .with_retry(inner_retry_config())
                 .build()?,
         ),
-        "az" | "azure" | "abfs" | "abfss" => both(
+        "az" | "azure" | "adl" | "abfs" | "abfss" => both(
             object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_url(url.as_str())
+                .with_retry(inner_retry_config())
                 .build()?,
         ),
         _ => None,
