@@ -158,6 +158,7 @@ pub async fn serve(
     shutdown.cancelled().await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: cancelling running jobs at a safe point");
+    ctx.store_root().stop_retrying();
     let _ = runner.await;
     ctx.runner.wait_idle().await;
     let _ = server.await;

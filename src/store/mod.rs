@@ -65,6 +65,8 @@ struct Transfer {
     retry_timeout_ms: AtomicU64,
     upload: Throttle,
     download: Throttle,
+    /// Cancelled when the daemon stops: no more retries.
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Default for Transfer {
@@ -74,6 +76,7 @@ impl Default for Transfer {
             retry_timeout_ms: AtomicU64::new(DEFAULT_RETRY_TIMEOUT.as_millis() as u64),
             upload: Throttle::default(),
             download: Throttle::default(),
+            stop: Default::default(),
         }
     }
 }
@@ -258,7 +261,13 @@ impl Store {
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         let timeout = Duration::from_millis(self.transfer.retry_timeout_ms.load(Ordering::Relaxed));
-        retrying(timeout, attempt).await
+        retrying(timeout, &self.transfer.stop, attempt).await
+    }
+
+    /// From now on a failed request is not retried (the daemon is stopping), and
+    /// requests waiting to be retried fail now.
+    pub fn stop_retrying(&self) {
+        self.transfer.stop.cancel();
     }
 
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {

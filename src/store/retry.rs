@@ -9,6 +9,8 @@
 //! random between half and all of a ceiling that doubles from 200 ms to 10 s, so
 //! jobs that failed together do not come back together. No attempt starts once the
 //! total time is spent: the last error is returned, saying how long it was retried.
+//! Nor once the daemon stops ([`Store::stop_retrying`](super::Store::stop_retrying)):
+//! a shutdown waits for no outage.
 //!
 //! object_store keeps its own per-request retry underneath, cut to a few quick
 //! attempts (`inner_retry_config`): it alone covers the parts of the multipart
@@ -19,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::error::StoreError;
 
@@ -35,9 +38,11 @@ pub fn retries_total() -> u64 {
     RETRIES.load(Ordering::Relaxed)
 }
 
-/// Runs `attempt` until it succeeds, fails for good, or `timeout` is spent.
+/// Runs `attempt` until it succeeds, fails for good, `timeout` is spent or `stop`
+/// is cancelled.
 pub(super) async fn retrying<T, Fut>(
     timeout: Duration,
+    stop: &CancellationToken,
     mut attempt: impl FnMut() -> Fut,
 ) -> Result<T, StoreError>
 where
@@ -55,7 +60,10 @@ where
                 }
                 tracing::debug!(%error, wait_ms = wait.as_millis() as u64, "retrying a store request");
                 RETRIES.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => return Err(error.after_retrying(waited)),
+                }
                 ceiling = (ceiling * 2).min(MAX_WAIT);
             }
             done => return done,
@@ -93,12 +101,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn transient_errors_are_retried_until_the_store_answers() {
         let calls = AtomicU32::new(0);
-        let result = retrying(Duration::from_secs(60), || async {
-            match calls.fetch_add(1, Ordering::Relaxed) {
-                0..=3 => Err(transient()),
-                _ => Ok("answer"),
-            }
-        })
+        let result = retrying(
+            Duration::from_secs(60),
+            &CancellationToken::new(),
+            || async {
+                match calls.fetch_add(1, Ordering::Relaxed) {
+                    0..=3 => Err(transient()),
+                    _ => Ok("answer"),
+                }
+            },
+        )
         .await;
         assert_eq!(result.unwrap(), "answer");
         assert_eq!(calls.load(Ordering::Relaxed), 5);
@@ -107,13 +119,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn permanent_errors_fail_at_once() {
         let calls = AtomicU32::new(0);
-        let result: Result<(), _> = retrying(Duration::from_secs(60), || async {
-            calls.fetch_add(1, Ordering::Relaxed);
-            Err(StoreError::Permanent {
-                key: "k".into(),
-                reason: "403 AccessDenied".into(),
-            })
-        })
+        let result: Result<(), _> = retrying(
+            Duration::from_secs(60),
+            &CancellationToken::new(),
+            || async {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::Permanent {
+                    key: "k".into(),
+                    reason: "403 AccessDenied".into(),
+                })
+            },
+        )
         .await;
         assert!(matches!(result, Err(StoreError::Permanent { .. })));
         assert_eq!(calls.load(Ordering::Relaxed), 1);
@@ -122,8 +138,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retrying_stops_when_the_time_is_spent() {
         let started = tokio::time::Instant::now();
-        let result: Result<(), _> =
-            retrying(Duration::from_secs(30), || async { Err(transient()) }).await;
+        let result: Result<(), _> = retrying(
+            Duration::from_secs(30),
+            &CancellationToken::new(),
+            || async { Err(transient()) },
+        )
+        .await;
         let spent = started.elapsed();
         assert!(spent <= Duration::from_secs(30), "{spent:?}");
         assert!(spent >= Duration::from_secs(15), "{spent:?}");
@@ -132,6 +152,19 @@ mod tests {
             message.contains("of retries: store.retry_timeout"),
             "{message}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopping_daemon_waits_for_no_retry() {
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let started = tokio::time::Instant::now();
+        let result: Result<(), _> = retrying(Duration::from_secs(300), &stop, || async {
+            Err(transient())
+        })
+        .await;
+        assert!(result.unwrap_err().is_transient());
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     #[test]
