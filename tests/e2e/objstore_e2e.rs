@@ -2,6 +2,8 @@
 //! the test proxy ([`crate::support::netproxy`]), which adds latency and injects
 //! faults the way a distant or struggling object store would (issue 14):
 //! - 25 ms each way: backup, full restore, verify --read-data and prune all succeed;
+//! - random 503s, stalled responses and connections dropped mid-response: the same
+//!   succeed, retried by the store layer, and every kind of fault really happened;
 //! - every PUT refused (403) halfway through a backup: the backup fails at once with
 //!   the store's message and lists nothing; once PUTs work again, a prune leaves
 //!   exactly the packs of the backups that exist, and they verify.
@@ -11,14 +13,16 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::support::daemon::{TestDaemon, make_environments, standard_config};
-use crate::support::netproxy::{NetProxy, ProxyOptions};
+use crate::support::daemon::{TestDaemon, make_environments, standard_config_on};
+use crate::support::netproxy::{Faults, NetProxy, ProxyOptions};
 use crate::support::ports::free_loopback_port;
 use crate::support::repo::assert_same_tree;
 use crate::support::s3;
 
 /// The store's URL: bucket `backups` of the test server.
 const STORE: &str = "s3://backups/objstore";
+/// `[store]` settings: a transient failure is retried for 20 s at most.
+const STORE_SETTINGS: &str = "retry_timeout = \"20s\"";
 
 /// s3s-fs, the proxy in front of it, and a daemon whose store is reached through it.
 struct ProxiedStore {
@@ -48,9 +52,9 @@ fn start(options: ProxyOptions, data_mib: usize) -> Option<ProxiedStore> {
     unsafe { s3::point_aws_settings_at(proxy.port()) };
     make_environments(dir.path());
     write_random_files(&dir.path().join("live/uploads/data"), data_mib);
-    let local = format!("url = \"file://{}/store\"", dir.path().display());
+    let url = format!("url = \"{STORE}\"");
     let daemon = TestDaemon::start_in(dir, |d| {
-        standard_config(d, "").replace(&local, &format!("url = \"{STORE}\""))
+        standard_config_on(d, STORE, "").replace(&url, &format!("{url}\n{STORE_SETTINGS}"))
     });
     Some(ProxiedStore {
         daemon,
@@ -180,6 +184,32 @@ fn with_25ms_each_way_backup_restore_verify_and_prune_succeed() {
 }
 
 #[test]
+fn random_503s_stalls_and_dropped_connections_are_retried() {
+    let Some(rig) = start(
+        ProxyOptions {
+            delay: Duration::from_millis(2),
+            faults: Faults {
+                seed: 14,
+                unavailable: 0.15,
+                stall: 0.05,
+                stall_for: Duration::from_secs(1),
+                drop: 0.15,
+            },
+            ..Default::default()
+        },
+        24,
+    ) else {
+        return;
+    };
+    backup_restore_verify_prune(&rig.daemon);
+    let counts = rig.proxy.counts();
+    assert!(
+        counts.unavailable > 0 && counts.stalled > 0 && counts.dropped > 0,
+        "every kind of fault was injected: {counts:?}"
+    );
+}
+
+#[test]
 fn puts_refused_halfway_fail_the_backup_at_once_and_prune_cleans_up() {
     let Some(rig) = start(ProxyOptions::default(), 0) else {
         return;
@@ -207,8 +237,8 @@ fn puts_refused_halfway_fail_the_backup_at_once_and_prune_cleans_up() {
     let took = refused_at.elapsed();
     assert_eq!(job["state"], "failed", "{job}");
     assert!(
-        took < Duration::from_secs(10),
-        "a refusal is not retried: failed after {took:?}"
+        took < Duration::from_secs(5),
+        "a refusal is not retried for the 20 s retry_timeout: failed after {took:?}"
     );
     let error = job["error"].as_str().unwrap();
     assert!(
