@@ -6,7 +6,6 @@
 //! for code on blocking threads (the archiver, the tar export); they drive the async
 //! store through the runtime handle captured when they were made.
 
-use std::collections::VecDeque;
 use std::io::{self, Read};
 
 use futures::{StreamExt, TryStreamExt};
@@ -95,36 +94,66 @@ pub fn part_of<'m>(
 }
 
 /// A blocking reader over a list of chunks, for use on blocking threads.
+///
+/// A task on the runtime fetches the chunks ahead, `store.concurrency` at a time,
+/// so a tree or a part read over a link with latency waits for one round trip per
+/// window of chunks, not per chunk. Dropping the reader stops the task.
 pub struct ChunkStreamReader {
-    repo: Repository,
-    handle: tokio::runtime::Handle,
-    chunks: VecDeque<Id>,
+    loaded: tokio::sync::mpsc::Receiver<Result<Vec<u8>, RepoError>>,
+    fetcher: tokio::task::JoinHandle<()>,
+    /// Chunks not yet received: the end of the channel before the last one is an
+    /// error, never a short read.
+    remaining: usize,
     current: Vec<u8>,
     position: usize,
 }
 
 impl ChunkStreamReader {
     pub fn new(repo: &Repository, chunks: &[Id]) -> Self {
+        let (sender, loaded) = tokio::sync::mpsc::channel(1);
+        let (repo, chunks, chunks_len) = (repo.clone(), chunks.to_vec(), chunks.len());
+        let fetcher = tokio::runtime::Handle::current().spawn(async move {
+            let ahead = repo.store().concurrency();
+            let mut fetched = futures::stream::iter(chunks)
+                .map(|id| {
+                    let repo = repo.clone();
+                    async move { repo.load_chunk(id).await }
+                })
+                .buffered(ahead);
+            while let Some(chunk) = fetched.next().await {
+                let failed = chunk.is_err();
+                if sender.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
         ChunkStreamReader {
-            repo: repo.clone(),
-            handle: tokio::runtime::Handle::current(),
-            chunks: chunks.iter().copied().collect(),
+            loaded,
+            fetcher,
+            remaining: chunks_len,
             current: Vec::new(),
             position: 0,
         }
     }
 }
 
+impl Drop for ChunkStreamReader {
+    fn drop(&mut self) {
+        self.fetcher.abort();
+    }
+}
+
 impl Read for ChunkStreamReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.position == self.current.len() {
-            let Some(id) = self.chunks.pop_front() else {
+            if self.remaining == 0 {
                 return Ok(0);
-            };
-            self.current = self
-                .handle
-                .block_on(self.repo.load_chunk(id))
-                .map_err(io::Error::other)?;
+            }
+            let chunk = self.loaded.blocking_recv().ok_or_else(|| {
+                io::Error::other(RepoError::Pipeline("the chunk fetcher stopped".into()))
+            })?;
+            self.current = chunk.map_err(io::Error::other)?;
+            self.remaining -= 1;
             self.position = 0;
         }
         let n = buf.len().min(self.current.len() - self.position);
