@@ -13,6 +13,7 @@ use super::restore_e2e::{assert_live_equals, drift, snapshot};
 use crate::support::azurite::{self, Azurite, Blob};
 use crate::support::daemon::{TestDaemon, make_environments, standard_config_on};
 use crate::support::http;
+use crate::support::netproxy::{NetProxy, ProxyOptions};
 
 const CONTAINER: &str = "backups";
 /// The daemon's store, and where its host's repository lies in the container.
@@ -202,4 +203,46 @@ fn an_azure_link_serves_the_part_without_credentials_until_it_expires() {
         !daemon.log().contains("sig="),
         "a signed URL is a credential: never in the log"
     );
+}
+
+/// The same round trip with 25 ms added each way between the daemon and Azurite (the
+/// test proxy, `support::netproxy`): a backup, a full restore after every part
+/// drifted, and verify --read-data, all through the slow link.
+#[test]
+fn with_25ms_each_way_azure_backs_up_restores_and_verifies() {
+    let Some(binary) = azurite::azurite_blob() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let azurite = azurite::start(&binary, &dir.path().join("azurite"));
+    unsafe { azurite.point_azure_settings_here() };
+    azurite.create_container(CONTAINER);
+    let upstream_port = azurite.url().rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = NetProxy::start(ProxyOptions {
+        upstream_port,
+        delay: Duration::from_millis(25),
+        ..Default::default()
+    })
+    .unwrap();
+    // Still ours: `azurite` holds the settings (see support::azurite).
+    let through_proxy = format!("http://127.0.0.1:{}", proxy.port());
+    unsafe { std::env::set_var("AZURITE_BLOB_STORAGE_URL", through_proxy) };
+    make_environments(dir.path());
+    let daemon = TestDaemon::start_in(dir, |d| standard_config_on(d, STORE, ""));
+
+    let job = daemon.json(&["backup", "create", "live", "--name", "slow", "--wait"]);
+    assert_eq!(job["job"]["state"], "succeeded", "{job}");
+    let good = snapshot(&daemon, "slow-copy");
+    drift(&daemon);
+    let restored = daemon.json(&["restore", "live", "slow", "--yes", "--wait"]);
+    assert_eq!(restored["state"], "succeeded", "{restored}");
+    assert_live_equals(&daemon, &good);
+    let verify = daemon.json(&["verify", "live", "--read-data"]);
+    assert_eq!(verify["problems"], serde_json::json!([]), "{verify}");
+    assert!(
+        proxy.counts().requests > 10,
+        "the daemon went through the proxy: {:?}",
+        proxy.counts()
+    );
+    assert!(!blobs_under(&azurite, "packs/").is_empty());
 }
