@@ -26,6 +26,10 @@ const FLAG_RAW: u8 = 0;
 const FLAG_ZSTD: u8 = 1;
 /// The largest chunk the chunker produces is 8 MiB; anything claiming more is hostile.
 pub const MAX_CHUNK_LEN: u32 = 16 << 20;
+/// The longest range read of a pack that joins several chunks (one chunk may be
+/// longer): bounds memory to `store.concurrency` such reads, and spreads a pack over
+/// several requests in flight.
+pub const MAX_READ_SPAN: u64 = 4 << 20;
 
 /// What a chunk holds: file or stream content, or the serialized tree of a part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -13,7 +13,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::id::Id;
 use super::manifest::{Manifest, PartLayout, PartRecord};
-use super::pack::{PackEntry, decode_blob};
+use super::pack::{MAX_READ_SPAN, PackEntry, decode_blob};
 use super::tree::{Entry, read_entry};
 use super::{RepoError, Repository, pack_key};
 
@@ -42,6 +42,58 @@ impl Repository {
         })
     }
 
+    /// Locates `chunks` and splits them, in order, into runs that one range read
+    /// serves: neighbours in a pack, within [`MAX_READ_SPAN`].
+    async fn locate_runs(&self, chunks: Vec<Id>) -> Result<Vec<(Id, Vec<PackEntry>)>, RepoError> {
+        let located = self
+            .catalog()
+            .blocking(move |c| {
+                (chunks.iter())
+                    .map(|id| Ok((*id, c.chunk_location(id)?)))
+                    .collect::<Result<Vec<_>, crate::catalog::CatalogError>>()
+            })
+            .await?;
+        let mut runs: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+        for (id, location) in located {
+            let location =
+                location.ok_or_else(|| RepoError::UnknownChunk { chunk: id.to_hex() })?;
+            let entry = location.entry;
+            let joins = runs.last().is_some_and(|(pack, run)| {
+                let (first, last) = (&run[0], &run[run.len() - 1]);
+                *pack == location.pack
+                    && entry.offset == last.offset + u64::from(last.length)
+                    && entry.offset + u64::from(entry.length) - first.offset <= MAX_READ_SPAN
+            });
+            match runs.last_mut() {
+                Some((_, run)) if joins => run.push(entry),
+                _ => runs.push((location.pack, vec![entry])),
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Fetches a run of neighbouring chunks in one range read; checks each.
+    async fn load_run(&self, pack: Id, entries: Vec<PackEntry>) -> Result<Vec<Vec<u8>>, RepoError> {
+        let key = pack_key(&pack);
+        let start = entries[0].offset;
+        let last = &entries[entries.len() - 1];
+        let stored = (self.store())
+            .get_range(&key, start..last.offset + u64::from(last.length))
+            .await?;
+        (entries.iter())
+            .map(|entry| {
+                let corrupt = |reason: String| RepoError::Corrupt {
+                    object: key.clone(),
+                    reason: format!("chunk {}: {reason}", entry.id.short()),
+                };
+                let from = (entry.offset - start) as usize;
+                let blob = (stored.get(from..from + entry.length as usize))
+                    .ok_or_else(|| corrupt("the store returned a short range".into()))?;
+                decode_blob(self.keys(), blob, entry).map_err(|e| corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
     /// Writes a stream part to `out`, every chunk checked; returns the bytes written.
     pub async fn read_stream<W: AsyncWrite + Unpin>(
         &self,
@@ -51,16 +103,22 @@ impl Repository {
     ) -> Result<u64, RepoError> {
         let record = part_of(manifest, part, PartLayout::Stream)?;
         let _reading = self.writers().begin_read().await;
-        let mut chunks = futures::stream::iter(record.chunks.iter().copied())
-            .map(|id| self.load_chunk(id))
-            // Chunks fetched ahead while streaming a part out.
+        let runs = self
+            .locate_runs(record.chunks.clone())
+            .await
+            .map_err(|e| e.in_part(part))?;
+        // Runs fetched ahead while streaming the part out.
+        let mut loaded = futures::stream::iter(runs)
+            .map(|(pack, entries)| self.load_run(pack, entries))
             .buffered(self.store().concurrency());
         let mut written = 0u64;
-        while let Some(data) = chunks.try_next().await.map_err(|e| e.in_part(part))? {
-            out.write_all(&data)
-                .await
-                .map_err(|e| RepoError::io("output", e))?;
-            written += data.len() as u64;
+        while let Some(chunks) = loaded.try_next().await.map_err(|e| e.in_part(part))? {
+            for data in chunks {
+                out.write_all(&data)
+                    .await
+                    .map_err(|e| RepoError::io("output", e))?;
+                written += data.len() as u64;
+            }
         }
         out.flush().await.map_err(|e| RepoError::io("output", e))?;
         Ok(written)

@@ -25,7 +25,7 @@ use nix::fcntl::OFlag;
 
 use super::id::Id;
 use super::manifest::Manifest;
-use super::pack::{PackEntry, decode_blob};
+use super::pack::{MAX_READ_SPAN, PackEntry, decode_blob};
 use super::pinned::Pinned;
 use super::tree::EntryKind;
 use super::{RepoError, Repository, pack_key};
@@ -39,9 +39,6 @@ pub use plan::RestorePlan;
 /// Chunks of a pack closer than this are fetched in one range read, the gap read and
 /// dropped: cheaper than another round trip.
 const MAX_GAP: u64 = 256 << 10;
-/// A range read grows no longer than this (unless one chunk is): bounds memory to
-/// `store.concurrency` spans, and spreads a pack over several requests in flight.
-const MAX_SPAN: u64 = 4 << 20;
 
 impl Repository {
     /// Works out what restoring `part` into `target` would do, changing nothing.
@@ -170,12 +167,15 @@ impl Repository {
         let keys = self.keys().clone();
         tokio::task::spawn_blocking(move || {
             for entry in &span_entries {
-                let from = (entry.offset - span_start) as usize;
-                let stored = &bytes[from..from + entry.length as usize];
-                let plain = decode_blob(&keys, stored, entry).map_err(|e| RepoError::Corrupt {
+                let corrupt = |reason: String| RepoError::Corrupt {
                     object: key.clone(),
-                    reason: format!("chunk {}: {e}", entry.id.short()),
-                })?;
+                    reason: format!("chunk {}: {reason}", entry.id.short()),
+                };
+                let from = (entry.offset - span_start) as usize;
+                let stored = (bytes.get(from..from + entry.length as usize))
+                    .ok_or_else(|| corrupt("the store returned a short range".into()))?;
+                let plain =
+                    decode_blob(&keys, stored, entry).map_err(|e| corrupt(e.to_string()))?;
                 for (index, offset) in targets
                     .get(&entry.id)
                     .map(Vec::as_slice)
@@ -195,7 +195,7 @@ impl Repository {
 }
 
 /// Splits the wanted chunks of one pack into range reads: neighbours closer than
-/// [`MAX_GAP`] share a read, and no read grows past [`MAX_SPAN`]. A restore of a few
+/// [`MAX_GAP`] share a read, and no read grows past [`MAX_READ_SPAN`]. A restore of a few
 /// files reads only their chunks; a full restore reads packs in a few long spans.
 fn read_spans(mut entries: Vec<PackEntry>) -> Vec<Vec<PackEntry>> {
     entries.sort_by_key(|e| e.offset);
@@ -207,7 +207,7 @@ fn read_spans(mut entries: Vec<PackEntry>) -> Vec<Vec<PackEntry>> {
                 .last()
                 .map_or(start, |e| e.offset + u64::from(e.length));
             entry.offset.saturating_sub(end) <= MAX_GAP
-                && entry.offset + u64::from(entry.length) - start <= MAX_SPAN
+                && entry.offset + u64::from(entry.length) - start <= MAX_READ_SPAN
         });
         match spans.last_mut() {
             Some(span) if joins => span.push(entry),
@@ -264,7 +264,7 @@ mod tests {
         let whole_pack: Vec<_> = (0..16).map(|i| entry(i * chunk, chunk)).collect();
         let spans = spans_of(whole_pack);
         assert_eq!(spans.len(), 4, "{spans:?}");
-        assert!(spans.iter().all(|(a, b)| b - a == MAX_SPAN));
+        assert!(spans.iter().all(|(a, b)| b - a == MAX_READ_SPAN));
         // One chunk larger than the limit is still one read.
         assert_eq!(spans_of(vec![entry(0, 6 << 20)]), vec![(0, 6 << 20)]);
     }
