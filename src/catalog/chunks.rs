@@ -3,6 +3,11 @@
 //! Invariant: a chunk is listed only once its pack and the index object naming it are
 //! durable in the store, so deduplicating against the index can never make a backup
 //! refer to data that is not there.
+//!
+//! Beside it, whether prune owes the store a sweep (`sweep_owed`, see
+//! `repo/prune.rs`): set before backups are deleted, when a write fails after its
+//! index object and when a restart finds interrupted jobs; cleared by a prune that
+//! marked.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -90,10 +95,41 @@ impl Catalog {
         Ok(())
     }
 
+    /// Whether prune owes the store a mark: it may hold data no backup references
+    /// that only marking finds. Without it, a prune reclaims only what needs no
+    /// mark (packs no index object names) and costs the same however many backups
+    /// there are.
+    pub fn sweep_owed(&self) -> Result<bool, CatalogError> {
+        let conn = self.lock();
+        Ok(conn
+            .prepare_cached("SELECT 1 FROM sweep_owed")?
+            .exists([])?)
+    }
+
+    /// Records that data no backup references may be in the store: backups are
+    /// about to be deleted, or a write failed after its index object.
+    pub fn owe_sweep(&self) -> Result<(), CatalogError> {
+        owe_sweep(&self.lock())
+    }
+
+    /// A mark and sweep has reclaimed everything unreferenced.
+    pub fn sweep_done(&self) -> Result<(), CatalogError> {
+        self.lock().execute("DELETE FROM sweep_owed", [])?;
+        Ok(())
+    }
+
     pub fn chunk_count(&self) -> Result<u64, CatalogError> {
         let conn = self.lock();
         Ok(conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get::<_, i64>(0))? as u64)
     }
+}
+
+pub(super) fn owe_sweep(conn: &rusqlite::Connection) -> Result<(), CatalogError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO sweep_owed VALUES (1, ?1)",
+        [super::records::time_text(chrono::Utc::now())],
+    )?;
+    Ok(())
 }
 
 fn insert_packs<'a>(
@@ -144,5 +180,21 @@ mod tests {
         assert!(!catalog.has_chunk(&pack).unwrap());
         catalog.replace_chunk_index([]).unwrap();
         assert_eq!(catalog.chunk_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_sweep_is_owed_until_done() {
+        let catalog = Catalog::in_memory().unwrap();
+        assert!(
+            catalog.sweep_owed().unwrap(),
+            "a new catalog knows nothing of its store"
+        );
+        catalog.sweep_done().unwrap();
+        assert!(!catalog.sweep_owed().unwrap());
+        catalog.owe_sweep().unwrap();
+        catalog.owe_sweep().unwrap();
+        assert!(catalog.sweep_owed().unwrap());
+        catalog.sweep_done().unwrap();
+        assert!(!catalog.sweep_owed().unwrap());
     }
 }

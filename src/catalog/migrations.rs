@@ -118,6 +118,15 @@ const STEPS: &[&str] = &[
          reason TEXT NOT NULL,
          PRIMARY KEY (host, env)
      );",
+    // 9: whether the store may hold data that no backup references and that only
+    // prune's mark finds (backups were deleted, a write failed after its index
+    // object, a crash interrupted a job): one row while it may. An existing catalog
+    // starts with it, as nothing says its store is clean.
+    "CREATE TABLE sweep_owed (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         since TEXT NOT NULL
+     );
+     INSERT INTO sweep_owed VALUES (1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));",
 ];
 
 pub fn migrate(conn: &mut Connection, name: &str) -> Result<(), CatalogError> {

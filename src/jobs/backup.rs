@@ -22,6 +22,7 @@ use crate::control::protocol::{JobState, Progress};
 use crate::repo::RepoError;
 use crate::repo::archiver::TreeOptions;
 use crate::repo::manifest::{BackupMeta, Manifest};
+use crate::repo::phases::PhaseTimer;
 use crate::repo::writer::BackupWriter;
 use crate::sources;
 
@@ -29,6 +30,7 @@ use crate::sources;
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken) {
+    let mut phases = PhaseTimer::start("backup.job");
     let env = job.env.clone().unwrap_or_default();
     let name = job.backup.clone().unwrap_or_default();
     let trigger = {
@@ -58,8 +60,11 @@ pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken)
         user: &job.user,
         keep_until,
     };
+    phases.lap("arguments");
     let outcome = make_backup(ctx, &request, &cancel).await;
+    phases.lap("backup");
     finish(ctx, job, &env, &name, outcome).await;
+    phases.lap("finish");
 }
 
 /// Records a backup job's outcome (an import's too): the backup `completed` and the
@@ -164,6 +169,7 @@ pub async fn make_backup(
     cancel: &CancellationToken,
 ) -> Result<Manifest, RepoError> {
     let (env, name) = (request.env, request.name);
+    let mut phases = PhaseTimer::start("backup");
     let config = ctx.config();
     let env_config = config
         .env(env)
@@ -176,8 +182,11 @@ pub async fn make_backup(
         .read(config.daemon.command_timeout)
         .await
         .map_err(|e| RepoError::Pipeline(format!("reading the version of {env}: {e}")))?;
+    phases.lap("version");
     let parent = previous_manifest(ctx, env).await;
+    phases.lap("parent");
     let mut writer = ctx.repo.start_backup(cancel.clone()).await?;
+    phases.lap("start");
     let written = write_parts(
         ctx,
         request.job,
@@ -187,6 +196,7 @@ pub async fn make_backup(
         cancel,
     )
     .await;
+    phases.lap("parts");
     if let Err(e) = written {
         writer.abort().await;
         return Err(if cancel.is_cancelled() {
@@ -201,7 +211,7 @@ pub async fn make_backup(
             .ok()
             .map(|r| created + r)
     });
-    writer
+    let committed = writer
         .commit(BackupMeta {
             env: env.to_owned(),
             name: name.to_owned(),
@@ -210,7 +220,10 @@ pub async fn make_backup(
             user: request.user.to_owned(),
             expires,
         })
-        .await
+        .await;
+    phases.lap("commit");
+    phases.finish();
+    committed
 }
 
 /// The manifest of the environment's newest completed backup, if it can be read.
@@ -236,6 +249,7 @@ async fn write_parts(
     cancel: &CancellationToken,
 ) -> Result<(), RepoError> {
     let parts = env.parts();
+    let mut phases = PhaseTimer::start("backup.part");
     let counter = writer.progress();
     let started = std::time::Instant::now();
     let total = parts.len() as u32;
@@ -292,6 +306,7 @@ async fn write_parts(
             result = work => result?,
             () = ticker => unreachable!("the ticker never ends"),
         }
+        phases.lap(&part.name);
     }
     publish("", total);
     Ok(())

@@ -18,6 +18,7 @@ use crate::catalog::{ActivityEntry, Catalog, CatalogError};
 use crate::clock::Clock;
 use crate::config::LiveConfig;
 use crate::context::Context;
+use crate::repo::phases::PhaseTimer;
 use crate::repo::prune::PruneReport;
 use crate::repo::{RepoError, Repository};
 use crate::retention::{self, Candidate, Decision, KeepCounts};
@@ -73,7 +74,9 @@ impl Pruner {
 
     /// Applies retention now on behalf of `user` (or only plans it on a dry run).
     pub async fn prune(&self, user: &str, dry_run: bool) -> Result<PruneOutcome, PruneError> {
+        let mut phases = PhaseTimer::start("retention");
         let (plans, doomed) = self.plan().await?;
+        phases.lap("plan");
         let pruned: Vec<String> = doomed
             .iter()
             .map(|d| format!("{}/{}", d.env, d.name))
@@ -87,6 +90,8 @@ impl Pruner {
             });
         }
         let report = self.remove(user, &doomed).await?;
+        phases.lap("remove");
+        phases.finish();
         if !pruned.is_empty() {
             tracing::info!(
                 pruned = pruned.len(),

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use super::error::RepoError;
+use super::phases::PhaseTimer;
 use crate::store::Store;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,7 +50,9 @@ impl Writers {
     }
 
     pub async fn begin_write(&self) -> Result<WriterLock, RepoError> {
+        let mut phases = PhaseTimer::start("backup.lock");
         let gate = self.gate.clone().read_owned().await;
+        phases.lap("wait for prune");
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).expect("the operating system's random source failed");
         let key = format!("locks/{}", hex::encode(random));
@@ -59,6 +62,7 @@ impl Writers {
         };
         let json = serde_json::to_vec(&object).expect("lock serializes");
         self.store.put(&key, Bytes::from(json)).await?;
+        phases.lap("lock object");
         Ok(WriterLock {
             store: self.store.clone(),
             key,

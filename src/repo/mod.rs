@@ -44,6 +44,7 @@ pub mod lock;
 pub mod manifest;
 mod metadata;
 pub mod pack;
+pub mod phases;
 mod pinned;
 pub mod prune;
 mod readahead;

@@ -3,18 +3,27 @@
 //! Under the exclusive lock (no write of this process runs meanwhile):
 //!
 //! 1. delete the manifests asked for;
-//! 2. mark: every chunk the remaining manifests reach is live;
+//! 2. mark: every chunk the remaining manifests reach is live. This reads every
+//!    backup's tree, a cost that grows with each backup kept, so it runs only when
+//!    a sweep is owed: the catalog records one (`sweep_owed`) before manifests are
+//!    deleted, when a write fails after its index object, when a restart finds jobs
+//!    a crash interrupted, and for a new catalog; a prune that marked clears it.
+//!    Otherwise nothing unreferenced can hide in indexed packs, and prune skips the
+//!    mark: its cost then follows the number of packs, not of backups (a prune after
+//!    every backup, or at every start-up, stays as cheap on day 300 as on day 1);
 //! 3. sweep, pack by pack: a pack with no live chunk is deleted; a pack whose live
 //!    bytes are under half of it is repacked (its live blobs copied, after a hash
 //!    check, into new packs); a pack no index object names (left by a crash) is
-//!    deleted. A pack younger than the oldest write still running in another process
-//!    is never touched: that write may be about to name it.
-//! 4. write one index object for everything kept, replace the catalog's index, delete
-//!    the old index objects, and only then delete the packs.
+//!    deleted, mark or not. A pack younger than the oldest write still running in
+//!    another process is never touched: that write may be about to name it.
+//! 4. write one index object for everything kept, replace the catalog's index (only
+//!    if a pack left it), delete the old index objects, and only then delete the
+//!    packs.
 //!
 //! A crash at any step leaves a consistent repository: until step 4's deletions, old
 //! index objects and packs are all still there; after them, the new index names only
-//! packs that exist. Whatever a crash leaves unreferenced, the next prune reclaims.
+//! packs that exist. Whatever a crash leaves unreferenced, the next prune reclaims:
+//! the sweep owed stays recorded until a prune that marked completes.
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,7 +36,9 @@ use super::id::Id;
 use super::index::IndexObject;
 use super::manifest::Manifest;
 use super::pack::{PackBuilder, PackEntry, decode_blob};
+use super::phases::PhaseTimer;
 use super::reader::for_each_chunk;
+use super::rebuild::StoreIndex;
 use super::{RepoError, Repository, pack_key};
 
 /// A pack whose live bytes fall under this share of its chunk bytes is repacked.
@@ -36,6 +47,9 @@ const REPACK_BELOW_LIVE_RATIO: f64 = 0.5;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PruneReport {
     pub manifests_deleted: u64,
+    /// Whether this prune marked (read every backup's tree). Without a mark,
+    /// `live_chunks` is 0 and only packs no index object names are reclaimed.
+    pub marked: bool,
     pub live_chunks: u64,
     pub packs_deleted: u64,
     pub packs_repacked: u64,
@@ -46,78 +60,76 @@ pub struct PruneReport {
 }
 
 impl Repository {
-    /// Deletes the given manifests, then reclaims unreferenced data.
+    /// Deletes the given manifests, then reclaims unreferenced data. The mark reads
+    /// every backup's tree, so it runs only when it can find something: backups are
+    /// deleted, or the catalog says a sweep is owed (see the module doc).
     pub async fn prune(&self, delete: &[Manifest]) -> Result<PruneReport, RepoError> {
+        let mut phases = PhaseTimer::start("prune");
         self.check_repository().await?;
         let exclusive = self.writers().exclusive().await;
         let oldest_writer = self.writers().oldest_live_writer(&exclusive).await?;
+        phases.lap("locks");
         let mut report = PruneReport::default();
+        if !delete.is_empty() {
+            // Before the first manifest goes: a prune stopped midway leaves it owed.
+            self.catalog().blocking(|c| c.owe_sweep()).await?;
+        }
         for manifest in delete {
             self.store().delete(&manifest.key()).await?;
             self.delete_drill_reports(manifest).await?;
             report.manifests_deleted += 1;
         }
-        let live = self.mark().await?;
-        report.live_chunks = live.len() as u64;
-        let index = self.read_store_index().await?;
+        phases.lap("delete manifests");
+        let live = match self.catalog().blocking(|c| c.sweep_owed()).await? {
+            true => Some(self.mark().await?),
+            false => None,
+        };
+        report.marked = live.is_some();
+        report.live_chunks = live.as_ref().map_or(0, |live| live.len() as u64);
+        phases.lap("mark");
+        let mut index = self.read_store_index().await?;
+        phases.lap("store index");
         let young = |pack: &Id| -> bool {
             let modified = index.pack_objects.get(pack).map(|o| o.last_modified);
             is_younger(modified, oldest_writer)
         };
+        let packs = std::mem::take(&mut index.packs);
+        let mut sweep = Sweep::plan(packs, &index.unindexed, live.as_ref(), young);
+        report.packs_kept_for_running_writers = sweep.kept_young;
 
-        let mut keep: Vec<(Id, Vec<PackEntry>)> = Vec::new();
-        let mut doomed: Vec<Id> = Vec::new();
-        let mut to_repack: Vec<(Id, Vec<PackEntry>)> = Vec::new();
-        for (pack, entries) in index.packs {
-            if young(&pack) {
-                report.packs_kept_for_running_writers += 1;
-                keep.push((pack, entries));
-                continue;
-            }
-            let total: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
-            let live_bytes: u64 = entries
-                .iter()
-                .filter(|e| live.contains(&e.id))
-                .map(|e| u64::from(e.length))
-                .sum();
-            if live_bytes == 0 {
-                doomed.push(pack);
-            } else if (live_bytes as f64) < total as f64 * REPACK_BELOW_LIVE_RATIO {
-                to_repack.push((pack, entries));
-            } else {
-                keep.push((pack, entries));
-            }
-        }
-        for pack in &index.unindexed {
-            if young(pack) {
-                report.packs_kept_for_running_writers += 1;
-            } else {
-                doomed.push(*pack);
-            }
-        }
-
-        let written = self.repack(&to_repack, &live).await?;
+        let live = live.unwrap_or_default();
+        let written = self.repack(&sweep.repack, &live).await?;
+        phases.lap("repack");
         report.packs_written = written.len() as u64;
-        report.packs_repacked = to_repack.len() as u64;
+        report.packs_repacked = sweep.repack.len() as u64;
         let written_bytes: u64 = written.iter().map(|(_, _, size)| *size).sum();
-        keep.extend(written.into_iter().map(|(id, entries, _)| (id, entries)));
-        doomed.extend(to_repack.iter().map(|(id, _)| *id));
+        let dropped = !written.is_empty() || !sweep.doomed.is_empty();
+        sweep
+            .keep
+            .extend(written.into_iter().map(|(id, entries, _)| (id, entries)));
+        sweep.doomed.extend(sweep.repack.iter().map(|(id, _)| *id));
 
         // The new index first, then drop the old ones, then the packs.
-        self.replace_index(keep, &index.index_keys).await?;
-        let mut freed: u64 = (doomed.iter())
+        self.replace_index(sweep.keep, &index, dropped).await?;
+        phases.lap("replace index");
+        let mut freed: u64 = (sweep.doomed.iter())
             .filter_map(|pack| index.pack_objects.get(pack))
             .map(|o| o.size)
             .sum();
-        self.delete_objects(doomed.iter().map(pack_key).collect())
+        self.delete_objects(sweep.doomed.iter().map(pack_key).collect())
             .await?;
-        report.packs_deleted = doomed.len() as u64;
+        report.packs_deleted = sweep.doomed.len() as u64;
         // Half-written objects of writes that died (local stores only): packs, and
         // the small objects (index, manifests, reports, the status) too.
         freed += self
             .store()
             .remove_partial_uploads("", oldest_writer.unwrap_or_else(Utc::now));
         report.bytes_freed = freed.saturating_sub(written_bytes);
+        if report.marked {
+            self.catalog().blocking(|c| c.sweep_done()).await?;
+        }
+        phases.lap("sweep");
+        phases.finish();
         Ok(report)
     }
 
@@ -140,22 +152,32 @@ impl Repository {
     }
 
     /// Writes one index object for `packs`, points the catalog at it, then deletes
-    /// the index objects it replaces.
+    /// the index objects it replaces. When no pack left the index (`dropped` false)
+    /// and the store's index objects name no missing pack, the catalog already
+    /// lists exactly these chunks and is left alone; with one index object and
+    /// nothing dropped, there is nothing to write at all.
     async fn replace_index(
         &self,
         packs: Vec<(Id, Vec<PackEntry>)>,
-        old_keys: &[String],
+        old: &StoreIndex,
+        dropped: bool,
     ) -> Result<(), RepoError> {
+        let catalog_stale = dropped || old.names_missing_packs;
+        if !catalog_stale && old.index_keys.len() <= 1 {
+            return Ok(());
+        }
         let consolidated = IndexObject { packs };
         let bytes = consolidated.encode(self.keys());
         let new_key = format!("index/{}", Id::hash(&bytes).to_hex());
         self.store().put(&new_key, Bytes::from(bytes)).await?;
-        self.catalog()
-            .blocking(move |c| {
-                c.replace_chunk_index(consolidated.packs.iter().map(|(id, e)| (id, &e[..])))
-            })
-            .await?;
-        let replaced = old_keys.iter().filter(|k| **k != new_key).cloned();
+        if catalog_stale {
+            self.catalog()
+                .blocking(move |c| {
+                    c.replace_chunk_index(consolidated.packs.iter().map(|(id, e)| (id, &e[..])))
+                })
+                .await?;
+        }
+        let replaced = old.index_keys.iter().filter(|k| **k != new_key).cloned();
         self.delete_objects(replaced.collect()).await
     }
 
@@ -221,6 +243,62 @@ impl Repository {
             .put(&pack_key(&pack.id), Bytes::from(pack.bytes))
             .await?;
         Ok((pack.id, pack.entries, size))
+    }
+}
+
+/// What the sweep does with each pack.
+struct Sweep {
+    keep: Vec<(Id, Vec<PackEntry>)>,
+    doomed: Vec<Id>,
+    repack: Vec<(Id, Vec<PackEntry>)>,
+    kept_young: u64,
+}
+
+impl Sweep {
+    /// Packs a running write may be filling (`young`) are kept. With a mark, a pack
+    /// with no live chunk is doomed and one under half live is repacked; without
+    /// one, every indexed pack is kept. Packs no index object names are doomed
+    /// either way: no backup can refer to them.
+    fn plan(
+        indexed: HashMap<Id, Vec<PackEntry>>,
+        unindexed: &HashSet<Id>,
+        live: Option<&HashSet<Id>>,
+        young: impl Fn(&Id) -> bool,
+    ) -> Self {
+        let mut sweep = Sweep {
+            keep: Vec::new(),
+            doomed: Vec::new(),
+            repack: Vec::new(),
+            kept_young: 0,
+        };
+        for (pack, entries) in indexed {
+            let is_young = young(&pack);
+            sweep.kept_young += u64::from(is_young);
+            let Some(live) = live.filter(|_| !is_young) else {
+                sweep.keep.push((pack, entries));
+                continue;
+            };
+            let total: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
+            let live_bytes: u64 = (entries.iter())
+                .filter(|e| live.contains(&e.id))
+                .map(|e| u64::from(e.length))
+                .sum();
+            if live_bytes == 0 {
+                sweep.doomed.push(pack);
+            } else if (live_bytes as f64) < total as f64 * REPACK_BELOW_LIVE_RATIO {
+                sweep.repack.push((pack, entries));
+            } else {
+                sweep.keep.push((pack, entries));
+            }
+        }
+        for pack in unindexed {
+            if young(pack) {
+                sweep.kept_young += 1;
+            } else {
+                sweep.doomed.push(*pack);
+            }
+        }
+        sweep
     }
 }
 

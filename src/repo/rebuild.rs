@@ -32,6 +32,8 @@ pub(crate) struct StoreIndex {
     pub pack_objects: HashMap<Id, ObjectInfo>,
     /// Packs present in the store that no index object names.
     pub unindexed: HashSet<Id>,
+    /// Whether an index object names a pack the store no longer has.
+    pub names_missing_packs: bool,
 }
 
 impl Repository {
@@ -45,6 +47,7 @@ impl Repository {
             .collect();
         let mut packs = HashMap::new();
         let mut index_keys = Vec::new();
+        let mut names_missing_packs = false;
         let objects = self.store().list("index").await?;
         let mut fetched = futures::stream::iter(objects)
             .map(|object| async move {
@@ -58,6 +61,8 @@ impl Repository {
             for (pack, entries) in index.packs {
                 if pack_objects.contains_key(&pack) {
                     packs.insert(pack, entries);
+                } else {
+                    names_missing_packs = true;
                 }
             }
             index_keys.push(object.key);
@@ -72,6 +77,7 @@ impl Repository {
             packs,
             pack_objects,
             unindexed,
+            names_missing_packs,
         })
     }
 

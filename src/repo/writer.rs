@@ -38,6 +38,7 @@ use super::manifest::{
     BackupMeta, MANIFEST_FORMAT, Manifest, PartLayout, PartRecord, new_backup_id,
 };
 use super::pack::{ChunkKind, PackBuilder, PackEntry, encode_blob};
+use super::phases::PhaseTimer;
 use super::readahead::ReadAhead;
 use super::sink::{ChunkSink, PendingChunk, ProduceError};
 use super::{RepoError, Repository, checked_name, pack_key};
@@ -78,7 +79,9 @@ impl Repository {
     pub async fn start_backup(&self, cancel: CancellationToken) -> Result<BackupWriter, RepoError> {
         // Before anything is written (the lock object first): never into a store
         // that lost its repository.
+        let mut phases = PhaseTimer::start("backup.start");
         self.check_repository().await?;
+        phases.lap("repository check");
         let lock = self.writers().begin_write().await?;
         let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<PendingChunk>(CHUNK_QUEUE);
         let (blob_tx, blob_rx) = mpsc::channel::<EncodedChunk>(BLOB_QUEUE);
@@ -287,7 +290,9 @@ impl BackupWriter {
     }
 
     async fn commit_inner(&mut self, meta: BackupMeta) -> Result<Manifest, RepoError> {
+        let mut phases = PhaseTimer::start("backup.commit");
         let packs = self.drain().await?;
+        phases.lap("drain");
         for (part, stored) in self.parts.iter_mut().zip(&self.stored) {
             part.stored = stored.load(Ordering::Relaxed);
         }
@@ -296,11 +301,13 @@ impl BackupWriter {
             let bytes = index.encode(self.repo.keys());
             let key = format!("index/{}", Id::hash(&bytes).to_hex());
             self.repo.store().put(&key, Bytes::from(bytes)).await?;
+            phases.lap("index object");
             // Only now may later writes deduplicate against these chunks.
             self.repo
                 .catalog()
                 .blocking(move |c| c.add_packs(index.packs.iter().map(|(id, e)| (id, &e[..]))))
                 .await?;
+            phases.lap("catalog index");
         }
         // From here the packs are indexed, and later writes may rely on them: a failure
         // must leave them for prune (which knows what is referenced), not delete them.
@@ -315,10 +322,17 @@ impl BackupWriter {
             parts: std::mem::take(&mut self.parts),
         };
         let sealed = manifest.encode(self.repo.keys());
-        self.repo
-            .store()
-            .put(&manifest.key(), Bytes::from(sealed))
-            .await?;
+        let key = manifest.key();
+        if let Err(e) = self.repo.store().put(&key, Bytes::from(sealed)).await {
+            // The packs stay, indexed, with no backup referring to them: only the
+            // next prune's mark can tell.
+            let owed = self.repo.catalog().blocking(|c| c.owe_sweep()).await;
+            if let Err(owing) = owed {
+                tracing::warn!(error = %owing, "cannot record that prune owes a sweep");
+            }
+            return Err(e.into());
+        }
+        phases.lap("manifest");
         Ok(manifest)
     }
 

@@ -502,6 +502,30 @@ async fn a_crash_at_any_put_leaves_a_consistent_repository() {
     fail_at_every_put(Fault::Crash).await;
 }
 
+/// The process whose backup failed prunes through its own catalog, which knew the
+/// store clean before: the failure must have recorded the sweep it owes (a prune
+/// marks only then), or the packs a failure after the index object leaves, indexed
+/// but referenced by no backup, would stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_whose_backup_failed_reclaims_its_orphans_itself() {
+    let total = clean_run_puts().await;
+    for n in 1..=total {
+        let scenario = Scenario::new().await;
+        let settled = scenario.repo.prune(&[]).await.unwrap();
+        assert!(settled.marked, "a new catalog owes a sweep");
+        assert!(!scenario.repo.prune(&[]).await.unwrap().marked);
+        scenario.faulty.arm(n, Fault::Transient);
+        assert!(scenario.second_backup(&scenario.repo).await.is_err());
+        scenario.faulty.arm(0, Fault::Transient);
+        scenario.repo.prune(&[]).await.unwrap();
+        assert_eq!(
+            pack_keys(&scenario.inner).await,
+            scenario.first_packs,
+            "transient failure at put {n}: prune leaves exactly the first backup's packs"
+        );
+    }
+}
+
 /// A failed backup is invisible to the process that wrote it as well as to a fresh
 /// open, whether the process lives on or dies at the failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

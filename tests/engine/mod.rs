@@ -4,6 +4,7 @@
 mod config_errors;
 mod corruption;
 mod crash_safety;
+mod history;
 mod hostile_tree;
 mod maintenance;
 mod property_roundtrip;
