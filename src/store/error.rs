@@ -49,6 +49,21 @@ impl StoreError {
         }
     }
 
+    /// S3's answer to a request signed here rather than by object_store (Object Lock,
+    /// `store/object_lock.rs`), sorted the same way. `code` is S3's `<Code>`, empty
+    /// when the answer has no body (HEAD): a 404 for the object or one of its
+    /// versions is a missing object.
+    pub(super) fn from_s3_answer(key: &str, status: u16, code: &str, reason: String) -> Self {
+        let key = key.to_owned();
+        if status == 404 && matches!(code, "" | "NoSuchKey" | "NoSuchVersion") {
+            StoreError::NotFound { key }
+        } else if status_is_transient(status) || code == "SlowDown" {
+            StoreError::Transient { key, reason }
+        } else {
+            StoreError::Permanent { key, reason }
+        }
+    }
+
     /// The same error, its reason saying how long it was retried before giving up.
     pub(super) fn after_retrying(self, waited: std::time::Duration) -> Self {
         match self {
@@ -67,7 +82,7 @@ impl StoreError {
 /// Whether a `Generic` error (HTTP status, network or local I/O) may pass.
 fn generic_is_transient(reason: &str) -> bool {
     if let Some(status) = http_status(reason) {
-        return status >= 500 || status == 408 || status == 429;
+        return status_is_transient(status);
     }
     const LASTING: [&str; 4] = [
         "ermission denied",
@@ -76,6 +91,11 @@ fn generic_is_transient(reason: &str) -> bool {
         "Read-only file system",
     ];
     !LASTING.iter().any(|text| reason.contains(text))
+}
+
+/// Whether an HTTP status may pass: the server's trouble, a timeout, throttling.
+fn status_is_transient(status: u16) -> bool {
+    status >= 500 || status == 408 || status == 429
 }
 
 /// The HTTP status object_store's message names (`... status code: 503 Service ...`).

@@ -19,6 +19,7 @@
 
 mod error;
 pub mod limit;
+pub mod object_lock;
 mod retry;
 
 pub use error::StoreError;
