@@ -8,5 +8,6 @@ mod history;
 mod hostile_tree;
 mod maintenance;
 mod property_roundtrip;
+mod s3_lock;
 mod s3_store;
 mod tree_roundtrip;

@@ -5,6 +5,7 @@
 //! - [`daemon`]: a real envsnapd in a temp directory, driven by envsnapctl.
 //! - [`servers`]: throwaway PostgreSQL, MariaDB and Redis servers.
 //! - [`s3`]: a throwaway S3-compatible server, and the `AWS_*` settings that reach it.
+//! - [`moto`]: a throwaway moto S3 server, for Object Lock and versions (same settings).
 //! - [`azurite`]: a throwaway Azure Blob Storage emulator, the `AZURE_*` settings that
 //!   reach it, and requests it signs itself (containers, blobs).
 //! - [`http`]: plain HTTP/1.1 requests on loopback, as a holder of a signed link sends them.
@@ -15,6 +16,7 @@
 pub mod azurite;
 pub mod daemon;
 pub mod http;
+pub mod moto;
 pub mod netproxy;
 pub mod ports;
 pub mod repo;

@@ -38,8 +38,9 @@ fn find_s3s_fs() -> Option<PathBuf> {
     from_path.chain(cargo_home).find(|p| p.is_file())
 }
 
-/// Held by the running [`Server`]: the process's `AWS_*` settings are its.
-static AWS_SETTINGS: Mutex<()> = Mutex::new(());
+/// Held by the running [`Server`] (or moto's, see [`super::moto`]): the process's
+/// `AWS_*` settings are its.
+pub(super) static AWS_SETTINGS: Mutex<()> = Mutex::new(());
 
 /// A running s3s-fs; stopped when dropped, which lets the next test start one.
 pub struct Server {
