@@ -86,8 +86,18 @@ impl Context {
             url: url.clone(),
             source,
         };
-        let root = Store::from_url(&url).map_err(|e| repo_error(e.into()))?;
+        let mut root = Store::from_url(&url).map_err(|e| repo_error(e.into()))?;
         root.configure(&config.store.transfer);
+        if let Some(policy) = config.store.lock {
+            root = root
+                .with_lock(&url, policy)
+                .map_err(|e| repo_error(e.into()))?;
+            // Before anything is written: a bucket without Object Lock is refused.
+            root.check_lock().await.map_err(|e| repo_error(e.into()))?;
+            restore_hidden_repository(&root, &config.daemon.host, clock.now())
+                .await
+                .map_err(repo_error)?;
+        }
         let options = InitOptions {
             compression: config.store.compression,
             ..InitOptions::default()
@@ -150,7 +160,23 @@ impl Context {
     /// `host`'s repository opened for reading its manifests (no chunk index).
     pub async fn host_repo(&self, host: &str) -> Result<Repository, RepoError> {
         let catalog = Catalog::in_memory()?;
-        Repository::open(&self.store_root, host, self.keys.clone(), catalog).await
+        let root = self.host_root(host).await?;
+        Repository::open(&root, host, self.keys.clone(), catalog).await
+    }
+
+    /// The store as it holds `host`'s objects for reading them. Another host's,
+    /// with Object Lock: as envsnap wrote them (`Store::original_versions`), so a
+    /// host whose credentials an intruder used to delete or overwrite its backups
+    /// is read underneath; only backups whose lock lasts are listed.
+    pub async fn host_root(&self, host: &str) -> Result<Store, RepoError> {
+        if host == self.repo.host() || self.store_root.lock_policy().is_none() {
+            return Ok(self.store_root.clone());
+        }
+        let dir = crate::repo::checked_name(host)?;
+        Ok(self
+            .store_root
+            .original_versions(dir, &["manifests"], self.clock.now())
+            .await?)
     }
 
     /// The config in force now.
@@ -165,9 +191,7 @@ impl Context {
             None => Ok(self.repo.clone()),
             Some(host) if host == self.repo.host() => Ok(self.repo.clone()),
             Some(host) => {
-                let catalog = Catalog::in_memory()?;
-                let repo =
-                    Repository::open(&self.store_root, host, self.keys.clone(), catalog).await?;
+                let repo = self.host_repo(host).await?;
                 repo.rebuild_index().await?;
                 Ok(repo)
             }
@@ -207,6 +231,30 @@ impl Context {
         self.schedule_changed.notify_one();
         Ok(fresh)
     }
+}
+
+/// Under Object Lock, a repository whose config is gone was deleted by someone
+/// holding its credentials (envsnap never deletes it): its locked originals are
+/// put back before it is opened, instead of refusing to start or starting anew.
+async fn restore_hidden_repository(
+    root: &Store,
+    host: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), RepoError> {
+    let dir = crate::repo::checked_name(host)?;
+    match root.scoped(dir).size("config").await {
+        Err(crate::store::StoreError::NotFound { .. }) => {}
+        other => return other.map(|_| ()).map_err(RepoError::from),
+    }
+    let restored = root.restore_original_versions(dir, now).await?;
+    if restored > 0 {
+        tracing::warn!(
+            host,
+            restored,
+            "this host's repository had been deleted or overwritten; its locked originals were restored"
+        );
+    }
+    Ok(())
 }
 
 fn create_private_dir(path: &Path) -> Result<(), OpenError> {

@@ -12,7 +12,7 @@ use crate::catalog::{
 };
 use crate::context::Context;
 use crate::control::protocol::ErrorCode;
-use crate::repo::manifest::is_safe_name;
+use crate::repo::manifest::{Manifest, is_safe_name};
 
 /// A readable, sortable, unique name: `20261124-030000-manual`.
 pub fn generated_name(trigger: &str, now: DateTime<Utc>) -> String {
@@ -177,7 +177,7 @@ pub async fn keep(
     until: Option<DateTime<Utc>>,
 ) -> Outcome {
     let (ctx, caller) = (call.ctx, call.caller);
-    find_completed(ctx, &env, &name).await?;
+    let backup = find_completed(ctx, &env, &name).await?;
     if let Some(until) = until
         && until <= ctx.clock.now()
     {
@@ -198,6 +198,13 @@ pub async fn keep(
         "succeeded",
         Some(detail),
     );
+    // Object Lock follows the new expiry before the catalog says it.
+    if ctx.repo.lock_policy().is_some()
+        && let Some(id) = backup.manifest.as_deref()
+    {
+        let manifest = ctx.repo.load_manifest(&env, id).await?;
+        ctx.repo.relock_backup(&manifest, until).await?;
+    }
     let (env_c, name_c) = (env.clone(), name.clone());
     ctx.catalog
         .blocking(move |c| {
@@ -215,6 +222,9 @@ pub async fn delete(call: &Call<'_>, env: String, name: String) -> Outcome {
         Some(id) => Some(ctx.repo.load_manifest(&env, id).await?),
         None => None,
     };
+    if let Some(manifest) = &manifest {
+        refuse_locked(ctx, &backup, manifest).await?;
+    }
     // The catalog first: a crash before the store is cleaned leaves a backup that a
     // catalog rebuild brings back, never a listed backup without data.
     let (env_c, name_c) = (env.clone(), name.clone());
@@ -235,6 +245,37 @@ pub async fn delete(call: &Call<'_>, env: String, name: String) -> Outcome {
         .await?;
     tracing::info!(env = %env, backup = %name, user = %caller.user, "backup deleted");
     to_value(json!({ "deleted": name, "prune": report }))
+}
+
+/// Under Object Lock, a backup whose manifest is still locked (or held) cannot be
+/// deleted: the store would only hide it.
+async fn refuse_locked(
+    ctx: &Context,
+    backup: &BackupRecord,
+    manifest: &Manifest,
+) -> Result<(), ApiError> {
+    if ctx.repo.lock_policy().is_none() {
+        return Ok(());
+    }
+    let (env, name) = (&backup.env, &backup.name);
+    if backup.expires.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "backup {name} of {env} is kept forever under a legal hold (store.lock): give it an expiry with `backup keep --until` first"
+            ),
+        ));
+    }
+    match ctx.repo.manifest_locked_until(env, &manifest.id).await? {
+        Some(until) => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "backup {name} of {env} is locked until {} (store.lock): it can be deleted from then on",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 pub async fn list(call: &Call<'_>, env: String) -> Outcome {

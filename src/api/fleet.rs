@@ -125,7 +125,8 @@ async fn host_view(ctx: &Context, host: &str) -> Result<HostView, ApiError> {
             crate::message::one_line(host)
         )));
     }
-    let root = ctx.store_root();
+    // With Object Lock, another host is read as envsnap wrote it (`Context::host_root`).
+    let root = &ctx.host_root(host).await?;
     let (listed, retired, hosts) = tokio::try_join!(
         objects::list_manifests(root, host),
         objects::retired_hosts(root),

@@ -50,9 +50,20 @@ pub async fn verify(
     to_value(ctx.repo.verify(&manifests, read_data).await?)
 }
 
-/// Re-reads the store's index objects, manifests and drill reports into the catalog.
+/// Re-reads the store's index objects, manifests and drill reports into the catalog
+/// (under Object Lock, after restoring what an intruder overwrote or deleted).
 pub async fn catalog_rebuild(call: &Call<'_>) -> Outcome {
     let ctx = call.ctx;
+    // With Object Lock, first whatever was written over or deleted is put back.
+    let restored = match ctx.store_root().lock_policy() {
+        Some(_) => {
+            let host = ctx.repo.host();
+            let now = ctx.clock.now();
+            let restored = ctx.store_root().restore_original_versions(host, now).await;
+            restored.map_err(crate::repo::RepoError::from)?
+        }
+        None => 0,
+    };
     let report = ctx.repo.rebuild_index().await?;
     let manifests = ctx.repo.list_manifests(None).await?;
     let records: Vec<_> = manifests.iter().map(BackupRecord::from_manifest).collect();
@@ -72,6 +83,7 @@ pub async fn catalog_rebuild(call: &Call<'_>) -> Outcome {
     let mut report = serde_json::to_value(report)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     report["drills"] = drills_found.into();
+    report["restored_originals"] = restored.into();
     to_value(report)
 }
 

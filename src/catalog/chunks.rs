@@ -69,6 +69,12 @@ impl Catalog {
         Ok(stmt.exists([&id.0[..]])?)
     }
 
+    pub fn has_pack(&self, id: &Id) -> Result<bool, CatalogError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM packs WHERE id = ?1")?;
+        Ok(stmt.exists([&id.0[..]])?)
+    }
+
     /// Adds packs and their chunks in one transaction. A chunk already indexed in
     /// another pack keeps its first location.
     pub fn add_packs<'a>(

@@ -127,6 +127,16 @@ const STEPS: &[&str] = &[
          since TEXT NOT NULL
      );
      INSERT INTO sweep_owed VALUES (1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));",
+    // 10: Object Lock (`store.lock`): until when each object is locked, as far as
+    // this daemon knows. `shared` objects (packs, index objects, the repository
+    // config) are lengthened by every backup; the others (manifests, drill
+    // reports) keep their own backup's date.
+    "CREATE TABLE object_locks (
+         key TEXT PRIMARY KEY,
+         until TEXT NOT NULL,
+         shared INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX object_locks_by_until ON object_locks(shared, until);",
 ];
 
 pub fn migrate(conn: &mut Connection, name: &str) -> Result<(), CatalogError> {

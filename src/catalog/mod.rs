@@ -18,6 +18,7 @@ mod error;
 mod exports;
 mod fleet;
 mod jobs;
+mod locks;
 mod migrations;
 mod queue;
 mod records;

@@ -81,6 +81,7 @@ impl Config {
                 key_file: None,
                 compression: DEFAULT_COMPRESSION,
                 transfer: default_transfer(chrono_tz::UTC),
+                lock: None,
             },
             access: AccessRules::default(),
             restore: RestoreConfig::default(),

@@ -34,6 +34,7 @@ mod raw;
 mod schema;
 mod validate;
 mod validate_db;
+mod validate_store;
 mod values;
 mod version;
 

@@ -59,6 +59,15 @@ pub(super) struct RawStore {
     pub retry_timeout: Option<String>,
     pub upload_limit: Option<OneOrMany>,
     pub download_limit: Option<OneOrMany>,
+    pub lock: Option<RawLock>,
+}
+
+/// `store.lock`: S3 Object Lock.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLock {
+    pub mode: Option<String>,
+    pub extra: Option<String>,
 }
 
 /// A string, or a list of them (`upload_limit = "20MiB/s"` or `[...]`).

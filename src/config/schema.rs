@@ -68,6 +68,8 @@ pub struct StoreConfig {
     pub compression: i32,
     /// Requests in flight, retries and bandwidth limits.
     pub transfer: crate::store::TransferSettings,
+    /// S3 Object Lock on everything written (`store.lock`).
+    pub lock: Option<crate::store::LockPolicy>,
 }
 
 /// `[restore]`.

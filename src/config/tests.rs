@@ -214,3 +214,52 @@ download_limit = ["08:00-20:00 5MiB/s", "50MB/s"]
         assert!(error.contains(expected), "{text}: {error}");
     }
 }
+
+#[test]
+fn object_lock_is_configured_on_s3_stores_only() {
+    let file = Path::new("/etc/envsnap.toml");
+    let s3 = "[store]\nurl = \"s3://vault/hosts\"\n";
+    let config = Config::from_toml(
+        &format!("{s3}lock = {{ mode = \"compliance\", extra = \"2d\" }}\n"),
+        file,
+    )
+    .unwrap();
+    let lock = config.store.lock.unwrap();
+    assert_eq!(lock.mode, crate::store::LockMode::Compliance);
+    assert_eq!(lock.extra, Duration::from_secs(2 * 86_400));
+    let config = Config::from_toml(&format!("{s3}lock = {{ mode = \"governance\" }}\n"), file);
+    assert_eq!(
+        config.unwrap().store.lock.unwrap().extra,
+        Duration::from_secs(86_400)
+    );
+    assert_eq!(small().store.lock, None, "off by default");
+
+    for (text, expected) in [
+        (
+            "url = \"file:///var/backups\"\nlock = { mode = \"governance\" }",
+            "store.lock: needs an S3 store",
+        ),
+        ("lock = { extra = \"1d\" }", "store.lock.mode: is required"),
+        ("lock = { mode = \"forever\" }", "store.lock.mode:"),
+        (
+            "lock = { mode = \"governance\", extra = \"soon\" }",
+            "store.lock.extra",
+        ),
+        (
+            "lock = { mode = \"governance\", extra = \"4000d\" }",
+            "store.lock.extra: must be at most 3650d",
+        ),
+        (
+            "lock = { mode = \"governance\", days = 3 }",
+            "store.lock.days: unknown key",
+        ),
+    ] {
+        let text = match text.starts_with("url") {
+            true => format!("[store]\n{text}\n"),
+            false => format!("{s3}{text}\n"),
+        };
+        let error = Config::from_toml(&text, file).unwrap_err().to_string();
+        assert!(error.contains(expected), "{text}: {error}");
+        assert_eq!(error.lines().count(), 1, "{error}");
+    }
+}

@@ -10,34 +10,26 @@ use std::time::Duration;
 
 use super::access::{AccessRules, Principal};
 use super::defaults::{
-    DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMPRESSION, DEFAULT_MAX_JOBS, DEFAULT_RETENTION,
-    DEFAULT_SOCKET, DEFAULT_STALL_TIMEOUT, DEFAULT_STATE_DIR, default_store_url, default_transfer,
-    hostname,
+    DEFAULT_COMMAND_TIMEOUT, DEFAULT_MAX_JOBS, DEFAULT_RETENTION, DEFAULT_SOCKET,
+    DEFAULT_STALL_TIMEOUT, DEFAULT_STATE_DIR, hostname,
 };
 use super::error::ConfigError;
 use super::origin::{Ctx, absolute, commands, one_line};
 use super::overrides::{Override, config_to_toml};
 use super::raw::{
-    OneOrMany, RawAccess, RawConfig, RawDaemon, RawDrill, RawEnv, RawFleet, RawImport, RawMount,
-    RawRestore, RawStore,
+    RawAccess, RawConfig, RawDaemon, RawDrill, RawEnv, RawFleet, RawImport, RawMount, RawRestore,
 };
 use super::schema::{
     AppConfig, Config, DEFAULT_HEARTBEAT, DEFAULT_IMPORT_MAX_SIZE, DaemonConfig, DatabaseConfig,
     DatabaseKind, DrillConfig, EnvConfig, FleetConfig, ImportConfig, MountConfig, OnInterrupt,
-    RestoreConfig, StoreConfig,
+    RestoreConfig,
 };
 use super::validate_db;
+use super::validate_store;
 use super::values::{
     NAME_RULE, check_command, is_valid_name, normalize_cron, parse_duration, parse_size,
 };
 use super::version::VersionSource;
-use crate::store::TransferSettings;
-use crate::store::limit::RateSchedule;
-
-/// The schemes `store::Store::from_url` understands (object_store's `parse_url`).
-const STORE_SCHEMES: [&str; 12] = [
-    "file", "memory", "s3", "s3a", "gs", "az", "azure", "adl", "abfs", "abfss", "http", "https",
-];
 
 pub(super) fn parse(
     text: &str,
@@ -74,7 +66,7 @@ pub(super) fn parse(
 
 fn build(raw: RawConfig, ctx: &Ctx, file: &Path) -> Result<Config, ConfigError> {
     let daemon = daemon(raw.daemon, ctx)?;
-    let store = store(raw.store, &daemon, ctx)?;
+    let store = validate_store::store(raw.store, &daemon, ctx)?;
     let access = access(raw.access, "access", ctx)?;
     let restore = restore(raw.restore, ctx)?;
     let import = import(raw.import, ctx)?;
@@ -247,89 +239,6 @@ fn metrics_address(text: &str) -> Result<SocketAddr, String> {
         ));
     }
     Ok(address)
-}
-
-fn store(raw: RawStore, daemon: &DaemonConfig, ctx: &Ctx) -> Result<StoreConfig, ConfigError> {
-    let transfer = transfer(&raw, daemon.timezone, ctx)?;
-    let url = match raw.url {
-        None => default_store_url(&daemon.state_dir),
-        Some(url) => {
-            check_store_url(&url).map_err(|p| ctx.error("store.url", p))?;
-            url
-        }
-    };
-    let key_file = match raw.key_file {
-        None => None,
-        Some(path) => Some(absolute(path, "store.key_file", ctx)?),
-    };
-    let compression = match raw.compression {
-        None => DEFAULT_COMPRESSION,
-        Some(level @ 1..=19) => level as i32,
-        Some(level) => {
-            return Err(ctx.error(
-                "store.compression",
-                format!("must be a zstd level from 1 to 19, got {level}"),
-            ));
-        }
-    };
-    Ok(StoreConfig {
-        url,
-        key_file,
-        compression,
-        transfer,
-    })
-}
-
-/// `store.concurrency`, `retry_timeout`, `upload_limit` and `download_limit`.
-fn transfer(
-    raw: &RawStore,
-    timezone: chrono_tz::Tz,
-    ctx: &Ctx,
-) -> Result<TransferSettings, ConfigError> {
-    let mut settings = default_transfer(timezone);
-    match raw.concurrency {
-        None => {}
-        Some(n @ 1..=64) => settings.concurrency = n as usize,
-        Some(n) => {
-            return Err(ctx.error(
-                "store.concurrency",
-                format!("must be from 1 to 64 requests in flight, got {n}"),
-            ));
-        }
-    }
-    if let Some(text) = &raw.retry_timeout {
-        settings.retry_timeout =
-            parse_duration(text).map_err(|p| ctx.error("store.retry_timeout", p))?;
-    }
-    let limit = |value: &Option<OneOrMany>, key: &str| match value {
-        None => Ok(RateSchedule::default()),
-        Some(rules) => {
-            RateSchedule::parse(&rules.clone().into_vec()).map_err(|p| ctx.error(key, p))
-        }
-    };
-    settings.upload_limit = limit(&raw.upload_limit, "store.upload_limit")?;
-    settings.download_limit = limit(&raw.download_limit, "store.download_limit")?;
-    Ok(settings)
-}
-
-fn check_store_url(text: &str) -> Result<(), String> {
-    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
-    let scheme = url.scheme();
-    if !STORE_SCHEMES.contains(&scheme) {
-        return Err(format!(
-            "unsupported store scheme `{scheme}`: expected file, s3, gs, az (azure, abfs), memory or http(s)"
-        ));
-    }
-    match scheme {
-        "file" if url.to_file_path().is_err() => Err(format!(
-            "`{text}` does not name an absolute local directory (file:///PATH)"
-        )),
-        "file" | "memory" => Ok(()),
-        _ if url.host_str().is_none_or(str::is_empty) => Err(format!(
-            "`{text}` names no bucket or container ({scheme}://BUCKET/PREFIX)"
-        )),
-        _ => Ok(()),
-    }
 }
 
 fn access(raw: RawAccess, key: &str, ctx: &Ctx) -> Result<AccessRules, ConfigError> {

@@ -185,7 +185,12 @@ pub async fn make_backup(
     phases.lap("version");
     let parent = previous_manifest(ctx, env).await;
     phases.lap("parent");
-    let mut writer = ctx.repo.start_backup(cancel.clone()).await?;
+    // The expiry as of now, for Object Lock: the new data is locked at least as long.
+    let expires_about = expiry(request, &env_config, ctx.clock.now());
+    let mut writer = ctx
+        .repo
+        .start_backup_expiring(cancel.clone(), expires_about)
+        .await?;
     phases.lap("start");
     let written = write_parts(
         ctx,
@@ -205,12 +210,7 @@ pub async fn make_backup(
             e
         });
     }
-    let created = ctx.clock.now();
-    let expires = request.keep_until.or_else(|| {
-        chrono::Duration::from_std(env_config.retention)
-            .ok()
-            .map(|r| created + r)
-    });
+    let expires = expiry(request, &env_config, ctx.clock.now());
     let committed = writer
         .commit(BackupMeta {
             env: env.to_owned(),
@@ -224,6 +224,20 @@ pub async fn make_backup(
     phases.lap("commit");
     phases.finish();
     committed
+}
+
+/// When a backup created at `created` expires: its own date, else the
+/// environment's retention.
+fn expiry(
+    request: &BackupRequest<'_>,
+    env: &EnvConfig,
+    created: chrono::DateTime<Utc>,
+) -> Option<chrono::DateTime<Utc>> {
+    request.keep_until.or_else(|| {
+        chrono::Duration::from_std(env.retention)
+            .ok()
+            .map(|r| created + r)
+    })
 }
 
 /// The manifest of the environment's newest completed backup, if it can be read.

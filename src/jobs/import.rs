@@ -84,7 +84,15 @@ async fn import(
         job: job.id,
         max_size: config.import.max_size,
     };
-    let mut writer = ctx.repo.start_backup(cancel.clone()).await?;
+    let expiry = |now| {
+        chrono::Duration::from_std(env_config.retention)
+            .ok()
+            .map(|r| now + r)
+    };
+    let mut writer = ctx
+        .repo
+        .start_backup_expiring(cancel.clone(), expiry(ctx.clock.now()))
+        .await?;
     for (part, source) in sources {
         let stored = store_part(&mut writer, &env_config, &part, source, &how).await;
         if let Err(e) = stored {
@@ -96,9 +104,7 @@ async fn import(
             });
         }
     }
-    let expires = chrono::Duration::from_std(env_config.retention)
-        .ok()
-        .map(|r| ctx.clock.now() + r);
+    let expires = expiry(ctx.clock.now());
     writer
         .commit(BackupMeta {
             env: env.to_owned(),

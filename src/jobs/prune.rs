@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{ActivityEntry, Catalog, CatalogError};
+use crate::catalog::{ActivityEntry, BackupRecord, Catalog, CatalogError};
 use crate::clock::Clock;
 use crate::config::LiveConfig;
 use crate::context::Context;
@@ -136,7 +136,8 @@ impl Pruner {
                     in_use: in_use.contains(&(env.clone(), b.name.clone())),
                 })
                 .collect();
-            let plan = retention::plan(&candidates, keep, now, config.daemon.timezone);
+            let mut plan = retention::plan(&candidates, keep, now, config.daemon.timezone);
+            self.keep_locked(&env, &backups, &mut plan).await?;
             for decision in plan.iter().filter(|d| !d.keep) {
                 let record = backups
                     .iter()
@@ -152,6 +153,31 @@ impl Pruner {
             plans.insert(env, plan);
         }
         Ok((plans, doomed))
+    }
+
+    /// Under Object Lock, a backup retention gives up stays while its manifest is
+    /// locked (`locked until ...`): the store would only hide it.
+    async fn keep_locked(
+        &self,
+        env: &str,
+        backups: &[BackupRecord],
+        plan: &mut [Decision],
+    ) -> Result<(), PruneError> {
+        for decision in plan.iter_mut().filter(|d| !d.keep) {
+            let manifest = backups
+                .iter()
+                .find(|b| b.name == decision.name)
+                .and_then(|b| b.manifest.as_deref());
+            let Some(id) = manifest else { continue };
+            if let Some(until) = self.repo.manifest_locked_until(env, id).await? {
+                decision.keep = true;
+                decision.reason = format!(
+                    "locked until {}",
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The backups leave the catalog (one activity entry each), then the store

@@ -40,7 +40,8 @@ impl Repository {
         checked_name(&manifest.meta.env)?;
         checked_name(&manifest.id)?;
         let sealed = self.keys().seal(report);
-        self.store()
+        // Locked as long as the backup it is about (Object Lock).
+        self.backup_store(manifest)
             .put(&report_key(manifest, drill), Bytes::from(sealed))
             .await?;
         Ok(())

@@ -39,6 +39,7 @@ pub mod evidence;
 pub mod export;
 pub mod format;
 pub mod id;
+mod immutable;
 pub mod index;
 pub mod lock;
 pub mod manifest;

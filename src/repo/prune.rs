@@ -57,6 +57,21 @@ pub struct PruneReport {
     pub packs_kept_for_running_writers: u64,
     /// Stored bytes of the packs deleted, less the bytes of the packs written.
     pub bytes_freed: u64,
+    /// Objects no backup needs any more whose Object Lock has not passed yet: a
+    /// later prune deletes them (`store.lock`).
+    pub waiting_for_lock: u64,
+    /// When the first of those locks passes.
+    pub next_unlock: Option<DateTime<Utc>>,
+}
+
+impl PruneReport {
+    fn waited(&mut self, deletable: &super::immutable::Deletable) {
+        self.waiting_for_lock += deletable.waiting;
+        self.next_unlock = match (self.next_unlock, deletable.next_unlock) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 impl Repository {
@@ -74,11 +89,15 @@ impl Repository {
             // Before the first manifest goes: a prune stopped midway leaves it owed.
             self.catalog().blocking(|c| c.owe_sweep()).await?;
         }
-        for manifest in delete {
+        let keys = delete.iter().map(Manifest::key).collect();
+        let deletable = self.deletable_now(keys).await?;
+        report.waited(&deletable);
+        for manifest in delete.iter().filter(|m| deletable.now.contains(&m.key())) {
             self.store().delete(&manifest.key()).await?;
             self.delete_drill_reports(manifest).await?;
             report.manifests_deleted += 1;
         }
+        self.forget_locks(deletable.now).await?;
         phases.lap("delete manifests");
         let live = match self.catalog().blocking(|c| c.sweep_owed()).await? {
             true => Some(self.mark().await?),
@@ -94,7 +113,12 @@ impl Repository {
             is_younger(modified, oldest_writer)
         };
         let packs = std::mem::take(&mut index.packs);
-        let mut sweep = Sweep::plan(packs, &index.unindexed, live.as_ref(), young);
+        // A locked pack cannot be rewritten smaller: without repacking, a pack goes
+        // whole once nothing needs it and its lock has passed.
+        let repack = self.lock_policy().is_none();
+        let unneeded = self.unneeded_packs().await?;
+        let mut sweep = Sweep::plan(packs, &index.unindexed, live.as_ref(), young, repack);
+        sweep.drop_unneeded(&unneeded);
         report.packs_kept_for_running_writers = sweep.kept_young;
 
         let live = live.unwrap_or_default();
@@ -103,22 +127,28 @@ impl Repository {
         report.packs_written = written.len() as u64;
         report.packs_repacked = sweep.repack.len() as u64;
         let written_bytes: u64 = written.iter().map(|(_, _, size)| *size).sum();
-        let dropped = !written.is_empty() || !sweep.doomed.is_empty();
+        let dropped = !written.is_empty() || self.drops_indexed_pack(&sweep.doomed).await?;
         sweep
             .keep
             .extend(written.into_iter().map(|(id, entries, _)| (id, entries)));
         sweep.doomed.extend(sweep.repack.iter().map(|(id, _)| *id));
 
         // The new index first, then drop the old ones, then the packs.
-        self.replace_index(sweep.keep, &index, dropped).await?;
+        let old_index = self.replace_index(sweep.keep, &index, dropped).await?;
+        report.waited(&old_index);
         phases.lap("replace index");
+        let doomed = self
+            .deletable_now(sweep.doomed.iter().map(pack_key).collect())
+            .await?;
+        report.waited(&doomed);
         let mut freed: u64 = (sweep.doomed.iter())
+            .filter(|pack| doomed.now.contains(&pack_key(pack)))
             .filter_map(|pack| index.pack_objects.get(pack))
             .map(|o| o.size)
             .sum();
-        self.delete_objects(sweep.doomed.iter().map(pack_key).collect())
-            .await?;
-        report.packs_deleted = sweep.doomed.len() as u64;
+        report.packs_deleted = doomed.now.len() as u64;
+        self.delete_objects(doomed.now.clone()).await?;
+        self.forget_locks(doomed.now).await?;
         // Half-written objects of writes that died (local stores only): packs, and
         // the small objects (index, manifests, reports, the status) too.
         freed += self
@@ -131,6 +161,25 @@ impl Repository {
         phases.lap("sweep");
         phases.finish();
         Ok(report)
+    }
+
+    /// Whether deleting `doomed` takes a pack out of the catalog's index. Packs
+    /// left unindexed by a crash, or unneeded ones waiting for their lock, are not
+    /// in it, and need no new index.
+    async fn drops_indexed_pack(&self, doomed: &[Id]) -> Result<bool, RepoError> {
+        let doomed = doomed.to_vec();
+        let known = self
+            .catalog()
+            .blocking(move |c| {
+                for pack in &doomed {
+                    if c.has_pack(pack)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            })
+            .await?;
+        Ok(known)
     }
 
     /// Every chunk reachable from a manifest of this host.
@@ -152,24 +201,34 @@ impl Repository {
     }
 
     /// Writes one index object for `packs`, points the catalog at it, then deletes
-    /// the index objects it replaces. When no pack left the index (`dropped` false)
-    /// and the store's index objects name no missing pack, the catalog already
-    /// lists exactly these chunks and is left alone; with one index object and
-    /// nothing dropped, there is nothing to write at all.
+    /// the index objects it replaces (returned: those deleted, and those waiting for
+    /// their lock). When no pack left the index (`dropped` false) and the store's
+    /// index objects name no missing pack, the catalog already lists exactly these
+    /// chunks and is left alone; with one index object and nothing dropped, there is
+    /// nothing to write at all. Under Object Lock, index objects are merged only when
+    /// packs left: old ones wait for their locks, and may name packs already gone.
     async fn replace_index(
         &self,
         packs: Vec<(Id, Vec<PackEntry>)>,
         old: &StoreIndex,
         dropped: bool,
-    ) -> Result<(), RepoError> {
-        let catalog_stale = dropped || old.names_missing_packs;
-        if !catalog_stale && old.index_keys.len() <= 1 {
-            return Ok(());
+    ) -> Result<super::immutable::Deletable, RepoError> {
+        let locked = self.lock_policy().is_some();
+        let catalog_stale = dropped || (old.names_missing_packs && !locked);
+        if !catalog_stale && (old.index_keys.len() <= 1 || locked) {
+            return Ok(Default::default());
         }
         let consolidated = IndexObject { packs };
         let bytes = consolidated.encode(self.keys());
         let new_key = format!("index/{}", Id::hash(&bytes).to_hex());
-        self.store().put(&new_key, Bytes::from(bytes)).await?;
+        let (store, until) = self.consolidated_index_store().await?;
+        store.put(&new_key, Bytes::from(bytes)).await?;
+        if let Some(until) = until {
+            let recorded = new_key.clone();
+            self.catalog()
+                .blocking(move |c| c.record_locks([recorded.as_str()], until, true))
+                .await?;
+        }
         if catalog_stale {
             self.catalog()
                 .blocking(move |c| {
@@ -178,7 +237,10 @@ impl Repository {
                 .await?;
         }
         let replaced = old.index_keys.iter().filter(|k| **k != new_key).cloned();
-        self.delete_objects(replaced.collect()).await
+        let deletable = self.deletable_now(replaced.collect()).await?;
+        self.delete_objects(deletable.now.clone()).await?;
+        self.forget_locks(deletable.now.clone()).await?;
+        Ok(deletable)
     }
 
     /// Deletes `keys`, `store.concurrency` at a time.
@@ -264,6 +326,7 @@ impl Sweep {
         unindexed: &HashSet<Id>,
         live: Option<&HashSet<Id>>,
         young: impl Fn(&Id) -> bool,
+        repack: bool,
     ) -> Self {
         let mut sweep = Sweep {
             keep: Vec::new(),
@@ -285,7 +348,7 @@ impl Sweep {
                 .sum();
             if live_bytes == 0 {
                 sweep.doomed.push(pack);
-            } else if (live_bytes as f64) < total as f64 * REPACK_BELOW_LIVE_RATIO {
+            } else if repack && (live_bytes as f64) < total as f64 * REPACK_BELOW_LIVE_RATIO {
                 sweep.repack.push((pack, entries));
             } else {
                 sweep.keep.push((pack, entries));
@@ -299,6 +362,18 @@ impl Sweep {
             }
         }
         sweep
+    }
+}
+
+impl Sweep {
+    /// Packs a prune already found unneeded (waiting for their lock) go whatever a
+    /// stale index object says: no backup refers to them.
+    fn drop_unneeded(&mut self, unneeded: &HashSet<Id>) {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.keep)
+            .into_iter()
+            .partition(|(pack, _)| unneeded.contains(pack));
+        self.keep = kept;
+        self.doomed.extend(gone.into_iter().map(|(pack, _)| pack));
     }
 }
 

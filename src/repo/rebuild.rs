@@ -138,9 +138,12 @@ impl Repository {
         report.chunks = index.packs.values().map(|e| e.len() as u64).sum();
         report.backups = self.list_manifests(None).await?.len() as u64;
         let packs = index.packs;
+        let mut shared: Vec<String> = packs.keys().map(super::pack_key).collect();
+        shared.extend(index.index_keys);
         self.catalog()
             .blocking(move |c| c.replace_chunk_index(packs.iter().map(|(id, e)| (id, &e[..]))))
             .await?;
+        self.forget_lock_dates(shared).await?;
         Ok(report)
     }
 }

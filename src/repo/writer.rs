@@ -72,11 +72,25 @@ pub struct BackupWriter {
     /// Per part, the bytes its new chunks took once encoded (final after the drain).
     stored: Vec<Arc<AtomicU64>>,
     created: chrono::DateTime<Utc>,
+    /// When the backup will expire, as known at its start (Object Lock dates).
+    expires: Option<chrono::DateTime<Utc>>,
+    /// Where packs and the index object go (locked for the backup, `immutable.rs`).
+    shared: Store,
 }
 
 impl Repository {
     /// Starts writing a backup.
     pub async fn start_backup(&self, cancel: CancellationToken) -> Result<BackupWriter, RepoError> {
+        self.start_backup_expiring(cancel, None).await
+    }
+
+    /// Starts writing a backup that will expire at `expires` (`None`: not known yet,
+    /// or never): with Object Lock, the date its new data is locked for.
+    pub async fn start_backup_expiring(
+        &self,
+        cancel: CancellationToken,
+        expires: Option<chrono::DateTime<Utc>>,
+    ) -> Result<BackupWriter, RepoError> {
         // Before anything is written (the lock object first): never into a store
         // that lost its repository.
         let mut phases = PhaseTimer::start("backup.start");
@@ -101,8 +115,9 @@ impl Repository {
             })
             .collect();
         let uploaded = Arc::new(Mutex::new(Vec::new()));
+        let shared = self.shared_data_store(expires);
         let packer = tokio::spawn(pack_loop(
-            self.store().clone(),
+            shared.clone(),
             self.keys().clone(),
             self.config().pack_size as usize,
             blob_rx,
@@ -125,6 +140,8 @@ impl Repository {
             parts: Vec::new(),
             stored: Vec::new(),
             created: Utc::now(),
+            expires,
+            shared,
         })
     }
 }
@@ -300,14 +317,22 @@ impl BackupWriter {
             let index = IndexObject { packs };
             let bytes = index.encode(self.repo.keys());
             let key = format!("index/{}", Id::hash(&bytes).to_hex());
-            self.repo.store().put(&key, Bytes::from(bytes)).await?;
+            self.shared.put(&key, Bytes::from(bytes)).await?;
             phases.lap("index object");
+            let mut written: Vec<String> = index.packs.iter().map(|(id, _)| pack_key(id)).collect();
+            written.push(key);
+            self.repo.record_shared_locks(written, self.expires).await?;
             // Only now may later writes deduplicate against these chunks.
             self.repo
                 .catalog()
                 .blocking(move |c| c.add_packs(index.packs.iter().map(|(id, e)| (id, &e[..]))))
                 .await?;
             phases.lap("catalog index");
+        }
+        // Everything this backup reuses stays locked as long as it (Object Lock).
+        let lengthened = self.repo.lengthen_shared_locks(meta.expires).await?;
+        if lengthened > 0 {
+            phases.lap("lengthen locks");
         }
         // From here the packs are indexed, and later writes may rely on them: a failure
         // must leave them for prune (which knows what is referenced), not delete them.
@@ -323,7 +348,8 @@ impl BackupWriter {
         };
         let sealed = manifest.encode(self.repo.keys());
         let key = manifest.key();
-        if let Err(e) = self.repo.store().put(&key, Bytes::from(sealed)).await {
+        let store = self.repo.backup_store(&manifest);
+        if let Err(e) = store.put(&key, Bytes::from(sealed)).await {
             // The packs stay, indexed, with no backup referring to them: only the
             // next prune's mark can tell.
             let owed = self.repo.catalog().blocking(|c| c.owe_sweep()).await;
@@ -333,6 +359,11 @@ impl BackupWriter {
             return Err(e.into());
         }
         phases.lap("manifest");
+        // The backup is durable now: a failure here only costs a question to the
+        // store when this backup is deleted.
+        if let Err(e) = self.repo.record_backup_lock(&manifest).await {
+            tracing::warn!(error = %e, "cannot record the lock of the new backup's manifest");
+        }
         Ok(manifest)
     }
 

@@ -29,6 +29,17 @@ impl StoreError {
         matches!(self, StoreError::Transient { .. })
     }
 
+    /// The same error, naming `key` (relative to the repository) as the object.
+    pub(super) fn for_key(self, key: &str) -> Self {
+        let key = key.to_owned();
+        match self {
+            StoreError::NotFound { .. } => StoreError::NotFound { key },
+            StoreError::Transient { reason, .. } => StoreError::Transient { key, reason },
+            StoreError::Permanent { reason, .. } => StoreError::Permanent { key, reason },
+            bad @ StoreError::BadUrl { .. } => bad,
+        }
+    }
+
     pub(super) fn classify(key: &str, error: object_store::Error) -> Self {
         use object_store::Error as E;
         let key = key.to_owned();

@@ -16,13 +16,22 @@
 //! (`store/retry.rs`), and how fast data may move each way (`store/limit.rs`).
 //! Every operation here goes through the retry loop; puts and ranged reads wait for
 //! their slot under the limit before they go, whole reads after they arrived.
+//!
+//! With `store.lock` (S3 Object Lock, `locking.rs`), puts of a [`Store::retaining`]
+//! clone carry a retention date, and [`Store::original_versions`] reads a host's
+//! objects as envsnap wrote them, underneath anything written over them later.
 
 mod error;
 pub mod limit;
+mod locking;
 pub mod object_lock;
+mod policy;
 mod retry;
+mod versions;
 
 pub use error::StoreError;
+pub use object_lock::LockMode;
+pub use policy::LockPolicy;
 pub use retry::retries_total;
 
 use std::ops::Range;
@@ -101,6 +110,12 @@ pub struct Store {
     /// The same store as a URL signer, when it can sign (S3, GCS, Azure).
     signer: Option<Arc<dyn Signer>>,
     transfer: Arc<Transfer>,
+    /// The bucket's Object Lock, when `store.lock` is set (`locking.rs`).
+    lock: Option<Arc<policy::Locking>>,
+    /// The retention this clone's puts carry ([`Store::retaining`]).
+    retain: Option<policy::Retain>,
+    /// In the recovery view ([`Store::original_versions`]): the versions it serves.
+    pinned: Option<Arc<versions::PinnedVersions>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -118,6 +133,9 @@ impl Store {
             local_root: None,
             signer: None,
             transfer: Arc::default(),
+            lock: None,
+            retain: None,
+            pinned: None,
         }
     }
 
@@ -275,6 +293,9 @@ impl Store {
         self.check_local_root(key)?;
         self.transfer.upload.pass(data.len() as u64).await;
         let path = self.path(key);
+        if let Some(locked) = self.put_locked(key, &path, &data).await {
+            return locked;
+        }
         self.retried(|| async {
             self.inner
                 .put(&path, PutPayload::from_bytes(data.clone()))

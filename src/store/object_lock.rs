@@ -50,7 +50,7 @@ use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
-use super::StoreError;
+use super::error::StoreError;
 use wire::{LEGAL_HOLD, MODE, Markers, UNTIL, VERSION_ID};
 
 mod wire;
@@ -114,7 +114,13 @@ impl S3Lock {
     /// of the process, as `Store::from_url` opens it.
     pub fn from_url(url: &Url) -> Result<Self, StoreError> {
         let bad = |reason: String| StoreError::BadUrl {
-            url: super::redact_url(url.as_str()),
+            // Shown without user, password or query (as `store::redact_url`).
+            url: format!(
+                "{}://{}{}",
+                url.scheme(),
+                url.host_str().unwrap_or(""),
+                url.path()
+            ),
             reason,
         };
         let bucket = match (url.scheme(), url.host_str()) {

@@ -12,6 +12,7 @@ mod fleet_e2e;
 mod import_e2e;
 mod limits_e2e;
 mod link_e2e;
+mod lock_e2e;
 mod metrics_e2e;
 mod objstore_e2e;
 mod restore_e2e;
