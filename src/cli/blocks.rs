@@ -211,10 +211,26 @@ pub fn prune(outcome: &serde_json::Value) -> String {
     for name in pruned {
         text.push_str(&format!("  {name}\n"));
     }
+    text.push_str(&kept_for_locks(&outcome["plans"]));
     if dry_run {
         text.push_str("dry run: nothing was deleted\n");
     } else if outcome["store"].is_object() {
         text.push_str(&counters(&outcome["store"]));
+    }
+    text
+}
+
+/// Expired backups kept because their Object Lock lasts (`store.lock`).
+fn kept_for_locks(plans: &serde_json::Value) -> String {
+    let mut text = String::new();
+    for (env, decisions) in plans.as_object().into_iter().flatten() {
+        for decision in decisions.as_array().into_iter().flatten() {
+            let reason = decision["reason"].as_str().unwrap_or_default();
+            if reason.starts_with("locked until ") {
+                let name = decision["name"].as_str().unwrap_or_default();
+                text.push_str(&format!("expired but kept, {reason}: {env}/{name}\n"));
+            }
+        }
     }
     text
 }
@@ -246,6 +262,25 @@ mod tests {
     use super::*;
     use crate::cli::views::{QueueView, StoreView};
     use serde_json::json;
+
+    #[test]
+    fn prune_says_which_expired_backups_wait_for_their_lock() {
+        let outcome = json!({
+            "dry_run": true,
+            "pruned": [],
+            "plans": {"live": [
+                {"name": "b2", "keep": true, "reason": "newest"},
+                {"name": "b1", "keep": true, "reason": "locked until 2026-12-22T03:00:01Z"},
+            ]},
+            "store": null,
+        });
+        assert_eq!(
+            prune(&outcome),
+            "would prune no backups: none has expired\n\
+             expired but kept, locked until 2026-12-22T03:00:01Z: live/b1\n\
+             dry run: nothing was deleted\n"
+        );
+    }
 
     #[test]
     fn block_aligns_values() {

@@ -333,4 +333,35 @@ fn locked_backups_wait_for_their_lock_and_prune_reclaims_what_expired() {
     assert!(first_packs.iter().all(|p| !left.contains(p)), "{left:?}");
     let listed = a.json(&["backup", "list", "live"]);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    // Kept forever: a legal hold on its manifest, which refuses deletion; a date
+    // lifts the hold and locks it until that date + extra.
+    let b2_key = keys_under("hosts/web-01/manifests/live").remove(0);
+    a.json(&["backup", "keep", "live", "b2", "--forever"]);
+    assert!(lock_state(b2_key.as_ref()).legal_hold);
+    let refused = a.ctl(&["backup", "delete", "live", "b2", "--yes"]);
+    assert!(
+        refused.stderr.contains("kept forever under a legal hold"),
+        "{}",
+        refused.stderr
+    );
+    let until = Utc::now() + chrono::Duration::hours(1);
+    let until_text = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    a.json(&["backup", "keep", "live", "b2", "--until", &until_text]);
+    let state = lock_state(b2_key.as_ref());
+    assert!(!state.legal_hold);
+    let locked = state.retention.unwrap().until;
+    assert!(
+        locked >= until + chrono::Duration::seconds(3),
+        "{locked} for {until}"
+    );
+}
+
+fn lock_state(key: &str) -> envsnap::store::object_lock::LockState {
+    let url = url::Url::parse("s3://vault").unwrap();
+    let lock = envsnap::store::object_lock::S3Lock::from_url(&url).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(lock.lock_state(&ObjectPath::from(key), None))
+        .unwrap()
 }
