@@ -55,7 +55,8 @@ pub(super) fn staged_name(index: usize) -> String {
     format!("{}/{index}", index / STAGED_PER_DIR)
 }
 
-/// The staging name of entry `index`, its directory created if needed.
+/// The staging name of entry `index`, its directory created if needed (links and
+/// fifos; files go through [`create_staged_file`]).
 pub(super) fn staging_slot(stage: &Pinned, index: usize) -> Result<String, RepoError> {
     let dir = (index / STAGED_PER_DIR).to_string();
     stage
@@ -65,13 +66,29 @@ pub(super) fn staging_slot(stage: &Pinned, index: usize) -> Result<String, RepoE
     Ok(staged_name(index))
 }
 
+/// Creates the staged file of entry `index` with its final size (holes stay holes).
+/// A staging directory is made when a file finds it missing: one `mkdir` per 1024
+/// files, not one (failing) per file.
 pub(super) fn create_staged_file(stage: &Pinned, index: usize, size: u64) -> Result<(), RepoError> {
-    let name = staging_slot(stage, index)?;
+    let name = staged_name(index);
     let io = |e: std::io::Error| RepoError::io(&name, e);
-    let file = stage
-        .open_file(&name, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)
-        .map_err(io)?;
-    file.set_len(size).map_err(io)
+    let create = || stage.open_file(&name, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL);
+    let file = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = (index / STAGED_PER_DIR).to_string();
+            stage
+                .mkdir(&dir)
+                .or_else(ignore_exists)
+                .map_err(|e| RepoError::io(&dir, e))?;
+            create()
+        }
+        other => other,
+    }
+    .map_err(io)?;
+    if size > 0 {
+        file.set_len(size).map_err(io)?;
+    }
+    Ok(())
 }
 
 fn ignore_exists(e: std::io::Error) -> std::io::Result<()> {
