@@ -32,9 +32,13 @@ use super::{RepoError, Repository, pack_key};
 use apply::apply;
 use plan::Work;
 pub use stage::remove_stale_stages;
-use stage::{create_staged_file, new_stage_name, remove_stage, staged_name};
+use stage::{create_staged_file, new_stage_name, new_staged_file, remove_stage, staged_name};
 
 pub use plan::RestorePlan;
+
+/// Where each chunk goes: (staged file index, offset in the file, whether the chunk
+/// is the whole file).
+type ChunkTargets = HashMap<Id, Vec<(usize, u64, bool)>>;
 
 /// Chunks of a pack closer than this are fetched in one range read, the gap read and
 /// dropped: cheaper than another round trip.
@@ -122,13 +126,20 @@ impl Repository {
         chunks: Vec<(Id, PackEntry)>,
         stage: &Arc<Pinned>,
     ) -> Result<(), RepoError> {
-        // Where each chunk goes: (staged file index, offset in the file).
-        let mut targets: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
+        // A file that is one chunk is created by that chunk's write.
+        let mut targets: ChunkTargets = HashMap::new();
         for (index, entry) in work.entries.iter().enumerate() {
             if work.create[index] && entry.kind == EntryKind::File {
-                create_staged_file(stage, index, entry.size)?;
+                let whole = matches!(entry.chunks.as_slice(),
+                    [only] if only.offset == 0 && u64::from(only.len) == entry.size);
+                if !whole {
+                    create_staged_file(stage, index, entry.size)?;
+                }
                 for c in &entry.chunks {
-                    targets.entry(c.id).or_default().push((index, c.offset));
+                    targets
+                        .entry(c.id)
+                        .or_default()
+                        .push((index, c.offset, whole));
                 }
             }
         }
@@ -153,7 +164,7 @@ impl Repository {
         &self,
         pack: Id,
         span_entries: Vec<PackEntry>,
-        targets: Arc<HashMap<Id, Vec<(usize, u64)>>>,
+        targets: Arc<ChunkTargets>,
         stage: Arc<Pinned>,
     ) -> Result<(), RepoError> {
         let key = pack_key(&pack);
@@ -176,14 +187,17 @@ impl Repository {
                     .ok_or_else(|| corrupt("the store returned a short range".into()))?;
                 let plain =
                     decode_blob(&keys, stored, entry).map_err(|e| corrupt(e.to_string()))?;
-                for (index, offset) in targets
+                for (index, offset, whole) in targets
                     .get(&entry.id)
                     .map(Vec::as_slice)
                     .unwrap_or_default()
                 {
                     let name = staged_name(*index);
                     let io = |e: std::io::Error| RepoError::io(&name, e);
-                    let file = stage.open_file(&name, OFlag::O_WRONLY).map_err(io)?;
+                    let file = match whole {
+                        true => new_staged_file(&stage, *index)?,
+                        false => stage.open_file(&name, OFlag::O_WRONLY).map_err(io)?,
+                    };
                     file.write_all_at(&plain, *offset).map_err(io)?;
                 }
             }

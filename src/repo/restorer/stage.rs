@@ -5,6 +5,7 @@
 //! restore's own scan skip. A staging directory left by a crash is removed by the
 //! next restore.
 
+use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -67,13 +68,24 @@ pub(super) fn staging_slot(stage: &Pinned, index: usize) -> Result<String, RepoE
 }
 
 /// Creates the staged file of entry `index` with its final size (holes stay holes).
-/// A staging directory is made when a file finds it missing: one `mkdir` per 1024
-/// files, not one (failing) per file.
 pub(super) fn create_staged_file(stage: &Pinned, index: usize, size: u64) -> Result<(), RepoError> {
+    let file = new_staged_file(stage, index)?;
+    if size > 0 {
+        let name = staged_name(index);
+        file.set_len(size).map_err(|e| RepoError::io(&name, e))?;
+    }
+    Ok(())
+}
+
+/// Opens the staged file of entry `index` for writing, creating it if it is not
+/// there yet (a file of one chunk is created by its only write: one `open` instead
+/// of two). A staging directory is made when a file finds it missing: one `mkdir`
+/// per 1024 files, not one (failing) per file.
+pub(super) fn new_staged_file(stage: &Pinned, index: usize) -> Result<File, RepoError> {
     let name = staged_name(index);
     let io = |e: std::io::Error| RepoError::io(&name, e);
     let create = || stage.open_file(&name, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL);
-    let file = match create() {
+    match create() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let dir = (index / STAGED_PER_DIR).to_string();
             stage
@@ -82,13 +94,12 @@ pub(super) fn create_staged_file(stage: &Pinned, index: usize, size: u64) -> Res
                 .map_err(|e| RepoError::io(&dir, e))?;
             create()
         }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            stage.open_file(&name, OFlag::O_WRONLY)
+        }
         other => other,
     }
-    .map_err(io)?;
-    if size > 0 {
-        file.set_len(size).map_err(io)?;
-    }
-    Ok(())
+    .map_err(io)
 }
 
 fn ignore_exists(e: std::io::Error) -> std::io::Result<()> {
