@@ -123,6 +123,7 @@ impl Context {
             }
         })
         .map_err(repo_error)?;
+        repo.adopt_unlocked_data().await.map_err(repo_error)?;
         if catalog.chunk_count()? == 0 {
             // A new catalog beside an existing store: index what is already there.
             repo.rebuild_index().await.map_err(repo_error)?;

@@ -2,8 +2,10 @@
 //! as far as this daemon knows, so that a backup lengthens only the locks that fall
 //! short and prune knows what it may delete without asking the store. The store is
 //! the truth: a date here may only be earlier than the real one (a lock lengthened
-//! by another process, or one recorded as unknown after a catalog rebuild), never
-//! later, so every decision taken from it errs on the side of keeping.
+//! by another process), never later, so lengthening errs on the side of one request
+//! too many. A date recorded as unknown (the epoch, after a catalog rebuild or when
+//! a lock policy is first set) is lengthened by the next backup, and asked of the
+//! store before anything is deleted.
 
 use std::collections::HashMap;
 

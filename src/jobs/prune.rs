@@ -54,6 +54,16 @@ pub enum PruneError {
     Repo(#[from] RepoError),
 }
 
+/// What retention decided, per environment.
+#[derive(Default)]
+struct Planned {
+    plans: BTreeMap<String, Vec<Decision>>,
+    doomed: Vec<Doomed>,
+    /// Backups kept past their expiry (count-based keeps, the newest, in use):
+    /// under Object Lock, their locks follow (`Repository::keep_locked`).
+    kept_past_expiry: Vec<(String, String)>,
+}
+
 /// A backup retention gave up, with what removing it needs.
 struct Doomed {
     env: String,
@@ -75,7 +85,11 @@ impl Pruner {
     /// Applies retention now on behalf of `user` (or only plans it on a dry run).
     pub async fn prune(&self, user: &str, dry_run: bool) -> Result<PruneOutcome, PruneError> {
         let mut phases = PhaseTimer::start("retention");
-        let (plans, doomed) = self.plan().await?;
+        let Planned {
+            plans,
+            doomed,
+            kept_past_expiry,
+        } = self.plan().await?;
         phases.lap("plan");
         let pruned: Vec<String> = doomed
             .iter()
@@ -91,6 +105,10 @@ impl Pruner {
         }
         let report = self.remove(user, &doomed).await?;
         phases.lap("remove");
+        // After the sweep, which stops lengthening what no backup needs any more.
+        for (env, id) in &kept_past_expiry {
+            self.repo.keep_locked(env, id).await?;
+        }
         phases.finish();
         if !pruned.is_empty() {
             tracing::info!(
@@ -109,7 +127,7 @@ impl Pruner {
 
     /// Retention's decisions for every environment with backups, and the backups
     /// they give up.
-    async fn plan(&self) -> Result<(BTreeMap<String, Vec<Decision>>, Vec<Doomed>), PruneError> {
+    async fn plan(&self) -> Result<Planned, PruneError> {
         let config = self.config.get();
         let now = self.clock.now();
         let (in_use, envs) = self
@@ -117,8 +135,7 @@ impl Pruner {
             .blocking(|c| Ok((c.backups_in_use()?, c.backup_envs()?)))
             .await?;
         let in_use: HashSet<(String, String)> = in_use.into_iter().collect();
-        let mut plans = BTreeMap::new();
-        let mut doomed = Vec::new();
+        let mut planned = Planned::default();
         for env in envs {
             let keep = config.env(&env).map_or(KeepCounts::default(), |e| e.keep);
             let env_c = env.clone();
@@ -138,21 +155,27 @@ impl Pruner {
                 .collect();
             let mut plan = retention::plan(&candidates, keep, now, config.daemon.timezone);
             self.keep_locked(&env, &backups, &mut plan).await?;
-            for decision in plan.iter().filter(|d| !d.keep) {
+            for decision in &plan {
                 let record = backups
                     .iter()
                     .find(|b| b.name == decision.name)
                     .expect("planned from this list");
-                doomed.push(Doomed {
-                    env: env.clone(),
-                    name: record.name.clone(),
-                    manifest: record.manifest.clone(),
-                    expires: record.expires,
-                });
+                if !decision.keep {
+                    planned.doomed.push(Doomed {
+                        env: env.clone(),
+                        name: record.name.clone(),
+                        manifest: record.manifest.clone(),
+                        expires: record.expires,
+                    });
+                } else if let (Some(id), Some(expires)) = (&record.manifest, record.expires)
+                    && expires <= now
+                {
+                    planned.kept_past_expiry.push((env.clone(), id.clone()));
+                }
             }
-            plans.insert(env, plan);
+            planned.plans.insert(env, plan);
         }
-        Ok((plans, doomed))
+        Ok(planned)
     }
 
     /// Under Object Lock, a backup retention gives up stays while its manifest is
@@ -163,12 +186,14 @@ impl Pruner {
         backups: &[BackupRecord],
         plan: &mut [Decision],
     ) -> Result<(), PruneError> {
+        if self.repo.lock_policy().is_none() {
+            return Ok(());
+        }
         for decision in plan.iter_mut().filter(|d| !d.keep) {
-            let manifest = backups
-                .iter()
-                .find(|b| b.name == decision.name)
-                .and_then(|b| b.manifest.as_deref());
-            let Some(id) = manifest else { continue };
+            let record = backups.iter().find(|b| b.name == decision.name);
+            let Some(id) = record.and_then(|b| b.manifest.as_deref()) else {
+                continue;
+            };
             if let Some(until) = self.repo.manifest_locked_until(env, id).await? {
                 decision.keep = true;
                 decision.reason = format!(

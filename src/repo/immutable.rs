@@ -69,25 +69,26 @@ impl Repository {
         self.backup_lock(policy, expires) + (lifetime / 2).min(RENEW_AHEAD)
     }
 
-    /// The store a backup expiring at `expires` writes its shared data with.
-    pub(super) fn shared_data_store(&self, expires: Option<DateTime<Utc>>) -> Store {
-        match self.lock_policy() {
-            Some(policy) => {
-                let until = self.shared_lock(&policy, expires);
-                self.store().retaining(until, false)
-            }
-            None => self.store().clone(),
-        }
+    /// Until when the shared data a backup expiring at `expires` writes is locked
+    /// (`None` without a lock policy). Computed once per write, so that the date
+    /// recorded is the date sent.
+    pub(super) fn shared_retention(&self, expires: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        let policy = self.lock_policy()?;
+        Some(self.shared_lock(&policy, expires))
+    }
+
+    /// Until when a backup's own objects are locked, and whether they get a legal
+    /// hold (kept forever).
+    pub(super) fn backup_retention(&self, manifest: &Manifest) -> Option<(DateTime<Utc>, bool)> {
+        let policy = self.lock_policy()?;
+        let expires = manifest.meta.expires;
+        Some((self.backup_lock(&policy, expires), expires.is_none()))
     }
 
     /// The store a backup's own objects (manifest, drill reports) are written with.
     pub(super) fn backup_store(&self, manifest: &Manifest) -> Store {
-        match self.lock_policy() {
-            Some(policy) => {
-                let hold = manifest.meta.expires.is_none();
-                let until = self.backup_lock(&policy, manifest.meta.expires);
-                self.store().retaining(until, hold)
-            }
+        match self.backup_retention(manifest) {
+            Some((until, hold)) => self.store().retaining(until, hold),
             None => self.store().clone(),
         }
     }
@@ -124,41 +125,57 @@ impl Repository {
             })
             .await?;
         let store = self.store();
-        futures::stream::iter(due.clone())
-            .map(|key| async move { store.extend_lock(&key, target).await })
+        // An object gone from the store (deleted by a prune a crash interrupted
+        // before it forgot it) is forgotten here.
+        let outcomes: Vec<(String, bool)> = futures::stream::iter(due)
+            .map(|key| async move {
+                match store.extend_lock(&key, target).await {
+                    Ok(()) => Ok((key, true)),
+                    Err(crate::store::StoreError::NotFound { .. }) => Ok((key, false)),
+                    Err(e) => Err(e),
+                }
+            })
             .buffer_unordered(store.concurrency())
-            .try_collect::<()>()
+            .try_collect()
             .await?;
-        let count = due.len() as u64;
+        let (kept, gone): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|(_, kept)| *kept);
+        let kept: Vec<String> = kept.into_iter().map(|(key, _)| key).collect();
+        let gone: Vec<String> = gone.into_iter().map(|(key, _)| key).collect();
+        let count = kept.len() as u64;
         self.catalog()
-            .blocking(move |c| c.record_locks(due.iter().map(String::as_str), target, true))
+            .blocking(move |c| {
+                c.record_locks(kept.iter().map(String::as_str), target, true)?;
+                c.forget_locks(&gone)
+            })
             .await?;
         Ok(count)
     }
 
-    /// Records the locks of shared objects a write of a backup expiring at
-    /// `expires` made (before its manifest: a crash must not leave them unknown).
+    /// Records that shared objects a write made are locked until `until` (before
+    /// the manifest: a crash must not leave them unknown).
     pub(super) async fn record_shared_locks(
         &self,
         keys: Vec<String>,
-        expires: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
     ) -> Result<(), RepoError> {
-        let Some(policy) = self.lock_policy() else {
+        let Some(until) = until else {
             return Ok(());
         };
-        let until = self.shared_lock(&policy, expires);
         self.catalog()
             .blocking(move |c| c.record_locks(keys.iter().map(String::as_str), until, true))
             .await?;
         Ok(())
     }
 
-    /// Records the lock of a backup's manifest, once written.
-    pub(super) async fn record_backup_lock(&self, manifest: &Manifest) -> Result<(), RepoError> {
-        let Some(policy) = self.lock_policy() else {
+    /// Records the lock of a backup's manifest, once written with `retention`.
+    pub(super) async fn record_backup_lock(
+        &self,
+        manifest: &Manifest,
+        retention: Option<(DateTime<Utc>, bool)>,
+    ) -> Result<(), RepoError> {
+        let Some((until, _)) = retention else {
             return Ok(());
         };
-        let until = self.backup_lock(&policy, manifest.meta.expires);
         let key = manifest.key();
         self.catalog()
             .blocking(move |c| c.record_locks([key.as_str()], until, false))
@@ -182,14 +199,65 @@ impl Repository {
             self.store().set_legal_hold(&key, true).await?;
             return Ok(());
         };
-        self.store().set_legal_hold(&key, false).await?;
+        // Locked until the date first, then the hold lifted: never neither.
         let until = self.backup_lock(&policy, Some(expires));
         self.store().extend_lock(&key, until).await?;
+        self.store().set_legal_hold(&key, false).await?;
         let recorded = key.clone();
         self.catalog()
             .blocking(move |c| c.record_locks([recorded.as_str()], until, false))
             .await?;
         self.lengthen_shared_locks(Some(expires)).await?;
+        Ok(())
+    }
+
+    /// A backup retention keeps past its expiry (count-based keeps, the newest of
+    /// its environment, one in use) stays locked while kept: when its manifest's
+    /// lock would pass within `extra`, it is lengthened to now + `extra` + 7 days,
+    /// and the shared data with it. Prune calls this daily, so a kept backup never
+    /// lies unlocked.
+    pub async fn keep_locked(&self, env: &str, backup_id: &str) -> Result<(), RepoError> {
+        let Some(policy) = self.lock_policy() else {
+            return Ok(());
+        };
+        let key = manifest_key(checked_name(env)?, checked_name(backup_id)?);
+        let now = Utc::now();
+        let needed = now + extra(&policy);
+        let dates = self.lock_dates(vec![key.clone()]).await?;
+        if dates.get(&key).is_some_and(|until| *until >= needed) {
+            return Ok(());
+        }
+        let until = needed + RENEW_AHEAD;
+        self.store().extend_lock(&key, until).await?;
+        self.catalog()
+            .blocking(move |c| c.record_locks([key.as_str()], until, false))
+            .await?;
+        self.lengthen_shared_locks(Some(now + RENEW_AHEAD)).await?;
+        Ok(())
+    }
+
+    /// On the first start with a lock policy, the data already in the store is
+    /// recorded as shared with an unknown lock, so the next backup locks what it
+    /// reuses (two listings, once).
+    pub async fn adopt_unlocked_data(&self) -> Result<(), RepoError> {
+        if self.lock_policy().is_none() {
+            return Ok(());
+        }
+        if self
+            .catalog()
+            .blocking(|c| c.latest_shared_lock())
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let mut keys = vec![CONFIG_KEY.to_owned()];
+        for dir in ["packs", "index"] {
+            keys.extend(self.store().list(dir).await?.into_iter().map(|o| o.key));
+        }
+        self.catalog()
+            .blocking(move |c| c.record_unknown_locks(keys.iter().map(String::as_str)))
+            .await?;
         Ok(())
     }
 
@@ -229,8 +297,14 @@ impl Repository {
             .partition(|k| dates.get(k).is_some_and(|until| *until > now));
         let next_unlock = locked.iter().filter_map(|k| dates.get(k)).min().copied();
         let waiting = locked.len() as u64;
+        // The catalog first: a crash before the deletes leaves objects it no longer
+        // knows (asked of the store when met again), never dates of deleted ones.
+        let forgotten = free.clone();
         self.catalog()
-            .blocking(move |c| c.unshare_locks(&locked))
+            .blocking(move |c| {
+                c.unshare_locks(&locked)?;
+                c.forget_locks(&forgotten)
+            })
             .await?;
         Ok(Deletable {
             now: free,
@@ -239,14 +313,17 @@ impl Repository {
         })
     }
 
-    /// After `keys` were deleted: the catalog forgets their locks.
-    pub(super) async fn forget_locks(&self, keys: Vec<String>) -> Result<(), RepoError> {
-        if self.lock_policy().is_some() {
-            self.catalog()
-                .blocking(move |c| c.forget_locks(&keys))
-                .await?;
+    /// Index objects a merge replaced that wait for their lock to pass: prune no
+    /// longer reads them, and deletes them once it has passed.
+    pub(super) async fn replaced_index_objects(&self) -> Result<HashSet<String>, RepoError> {
+        if self.lock_policy().is_none() {
+            return Ok(HashSet::new());
         }
-        Ok(())
+        let keys = self
+            .catalog()
+            .blocking(|c| c.unneeded_locks("index"))
+            .await?;
+        Ok(keys.into_iter().collect())
     }
 
     /// Lock dates of `keys`: the catalog's, else the store's (then recorded).
@@ -259,6 +336,8 @@ impl Repository {
             .catalog()
             .blocking(move |c| c.lock_dates(&asked))
             .await?;
+        // Recorded as unknown after a rebuild: the store knows.
+        dates.retain(|_, until| *until > DateTime::<Utc>::UNIX_EPOCH);
         let unknown: Vec<String> = keys
             .into_iter()
             .filter(|k| !dates.contains_key(k))

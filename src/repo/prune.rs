@@ -41,6 +41,11 @@ use super::reader::for_each_chunk;
 use super::rebuild::StoreIndex;
 use super::{RepoError, Repository, pack_key};
 
+/// Under Object Lock, index objects are merged once there are more than this many
+/// (each backup writes one): prune's reads stay bounded, and the locked copies a
+/// merge leaves behind stay few.
+const MERGE_LOCKED_INDEX_ABOVE: usize = 16;
+
 /// A pack whose live bytes fall under this share of its chunk bytes is repacked.
 const REPACK_BELOW_LIVE_RATIO: f64 = 0.5;
 
@@ -89,15 +94,7 @@ impl Repository {
             // Before the first manifest goes: a prune stopped midway leaves it owed.
             self.catalog().blocking(|c| c.owe_sweep()).await?;
         }
-        let keys = delete.iter().map(Manifest::key).collect();
-        let deletable = self.deletable_now(keys).await?;
-        report.waited(&deletable);
-        for manifest in delete.iter().filter(|m| deletable.now.contains(&m.key())) {
-            self.store().delete(&manifest.key()).await?;
-            self.delete_drill_reports(manifest).await?;
-            report.manifests_deleted += 1;
-        }
-        self.forget_locks(deletable.now).await?;
+        self.delete_manifests(delete, &mut report).await?;
         phases.lap("delete manifests");
         let live = match self.catalog().blocking(|c| c.sweep_owed()).await? {
             true => Some(self.mark().await?),
@@ -106,7 +103,8 @@ impl Repository {
         report.marked = live.is_some();
         report.live_chunks = live.as_ref().map_or(0, |live| live.len() as u64);
         phases.lap("mark");
-        let mut index = self.read_store_index().await?;
+        let replaced = self.replaced_index_objects().await?;
+        let mut index = self.read_store_index_without(&replaced).await?;
         phases.lap("store index");
         let young = |pack: &Id| -> bool {
             let modified = index.pack_objects.get(pack).map(|o| o.last_modified);
@@ -127,7 +125,13 @@ impl Repository {
         report.packs_written = written.len() as u64;
         report.packs_repacked = sweep.repack.len() as u64;
         let written_bytes: u64 = written.iter().map(|(_, _, size)| *size).sum();
-        let dropped = !written.is_empty() || self.drops_indexed_pack(&sweep.doomed).await?;
+        let dropped = !written.is_empty()
+            || match self.lock_policy() {
+                // Under a lock, unneeded packs stay (stale index objects may name
+                // them) until their lock passes: only those in the catalog drop.
+                Some(_) => self.drops_indexed_pack(&sweep.doomed).await?,
+                None => !sweep.doomed.is_empty(),
+            };
         sweep
             .keep
             .extend(written.into_iter().map(|(id, entries, _)| (id, entries)));
@@ -137,18 +141,12 @@ impl Repository {
         let old_index = self.replace_index(sweep.keep, &index, dropped).await?;
         report.waited(&old_index);
         phases.lap("replace index");
-        let doomed = self
-            .deletable_now(sweep.doomed.iter().map(pack_key).collect())
+        let mut freed = self
+            .delete_packs(&sweep.doomed, &index, &mut report)
             .await?;
-        report.waited(&doomed);
-        let mut freed: u64 = (sweep.doomed.iter())
-            .filter(|pack| doomed.now.contains(&pack_key(pack)))
-            .filter_map(|pack| index.pack_objects.get(pack))
-            .map(|o| o.size)
-            .sum();
-        report.packs_deleted = doomed.now.len() as u64;
-        self.delete_objects(doomed.now.clone()).await?;
-        self.forget_locks(doomed.now).await?;
+        let stale = self.deletable_now(replaced.into_iter().collect()).await?;
+        report.waited(&stale);
+        self.delete_objects(stale.now).await?;
         // Half-written objects of writes that died (local stores only): packs, and
         // the small objects (index, manifests, reports, the status) too.
         freed += self
@@ -163,9 +161,49 @@ impl Repository {
         Ok(report)
     }
 
-    /// Whether deleting `doomed` takes a pack out of the catalog's index. Packs
-    /// left unindexed by a crash, or unneeded ones waiting for their lock, are not
-    /// in it, and need no new index.
+    /// Deletes the manifests asked for (under a lock, those whose lock passed) with
+    /// their drill reports.
+    async fn delete_manifests(
+        &self,
+        delete: &[Manifest],
+        report: &mut PruneReport,
+    ) -> Result<(), RepoError> {
+        let keys = delete.iter().map(Manifest::key).collect();
+        let deletable = self.deletable_now(keys).await?;
+        report.waited(&deletable);
+        for manifest in delete.iter().filter(|m| deletable.now.contains(&m.key())) {
+            self.store().delete(&manifest.key()).await?;
+            self.delete_drill_reports(manifest).await?;
+            report.manifests_deleted += 1;
+        }
+        Ok(())
+    }
+
+    /// Deletes the doomed packs (under a lock, those whose lock passed); returns
+    /// the bytes they took.
+    async fn delete_packs(
+        &self,
+        doomed: &[Id],
+        index: &StoreIndex,
+        report: &mut PruneReport,
+    ) -> Result<u64, RepoError> {
+        let deletable = self
+            .deletable_now(doomed.iter().map(pack_key).collect())
+            .await?;
+        report.waited(&deletable);
+        let freed = (doomed.iter())
+            .filter(|pack| deletable.now.contains(&pack_key(pack)))
+            .filter_map(|pack| index.pack_objects.get(pack))
+            .map(|o| o.size)
+            .sum();
+        report.packs_deleted = deletable.now.len() as u64;
+        self.delete_objects(deletable.now).await?;
+        Ok(freed)
+    }
+
+    /// Whether deleting `doomed` takes a pack out of the catalog's index (under a
+    /// lock): packs unneeded ones waiting for their lock are not in it, and need no
+    /// new index.
     async fn drops_indexed_pack(&self, doomed: &[Id]) -> Result<bool, RepoError> {
         let doomed = doomed.to_vec();
         let known = self
@@ -205,8 +243,9 @@ impl Repository {
     /// their lock). When no pack left the index (`dropped` false) and the store's
     /// index objects name no missing pack, the catalog already lists exactly these
     /// chunks and is left alone; with one index object and nothing dropped, there is
-    /// nothing to write at all. Under Object Lock, index objects are merged only when
-    /// packs left: old ones wait for their locks, and may name packs already gone.
+    /// nothing to write at all. Under Object Lock, the old ones wait for their locks
+    /// (no longer read), so index objects are merged when packs left or beyond
+    /// [`MERGE_LOCKED_INDEX_ABOVE`] of them: each merge leaves a locked copy behind.
     async fn replace_index(
         &self,
         packs: Vec<(Id, Vec<PackEntry>)>,
@@ -215,7 +254,11 @@ impl Repository {
     ) -> Result<super::immutable::Deletable, RepoError> {
         let locked = self.lock_policy().is_some();
         let catalog_stale = dropped || (old.names_missing_packs && !locked);
-        if !catalog_stale && (old.index_keys.len() <= 1 || locked) {
+        let many = match locked {
+            true => old.index_keys.len() > MERGE_LOCKED_INDEX_ABOVE,
+            false => old.index_keys.len() > 1,
+        };
+        if !catalog_stale && !many {
             return Ok(Default::default());
         }
         let consolidated = IndexObject { packs };
@@ -239,7 +282,6 @@ impl Repository {
         let replaced = old.index_keys.iter().filter(|k| **k != new_key).cloned();
         let deletable = self.deletable_now(replaced.collect()).await?;
         self.delete_objects(deletable.now.clone()).await?;
-        self.forget_locks(deletable.now.clone()).await?;
         Ok(deletable)
     }
 

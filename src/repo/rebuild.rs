@@ -37,7 +37,17 @@ pub(crate) struct StoreIndex {
 }
 
 impl Repository {
+    /// Every index object and pack of the store, as [`StoreIndex`].
     pub(crate) async fn read_store_index(&self) -> Result<StoreIndex, RepoError> {
+        self.read_store_index_without(&HashSet::new()).await
+    }
+
+    /// As [`Self::read_store_index`], not reading the index objects `skip` names
+    /// (under a lock, those a merge replaced, which wait for their lock to pass).
+    pub(crate) async fn read_store_index_without(
+        &self,
+        skip: &HashSet<String>,
+    ) -> Result<StoreIndex, RepoError> {
         let pack_objects: HashMap<Id, ObjectInfo> = self
             .store()
             .list("packs")
@@ -48,7 +58,8 @@ impl Repository {
         let mut packs = HashMap::new();
         let mut index_keys = Vec::new();
         let mut names_missing_packs = false;
-        let objects = self.store().list("index").await?;
+        let mut objects = self.store().list("index").await?;
+        objects.retain(|o| !skip.contains(&o.key));
         let mut fetched = futures::stream::iter(objects)
             .map(|object| async move {
                 let raw = self.store().get(&object.key).await;

@@ -72,9 +72,9 @@ pub struct BackupWriter {
     /// Per part, the bytes its new chunks took once encoded (final after the drain).
     stored: Vec<Arc<AtomicU64>>,
     created: chrono::DateTime<Utc>,
-    /// When the backup will expire, as known at its start (Object Lock dates).
-    expires: Option<chrono::DateTime<Utc>>,
-    /// Where packs and the index object go (locked for the backup, `immutable.rs`).
+    /// Until when its packs and index object are locked (Object Lock), if they are.
+    shared_until: Option<chrono::DateTime<Utc>>,
+    /// Where packs and the index object go (locked until `shared_until`).
     shared: Store,
 }
 
@@ -115,7 +115,11 @@ impl Repository {
             })
             .collect();
         let uploaded = Arc::new(Mutex::new(Vec::new()));
-        let shared = self.shared_data_store(expires);
+        let shared_until = self.shared_retention(expires);
+        let shared = match shared_until {
+            Some(until) => self.store().retaining(until, false),
+            None => self.store().clone(),
+        };
         let packer = tokio::spawn(pack_loop(
             shared.clone(),
             self.keys().clone(),
@@ -140,7 +144,7 @@ impl Repository {
             parts: Vec::new(),
             stored: Vec::new(),
             created: Utc::now(),
-            expires,
+            shared_until,
             shared,
         })
     }
@@ -321,7 +325,9 @@ impl BackupWriter {
             phases.lap("index object");
             let mut written: Vec<String> = index.packs.iter().map(|(id, _)| pack_key(id)).collect();
             written.push(key);
-            self.repo.record_shared_locks(written, self.expires).await?;
+            self.repo
+                .record_shared_locks(written, self.shared_until)
+                .await?;
             // Only now may later writes deduplicate against these chunks.
             self.repo
                 .catalog()
@@ -348,7 +354,11 @@ impl BackupWriter {
         };
         let sealed = manifest.encode(self.repo.keys());
         let key = manifest.key();
-        let store = self.repo.backup_store(&manifest);
+        let retention = self.repo.backup_retention(&manifest);
+        let store = match retention {
+            Some((until, hold)) => self.repo.store().retaining(until, hold),
+            None => self.repo.store().clone(),
+        };
         if let Err(e) = store.put(&key, Bytes::from(sealed)).await {
             // The packs stay, indexed, with no backup referring to them: only the
             // next prune's mark can tell.
@@ -361,7 +371,7 @@ impl BackupWriter {
         phases.lap("manifest");
         // The backup is durable now: a failure here only costs a question to the
         // store when this backup is deleted.
-        if let Err(e) = self.repo.record_backup_lock(&manifest).await {
+        if let Err(e) = self.repo.record_backup_lock(&manifest, retention).await {
             tracing::warn!(error = %e, "cannot record the lock of the new backup's manifest");
         }
         Ok(manifest)

@@ -193,23 +193,53 @@ impl Store {
             .covered()
             .map(|(key, pin)| (key.to_owned(), pin.version_id.clone()))
             .collect();
-        let restored: Vec<bool> = futures::stream::iter(covered)
-            .map(|(key, version)| async move {
-                let path = ObjectPath::from(key.as_str());
-                let retention = self.retried(|| lock.api.retention(&path, Some(&version))).await?;
-                let Some(until) = retention.map(|r| r.until).filter(|until| *until > now) else {
-                    return Ok(false);
-                };
-                let data = self.get_version(&key, &path, &version).await?;
-                let relative = self.relative_key(&path);
-                self.retaining(until, false).put(&relative, data).await?;
-                tracing::warn!(object = %key, "restored the locked original of an object written over or deleted");
-                Ok::<_, StoreError>(true)
-            })
-            .buffer_unordered(self.packs_in_flight(16 << 20))
-            .try_collect()
+        // The repository config last: a restore interrupted midway leaves it
+        // missing, so the next start resumes (it restores when the config is gone).
+        let config = format!("{}/config", self.path(dir));
+        let (config, others): (Vec<_>, Vec<_>) =
+            covered.into_iter().partition(|(key, _)| *key == config);
+        let mut restored = 0;
+        for batch in [others, config] {
+            let done: Vec<bool> = futures::stream::iter(batch)
+                .map(|(key, version)| self.restore_original(lock, key, version, now))
+                .buffer_unordered(self.packs_in_flight(16 << 20))
+                .try_collect()
+                .await?;
+            restored += done.into_iter().filter(|r| *r).count() as u64;
+        }
+        Ok(restored)
+    }
+
+    /// Puts one key's original version back on top, if it is still locked (or
+    /// held): with the same date and hold.
+    async fn restore_original(
+        &self,
+        lock: &Locking,
+        key: String,
+        version: String,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let path = ObjectPath::from(key.as_str());
+        let state = self
+            .retried(|| lock.api.lock_state(&path, Some(&version)))
             .await?;
-        Ok(restored.into_iter().filter(|r| *r).count() as u64)
+        let until = state
+            .retention
+            .map(|r| r.until)
+            .filter(|until| *until > now);
+        if until.is_none() && !state.legal_hold {
+            return Ok(false);
+        }
+        let data = self.get_version(&key, &path, &version).await?;
+        let relative = self.relative_key(&path);
+        // A held object whose date passed gets the policy's shortest: now + extra.
+        let extra = chrono::Duration::from_std(lock.policy.extra).unwrap_or_default();
+        let until = until.unwrap_or(now + extra);
+        (self.retaining(until, state.legal_hold))
+            .put(&relative, data)
+            .await?;
+        tracing::warn!(object = %key, "restored the locked original of an object written over or deleted");
+        Ok(true)
     }
 
     async fn get_version(
@@ -241,7 +271,10 @@ impl Store {
         let versions = self
             .retried(|| async { lock.api.list_versions(&prefix).await })
             .await?;
-        let mut pins = oldest_versions(versions);
+        // Only keys under the prefix asked for, whatever the listing says.
+        let inside = format!("{prefix}/");
+        let versions = versions.into_iter().filter(|v| v.key.starts_with(&inside));
+        let mut pins = oldest_versions(versions.collect());
         let locked: Vec<String> = locked_dirs
             .iter()
             .map(|d| format!("{prefix}/{d}/"))
@@ -254,10 +287,11 @@ impl Store {
         let expired: Vec<String> = futures::stream::iter(checked)
             .map(|(key, version)| async move {
                 let path = ObjectPath::from(key.as_str());
-                let retention = self
-                    .retried(|| lock.api.retention(&path, Some(&version)))
+                let state = self
+                    .retried(|| lock.api.lock_state(&path, Some(&version)))
                     .await?;
-                Ok::<_, StoreError>(retention.is_none_or(|r| r.until <= now).then_some(key))
+                let locked = state.legal_hold || state.retention.is_some_and(|r| r.until > now);
+                Ok::<_, StoreError>((!locked).then_some(key))
             })
             .buffer_unordered(self.concurrency())
             .try_filter_map(|k| async move { Ok(k) })

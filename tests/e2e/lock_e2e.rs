@@ -322,8 +322,14 @@ fn locked_backups_wait_for_their_lock_and_prune_reclaims_what_expired() {
     );
     assert_eq!(store["packs_deleted"], 0, "{pruned}");
 
-    // And once that passed too, the next prune deletes them.
-    sleep_past(date(&store["next_unlock"]));
+    // And once that passed too, the next prune deletes them: the lock of data no
+    // backup needs is not lengthened any more (it passes within seconds here).
+    let next_unlock = date(&store["next_unlock"]);
+    assert!(
+        next_unlock < Utc::now() + chrono::Duration::seconds(30),
+        "{pruned}"
+    );
+    sleep_past(next_unlock);
     let pruned = a.json(&["prune"]);
     assert!(
         pruned["store"]["packs_deleted"].as_u64().unwrap() >= first_packs.len() as u64,
@@ -334,9 +340,16 @@ fn locked_backups_wait_for_their_lock_and_prune_reclaims_what_expired() {
     let listed = a.json(&["backup", "list", "live"]);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
 
-    // Kept forever: a legal hold on its manifest, which refuses deletion; a date
-    // lifts the hold and locks it until that date + extra.
+    // b2 has expired too, but retention keeps the newest backup: its lock follows.
     let b2_key = keys_under("hosts/web-01/manifests/live").remove(0);
+    let relocked = retention_of(b2_key.as_ref()).unwrap();
+    assert!(
+        relocked > Utc::now() + chrono::Duration::days(6),
+        "{relocked}"
+    );
+
+    // Kept forever: a legal hold on its manifest, which refuses deletion; a date
+    // lifts the hold and locks it until that date + extra (or longer).
     a.json(&["backup", "keep", "live", "b2", "--forever"]);
     assert!(lock_state(b2_key.as_ref()).legal_hold);
     let refused = a.ctl(&["backup", "delete", "live", "b2", "--yes"]);
