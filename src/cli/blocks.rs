@@ -212,6 +212,13 @@ pub fn prune(outcome: &serde_json::Value) -> String {
         text.push_str(&format!("  {name}\n"));
     }
     text.push_str(&kept_for_locks(&outcome["plans"]));
+    let waiting = &outcome["waiting_for_lock"];
+    if let Some(objects) = waiting["objects"].as_u64().filter(|n| *n > 0) {
+        let next = waiting["next_unlock"].as_str().unwrap_or("unknown");
+        text.push_str(&format!(
+            "{objects} objects no backup needs wait for their lock (the first passes at {next})\n"
+        ));
+    }
     if dry_run {
         text.push_str("dry run: nothing was deleted\n");
     } else if outcome["store"].is_object() {
@@ -273,11 +280,13 @@ mod tests {
                 {"name": "b1", "keep": true, "reason": "locked until 2026-12-22T03:00:01Z"},
             ]},
             "store": null,
+            "waiting_for_lock": {"objects": 3, "next_unlock": "2026-12-20T00:00:00Z"},
         });
         assert_eq!(
             prune(&outcome),
             "would prune no backups: none has expired\n\
              expired but kept, locked until 2026-12-22T03:00:01Z: live/b1\n\
+             3 objects no backup needs wait for their lock (the first passes at 2026-12-20T00:00:00Z)\n\
              dry run: nothing was deleted\n"
         );
     }

@@ -34,6 +34,10 @@ pub struct PruneOutcome {
     pub pruned: Vec<String>,
     /// What the store reclaimed (absent on a dry run).
     pub store: Option<PruneReport>,
+    /// Under Object Lock, on a dry run: the objects no backup needs that wait for
+    /// their lock to pass (a prune then deletes them), and when the first passes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for_lock: Option<crate::repo::LockWait>,
 }
 
 /// What pruning works with; cheap to clone.
@@ -101,6 +105,7 @@ impl Pruner {
                 plans,
                 pruned,
                 store: None,
+                waiting_for_lock: self.repo.waiting_for_lock().await?,
             });
         }
         let report = self.remove(user, &doomed).await?;
@@ -122,6 +127,7 @@ impl Pruner {
             plans,
             pruned,
             store: Some(report),
+            waiting_for_lock: None,
         })
     }
 

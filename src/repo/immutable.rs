@@ -37,6 +37,14 @@ use crate::store::{LockPolicy, Store};
 /// backups lengthen each object about once a week instead of every day.
 pub const RENEW_AHEAD: chrono::Duration = chrono::Duration::days(7);
 
+/// Objects no backup needs that wait for their lock to pass (`prune --dry-run`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LockWait {
+    pub objects: u64,
+    /// When the first of their locks passes.
+    pub next_unlock: Option<DateTime<Utc>>,
+}
+
 /// Objects prune may delete now, and those waiting for their lock to pass.
 #[derive(Debug, Default)]
 pub(super) struct Deletable {
@@ -324,6 +332,28 @@ impl Repository {
             .blocking(|c| c.unneeded_locks("index"))
             .await?;
         Ok(keys.into_iter().collect())
+    }
+
+    /// The packs and index objects no backup needs whose lock has not passed, as
+    /// far as the catalog knows (`None` without a lock policy).
+    pub async fn waiting_for_lock(&self) -> Result<Option<LockWait>, RepoError> {
+        if self.lock_policy().is_none() {
+            return Ok(None);
+        }
+        let now = Utc::now();
+        let dates = self
+            .catalog()
+            .blocking(|c| {
+                let mut keys = c.unneeded_locks("packs")?;
+                keys.extend(c.unneeded_locks("index")?);
+                c.lock_dates(&keys)
+            })
+            .await?;
+        let waiting: Vec<DateTime<Utc>> = dates.into_values().filter(|u| *u > now).collect();
+        Ok(Some(LockWait {
+            objects: waiting.len() as u64,
+            next_unlock: waiting.into_iter().min(),
+        }))
     }
 
     /// Lock dates of `keys`: the catalog's, else the store's (then recorded).

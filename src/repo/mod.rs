@@ -74,6 +74,7 @@ use format::{
 use manifest::{Manifest, manifest_key};
 
 pub use error::RepoError;
+pub use immutable::LockWait;
 
 const CONFIG_KEY: &str = "config";
 

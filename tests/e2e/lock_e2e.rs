@@ -321,6 +321,13 @@ fn locked_backups_wait_for_their_lock_and_prune_reclaims_what_expired() {
         "{pruned}"
     );
     assert_eq!(store["packs_deleted"], 0, "{pruned}");
+    let planned = a.json(&["prune", "--dry-run"]);
+    let waiting = &planned["waiting_for_lock"];
+    assert!(
+        waiting["objects"].as_u64().unwrap() >= first_packs.len() as u64,
+        "{planned}"
+    );
+    assert!(waiting["next_unlock"].is_string(), "{planned}");
 
     // And once that passed too, the next prune deletes them: the lock of data no
     // backup needs is not lengthened any more (it passes within seconds here).
