@@ -18,6 +18,10 @@
 //!   A crash before the manifest leaves longer locks, never a backup whose data
 //!   could be deleted before it expires.
 //!
+//! A backup retention keeps past its expiry (count-based keeps, the newest) is
+//! re-locked by each prune ([`Repository::keep_locked`]), after the sweep has
+//! stopped lengthening what no backup needs.
+//!
 //! Prune deletes only objects whose lock has passed; the rest stop being lengthened
 //! and wait (`PruneReport::waiting_for_lock`). Dates come from the catalog
 //! (`catalog/locks.rs`), which may only underestimate them; an object it does not
