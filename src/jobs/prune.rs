@@ -37,7 +37,7 @@ pub struct PruneOutcome {
     /// Under Object Lock, on a dry run: the objects no backup needs that wait for
     /// their lock to pass (a prune then deletes them), and when the first passes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub waiting_for_lock: Option<crate::repo::LockWait>,
+    pub waiting_for_lock: Option<crate::repo::immutable::LockWait>,
 }
 
 /// What pruning works with; cheap to clone.

@@ -39,7 +39,7 @@ pub mod evidence;
 pub mod export;
 pub mod format;
 pub mod id;
-mod immutable;
+pub mod immutable;
 pub mod index;
 pub mod lock;
 pub mod manifest;
@@ -74,7 +74,6 @@ use format::{
 use manifest::{Manifest, manifest_key};
 
 pub use error::RepoError;
-pub use immutable::LockWait;
 
 const CONFIG_KEY: &str = "config";
 
