@@ -68,7 +68,10 @@ fn tree_fingerprint(root: &Path) -> BTreeMap<PathBuf, String> {
 }
 
 /// Processes whose command line mentions `needle`.
-fn processes_with(needle: &str) -> Vec<String> {
+/// Processes whose command line holds `needle` and whose files (open descriptors,
+/// working directory) lie under `dir`: scratch servers of other tests running at the
+/// same time are not this daemon's.
+fn processes_with(needle: &str, dir: &Path) -> Vec<String> {
     let out = Command::new("ps")
         .args(["-eo", "pid,args"])
         .output()
@@ -76,6 +79,17 @@ fn processes_with(needle: &str) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains(needle) && !l.contains("ps -eo"))
+        .filter(|l| {
+            let pid = l.split_whitespace().next().unwrap_or_default();
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten();
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+            let mut files = (fds.flatten())
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .chain(cwd);
+            l.contains(&dir.display().to_string()) || files.any(|f| f.starts_with(dir))
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -263,8 +277,14 @@ commands = ["sh -c 'test -f \"$ENVSNAP_DRILL_CODE/index.php\" && test -S \"$ENVS
     // The environment was never touched; nothing of the drill is left.
     assert_eq!(live_fingerprints(&daemon, &pg, &maria, &redis), before);
     assert!(drills_dir(&daemon).is_empty(), "{:?}", drills_dir(&daemon));
-    assert!(processes_with(&daemon.path("state").display().to_string()).is_empty());
-    assert!(processes_with("/proc/self/fd/3").is_empty());
+    assert!(
+        processes_with(
+            &daemon.path("state").display().to_string(),
+            &daemon.path("")
+        )
+        .is_empty()
+    );
+    assert!(processes_with("/proc/self/fd/3", &daemon.path("")).is_empty());
 
     // The evidence: env show, the activity log, metrics, and the store.
     let env = daemon.json(&["env", "show", "live"]);
@@ -451,9 +471,9 @@ fn kill_9_mid_drill_then_restart_leaves_no_scratch_server_and_no_sandbox() {
     daemon.spawn();
     assert!(drills_dir(&daemon).is_empty(), "{:?}", drills_dir(&daemon));
     assert!(
-        processes_with("/proc/self/fd/3").is_empty(),
+        processes_with("/proc/self/fd/3", &daemon.path("")).is_empty(),
         "{:?}",
-        processes_with("/proc/self/fd/3")
+        processes_with("/proc/self/fd/3", &daemon.path(""))
     );
     let job = daemon.json(&["job", "show", &id.to_string()]);
     assert_eq!(job["state"], "failed", "{job}");
@@ -479,7 +499,7 @@ fn kill_9_mid_drill_then_restart_leaves_no_scratch_server_and_no_sandbox() {
     let job = daemon.wait_for_job(id, &["cancelled", "failed", "succeeded"]);
     assert_eq!(job["state"], "cancelled", "{job}");
     assert!(drills_dir(&daemon).is_empty(), "{:?}", drills_dir(&daemon));
-    assert!(processes_with("/proc/self/fd/3").is_empty());
+    assert!(processes_with("/proc/self/fd/3", &daemon.path("")).is_empty());
     // A part that takes longer than drill.load_timeout fails, naming the limit, and
     // leaves nothing behind.
     let config = std::fs::read_to_string(daemon.path("envsnap.toml")).unwrap();
@@ -494,7 +514,7 @@ fn kill_9_mid_drill_then_restart_leaves_no_scratch_server_and_no_sandbox() {
         out.stderr
     );
     assert!(drills_dir(&daemon).is_empty());
-    assert!(processes_with("/proc/self/fd/3").is_empty());
+    assert!(processes_with("/proc/self/fd/3", &daemon.path("")).is_empty());
     // A drill user that does not exist fails the part, naming the setting.
     let no_user = config.replacen(
         "[daemon]\n",

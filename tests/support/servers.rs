@@ -189,9 +189,14 @@ impl Mariadb {
         }
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // Its own temporary directory: bootstraps sharing /tmp collide on their
+        // temporary tables when tests start servers at once.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         run(Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=root", "--skip-test-db"])
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg("--auth-root-authentication-method=socket")
             .stdout(Stdio::null())
             .stderr(Stdio::null()));
@@ -199,6 +204,7 @@ impl Mariadb {
         let child = Command::new("/usr/sbin/mariadbd")
             .args(["--no-defaults", "--user=root", "--skip-networking"])
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
             .arg(format!(

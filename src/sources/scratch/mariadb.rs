@@ -52,7 +52,11 @@ pub(super) async fn load(
     // The only directory the server may read or write files in (LOAD DATA, OUTFILE).
     let files = spec.dir.join("files");
     private_dir(&files).map_err(error)?;
-    install_db(&data, spec.dir, spec.timeout).await?;
+    // Its own temporary directory: MariaDB's bootstraps sharing /tmp collide on their
+    // temporary tables (one of several running at once fails, `Unknown table`).
+    let tmp = spec.dir.join("tmp");
+    private_dir(&tmp).map_err(error)?;
+    install_db(&data, &tmp, spec.dir, spec.timeout).await?;
     let server_bin = find_tool(&["mariadbd", "mysqld"], &[PathBuf::from("/usr/sbin")])
         .ok_or_else(|| error(DatabaseError::NotInstalled("mariadbd".into())))?;
     let log = spec.dir.join("mariadbd.log");
@@ -69,6 +73,7 @@ pub(super) async fn load(
         ])
         .arg(format!("--secure-file-priv={}", files.display()))
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .arg(format!("--socket={}", socket.display()))
         .arg(format!(
             "--pid-file={}",
@@ -113,7 +118,12 @@ fn connection(socket: &Path) -> DatabaseConfig {
     }
 }
 
-async fn install_db(data: &Path, dir: &Path, timeout: Duration) -> Result<(), SourceError> {
+async fn install_db(
+    data: &Path,
+    tmp: &Path,
+    dir: &Path,
+    timeout: Duration,
+) -> Result<(), SourceError> {
     let install = find_tool(&["mariadb-install-db", "mysql_install_db"], &[])
         .ok_or_else(|| error(DatabaseError::NotInstalled("mariadb-install-db".into())))?;
     let log = dir.join("install-db.log");
@@ -121,6 +131,7 @@ async fn install_db(data: &Path, dir: &Path, timeout: Duration) -> Result<(), So
     command
         .args(["--no-defaults", "--user=root", "--skip-test-db"])
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .arg("--auth-root-authentication-method=socket");
     let launch = Launch {
         tool: "mariadb-install-db",
