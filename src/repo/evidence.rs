@@ -41,7 +41,7 @@ impl Repository {
         checked_name(&manifest.id)?;
         let sealed = self.keys().seal(report);
         // Locked as long as the backup it is about (Object Lock).
-        self.backup_store(manifest)
+        self.store_retaining(self.backup_retention(manifest))
             .put(&report_key(manifest, drill), Bytes::from(sealed))
             .await?;
         Ok(())

@@ -97,25 +97,25 @@ impl Repository {
         Some((self.backup_lock(&policy, expires), expires.is_none()))
     }
 
-    /// The store a backup's own objects (manifest, drill reports) are written with.
-    pub(super) fn backup_store(&self, manifest: &Manifest) -> Store {
-        match self.backup_retention(manifest) {
+    /// The store that writes with `retention` (until when, and whether held): the
+    /// store itself without one.
+    pub(super) fn store_retaining(&self, retention: Option<(DateTime<Utc>, bool)>) -> Store {
+        match retention {
             Some((until, hold)) => self.store().retaining(until, hold),
             None => self.store().clone(),
         }
     }
 
-    /// The store prune writes a merged index object with, and its lock: as long as
-    /// the longest lock of the shared data it names.
-    pub(super) async fn consolidated_index_store(
-        &self,
-    ) -> Result<(Store, Option<DateTime<Utc>>), RepoError> {
+    /// Until when prune locks a merged index object: as long as the longest lock of
+    /// the shared data it names (`None` without a lock policy).
+    pub(super) async fn consolidated_index_lock(&self) -> Result<Option<DateTime<Utc>>, RepoError> {
         let Some(policy) = self.lock_policy() else {
-            return Ok((self.store().clone(), None));
+            return Ok(None);
         };
         let latest = self.catalog().blocking(|c| c.latest_shared_lock()).await?;
-        let until = latest.unwrap_or_else(|| self.shared_lock(&policy, None));
-        Ok((self.store().retaining(until, false), Some(until)))
+        Ok(Some(
+            latest.unwrap_or_else(|| self.shared_lock(&policy, None)),
+        ))
     }
 
     /// Lengthens every shared object locked for less than a backup expiring at
@@ -131,10 +131,7 @@ impl Repository {
         let target = self.shared_lock(&policy, expires);
         let due = self
             .catalog()
-            .blocking(move |c| {
-                c.record_unknown_locks([CONFIG_KEY])?;
-                c.locks_due(needed)
-            })
+            .blocking(move |c| c.locks_due(needed))
             .await?;
         let store = self.store();
         // An object gone from the store (deleted by a prune a crash interrupted

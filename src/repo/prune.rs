@@ -264,14 +264,12 @@ impl Repository {
         let consolidated = IndexObject { packs };
         let bytes = consolidated.encode(self.keys());
         let new_key = format!("index/{}", Id::hash(&bytes).to_hex());
-        let (store, until) = self.consolidated_index_store().await?;
-        store.put(&new_key, Bytes::from(bytes)).await?;
-        if let Some(until) = until {
-            let recorded = new_key.clone();
-            self.catalog()
-                .blocking(move |c| c.record_locks([recorded.as_str()], until, true))
-                .await?;
-        }
+        let until = self.consolidated_index_lock().await?;
+        (self.store_retaining(until.map(|u| (u, false))))
+            .put(&new_key, Bytes::from(bytes))
+            .await?;
+        self.record_shared_locks(vec![new_key.clone()], until)
+            .await?;
         if catalog_stale {
             self.catalog()
                 .blocking(move |c| {

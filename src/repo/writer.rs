@@ -116,10 +116,7 @@ impl Repository {
             .collect();
         let uploaded = Arc::new(Mutex::new(Vec::new()));
         let shared_until = self.shared_retention(expires);
-        let shared = match shared_until {
-            Some(until) => self.store().retaining(until, false),
-            None => self.store().clone(),
-        };
+        let shared = self.store_retaining(shared_until.map(|until| (until, false)));
         let packer = tokio::spawn(pack_loop(
             shared.clone(),
             self.keys().clone(),
@@ -355,10 +352,7 @@ impl BackupWriter {
         let sealed = manifest.encode(self.repo.keys());
         let key = manifest.key();
         let retention = self.repo.backup_retention(&manifest);
-        let store = match retention {
-            Some((until, hold)) => self.repo.store().retaining(until, hold),
-            None => self.repo.store().clone(),
-        };
+        let store = self.repo.store_retaining(retention);
         if let Err(e) = store.put(&key, Bytes::from(sealed)).await {
             // The packs stay, indexed, with no backup referring to them: only the
             // next prune's mark can tell.

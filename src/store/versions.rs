@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -174,30 +173,6 @@ impl ObjectStore for PinnedVersions {
                 })?;
             options.version = Some(pin.version_id.clone());
             self.inner.get_opts(location, options).await
-        })
-    }
-
-    fn get_ranges<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        location: &'life1 ObjectPath,
-        ranges: &'life2 [Range<u64>],
-    ) -> BoxFuture<'async_trait, object_store::Result<Vec<bytes::Bytes>>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            let mut parts = Vec::with_capacity(ranges.len());
-            for range in ranges {
-                let options = GetOptions {
-                    range: Some(range.clone().into()),
-                    ..Default::default()
-                };
-                parts.push(self.get_opts(location, options).await?.bytes().await?);
-            }
-            Ok(parts)
         })
     }
 

@@ -29,8 +29,8 @@
 //! importing moto: one server per test, not one per check.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{MutexGuard, PoisonError};
+use std::process::{Command, Stdio};
+use std::sync::PoisonError;
 
 use super::http::{self, Response};
 use super::ports::{free_loopback_port, wait_until_listening};
@@ -66,20 +66,7 @@ pub fn moto_server() -> Option<PathBuf> {
     found
 }
 
-/// A running moto server; stopped when dropped, which lets the next test start a
-/// server (of either kind).
-pub struct Server {
-    child: Child,
-    // Released after `drop` has stopped the server.
-    _settings: MutexGuard<'static, ()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use super::s3::Server;
 
 /// Starts moto on a free loopback port, once no other test's S3 server runs.
 pub fn start_server(binary: &Path) -> (Server, u16) {
@@ -107,11 +94,7 @@ fn start(binary: &Path, settings_env: &[(&str, &str)]) -> (Server, u16) {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command.envs(settings_env.iter().copied());
-    // Owned before the wait, so that a server that does not come up is stopped.
-    let server = Server {
-        child: command.spawn().unwrap(),
-        _settings: settings,
-    };
+    let server = Server::holding(command.spawn().unwrap(), settings);
     wait_until_listening(port, "moto_server");
     (server, port)
 }

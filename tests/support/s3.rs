@@ -42,11 +42,23 @@ fn find_s3s_fs() -> Option<PathBuf> {
 /// `AWS_*` settings are its.
 pub(super) static AWS_SETTINGS: Mutex<()> = Mutex::new(());
 
-/// A running s3s-fs; stopped when dropped, which lets the next test start one.
+/// A running S3 server (s3s-fs here, moto in [`super::moto`]); stopped when dropped,
+/// which lets the next test start one.
 pub struct Server {
     child: Child,
     // Released after `drop` has stopped the server.
     _settings: MutexGuard<'static, ()>,
+}
+
+impl Server {
+    /// Owns the server process (before waiting for it: a server that does not come
+    /// up is stopped too) and the `AWS_*` settings while it runs.
+    pub(super) fn holding(child: Child, settings: MutexGuard<'static, ()>) -> Server {
+        Server {
+            child,
+            _settings: settings,
+        }
+    }
 }
 
 impl Drop for Server {
@@ -78,11 +90,7 @@ pub fn start_server(binary: &PathBuf, root: &std::path::Path) -> (Server, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Owned before the wait, so that a server that does not come up is stopped.
-    let server = Server {
-        child,
-        _settings: settings,
-    };
+    let server = Server::holding(child, settings);
     wait_until_listening(port, "s3s-fs");
     (server, port)
 }
