@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# The benchmarks' data set, sourced by compare.sh and objstore.sh (see
-# benches/README.md, "The data"): real files copied from this machine (many small
-# ones, a few large shared libraries, symlinks), three hard links, a sparse file and
-# a real SQLite database, built once under $DATASET and reused by later runs.
+# The benchmarks' data set and its daily churn, sourced by compare.sh, objstore.sh,
+# history.sh and lock.sh (see benches/README.md, "The data"): real files copied from
+# this machine (many small ones, a few large shared libraries, symlinks), three hard
+# links, a sparse file and a real SQLite database, built once under $DATASET and
+# reused by later runs.
 #
 # The sourcing script sets DATASET, BENCH_GIB, BENCH_SQLITE_MB, BENCH_SPARSE_GIB and
 # BENCH_REBUILD, and defines log(); python3 must be installed.
@@ -165,4 +166,47 @@ ensure_dataset() {
 # data_bytes DIR: bytes of real data (holes not counted), the base of MB/s figures.
 data_bytes() {
   find "$1" -type f -printf '%s %b\n' | awk '{a=$1; b=$2*512; s+=(b<a?b:a)} END {printf "%d\n", s}'
+}
+
+# churn_day SRC DAY: one day of churn in a copy of the dataset (tree/ and app.db),
+# deterministic per DAY: ~1% of the files get a few bytes rewritten, 5 are deleted
+# and 5 added, and the database gets 0.5% new rows and 1% of its rows updated.
+churn_day() { # SRC DAY
+  python3 - "$1" "$2" <<'PY'
+import os, random, sqlite3, sys
+src, day = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(day)
+files = []
+for d, dirs, fs in os.walk(os.path.join(src, "tree")):
+    dirs.sort()
+    for f in sorted(fs):
+        p = os.path.join(d, f)
+        if os.path.isfile(p) and not os.path.islink(p) and f != "sparse.img" and "hardlinks" not in p:
+            files.append(p)
+n = max(1, len(files) // 100)
+picked = rnd.sample(files, n + 5)
+for p in picked[:n]:
+    size = os.path.getsize(p)
+    os.chmod(p, 0o644)
+    with open(p, "r+b") as f:
+        f.seek(rnd.randrange(size) if size else 0)
+        f.write(rnd.randbytes(min(4096, max(1, size // 10))))
+for p in picked[n:]:
+    os.unlink(p)
+new = os.path.join(src, "tree", "new-files", f"day-{day}")
+os.makedirs(new, exist_ok=True)
+for i in range(5):
+    with open(os.path.join(new, f"new-{i}.bin"), "wb") as f:
+        f.write(rnd.randbytes(64 * 1024))
+db = sqlite3.connect(os.path.join(src, "app.db"))
+(count,) = db.execute("SELECT max(id) FROM events").fetchone()
+db.executemany("INSERT INTO events VALUES (?,?,?,?,?)",
+               ((count + i + 1, rnd.randrange(100000), "new", 1800000000 + i, rnd.randbytes(120))
+                for i in range(count // 200)))
+start = rnd.randrange(1, count - count // 100)
+db.executemany("UPDATE events SET kind = 'churned', payload = ? WHERE id = ?",
+               ((rnd.randbytes(120), i) for i in range(start, start + count // 100)))
+db.commit()
+db.close()
+PY
 }

@@ -71,48 +71,11 @@ for tool in envsnapd envsnapctl; do [[ -x $BIN/$tool ]] || die "no $BIN/$tool"; 
 source "$REPO_ROOT/benches/dataset.sh"
 ensure_dataset
 
-# One day of churn, deterministic per day (history.sh's): ~1% of the files get a few
-# bytes rewritten, 5 are deleted and 5 added, and the database gets 0.5% new rows
-# and 1% of its rows updated.
+# One day of churn (dataset.sh's churn_day), then the page cache warmed for both
+# backups.
 churn() {
-  python3 - "$SRC" "$1" <<'PY'
-import os, random, sqlite3, sys
-src, day = sys.argv[1], int(sys.argv[2])
-rnd = random.Random(day)
-files = []
-for d, dirs, fs in os.walk(os.path.join(src, "tree")):
-    dirs.sort()
-    for f in sorted(fs):
-        p = os.path.join(d, f)
-        if os.path.isfile(p) and not os.path.islink(p) and f != "sparse.img" and "hardlinks" not in p:
-            files.append(p)
-n = max(1, len(files) // 100)
-picked = rnd.sample(files, n + 5)
-for p in picked[:n]:
-    size = os.path.getsize(p)
-    os.chmod(p, 0o644)
-    with open(p, "r+b") as f:
-        f.seek(rnd.randrange(size) if size else 0)
-        f.write(rnd.randbytes(min(4096, max(1, size // 10))))
-for p in picked[n:]:
-    os.unlink(p)
-new = os.path.join(src, "tree", "new-files", f"day-{day}")
-os.makedirs(new, exist_ok=True)
-for i in range(5):
-    with open(os.path.join(new, f"new-{i}.bin"), "wb") as f:
-        f.write(rnd.randbytes(64 * 1024))
-db = sqlite3.connect(os.path.join(src, "app.db"))
-(count,) = db.execute("SELECT max(id) FROM events").fetchone()
-db.executemany("INSERT INTO events VALUES (?,?,?,?,?)",
-               ((count + i + 1, rnd.randrange(100000), "new", 1800000000 + i, rnd.randbytes(120))
-                for i in range(count // 200)))
-start = rnd.randrange(1, count - count // 100)
-db.executemany("UPDATE events SET kind = 'churned', payload = ? WHERE id = ?",
-               ((rnd.randbytes(120), i) for i in range(start, start + count // 100)))
-db.commit()
-db.close()
-PY
-  find "$SRC" -type f -exec cat {} + >/dev/null   # warm the page cache for both backups
+  churn_day "$SRC" "$1"
+  find "$SRC" -type f -exec cat {} + >/dev/null
 }
 
 fresh_copy() {
