@@ -5,11 +5,11 @@
 //! entry kept from before the restore) only what differs is changed, so unchanged
 //! files keep their ctime and the next backup still recognises them.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Mutex;
 
 use nix::sys::stat::{UtimensatFlags, futimens, utimensat};
 use nix::sys::time::TimeSpec;
@@ -22,16 +22,17 @@ use super::tree::{Entry, EntryKind, Xattr};
 pub struct Owners {
     pub(super) is_root: bool,
     // Name lookups read /etc/passwd and /etc/group: once per name, not per entry.
-    users: RefCell<HashMap<String, Option<u32>>>,
-    groups: RefCell<HashMap<String, Option<u32>>>,
+    // Shared by the threads that write a restore's files.
+    users: Mutex<HashMap<String, Option<u32>>>,
+    groups: Mutex<HashMap<String, Option<u32>>>,
 }
 
 impl Owners {
     pub fn new() -> Self {
         Owners {
             is_root: nix::unistd::geteuid().is_root(),
-            users: RefCell::default(),
-            groups: RefCell::default(),
+            users: Mutex::default(),
+            groups: Mutex::default(),
         }
     }
 
@@ -39,7 +40,7 @@ impl Owners {
         let Some(name) = entry.user.as_deref() else {
             return entry.uid;
         };
-        let mut users = self.users.borrow_mut();
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         let found = users.entry(name.to_owned()).or_insert_with(|| {
             nix::unistd::User::from_name(name)
                 .ok()
@@ -53,7 +54,7 @@ impl Owners {
         let Some(name) = entry.group.as_deref() else {
             return entry.gid;
         };
-        let mut groups = self.groups.borrow_mut();
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         let found = groups.entry(name.to_owned()).or_insert_with(|| {
             nix::unistd::Group::from_name(name)
                 .ok()

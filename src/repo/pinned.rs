@@ -79,30 +79,70 @@ impl Pinned {
     }
 
     // Calls by a name relative to this directory. For the stage only: its inner
-    // directories are root's own, so a relative name cannot be redirected there.
+    // directories are root's own, so a relative name cannot be redirected there
+    // (a restore's tree never puts an entry below a symlink of its own: plan.rs).
 
-    pub fn mkdir(&self, name: &str) -> std::io::Result<()> {
-        nix::sys::stat::mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700)).map_err(Into::into)
+    pub fn mkdir(&self, name: &(impl AsRef<OsStr> + ?Sized)) -> std::io::Result<()> {
+        nix::sys::stat::mkdirat(&self.fd, name.as_ref(), Mode::from_bits_truncate(0o700))
+            .map_err(Into::into)
     }
 
     /// Opens the file `name` (with `O_NOFOLLOW`; created 0600 with `O_CREAT`).
-    pub fn open_file(&self, name: &str, flags: OFlag) -> std::io::Result<File> {
+    pub fn open_file(
+        &self,
+        name: &(impl AsRef<OsStr> + ?Sized),
+        flags: OFlag,
+    ) -> std::io::Result<File> {
         let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = openat(&self.fd, name, flags, Mode::from_bits_truncate(0o600))?;
+        let fd = openat(
+            &self.fd,
+            name.as_ref(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        )?;
         Ok(File::from(fd))
     }
 
-    pub fn symlink(&self, target: &OsStr, name: &str) -> std::io::Result<()> {
-        nix::unistd::symlinkat(target, &self.fd, name).map_err(Into::into)
+    pub fn symlink(
+        &self,
+        target: &OsStr,
+        name: &(impl AsRef<OsStr> + ?Sized),
+    ) -> std::io::Result<()> {
+        nix::unistd::symlinkat(target, &self.fd, name.as_ref()).map_err(Into::into)
     }
 
-    pub fn mkfifo(&self, name: &str) -> std::io::Result<()> {
-        nix::unistd::mkfifoat(&self.fd, name, Mode::from_bits_truncate(0o600)).map_err(Into::into)
+    pub fn mkfifo(&self, name: &(impl AsRef<OsStr> + ?Sized)) -> std::io::Result<()> {
+        nix::unistd::mkfifoat(&self.fd, name.as_ref(), Mode::from_bits_truncate(0o600))
+            .map_err(Into::into)
+    }
+
+    /// Makes `name` another name of the file `existing`, both in this directory.
+    pub fn hard_link(
+        &self,
+        existing: &(impl AsRef<OsStr> + ?Sized),
+        name: &(impl AsRef<OsStr> + ?Sized),
+    ) -> std::io::Result<()> {
+        let flags = AtFlags::empty();
+        nix::unistd::linkat(&self.fd, existing.as_ref(), &self.fd, name.as_ref(), flags)
+            .map_err(Into::into)
+    }
+
+    /// Moves `name` of this directory to the same name in `to`, never replacing
+    /// anything there (`RENAME_NOREPLACE`: what is there is another writer's).
+    pub fn move_new(
+        &self,
+        name: &(impl AsRef<OsStr> + ?Sized),
+        to: &Pinned,
+    ) -> std::io::Result<()> {
+        let name = name.as_ref();
+        let flags = nix::fcntl::RenameFlags::RENAME_NOREPLACE;
+        nix::fcntl::renameat2(&self.fd, name, &to.fd, name, flags).map_err(Into::into)
     }
 
     /// The entry `name`, opened for setting its metadata.
-    pub fn node(&self, name: &str) -> std::io::Result<Node> {
-        Node::open(self.fd.as_fd(), OsStr::new(name), || {
+    pub fn node(&self, name: &(impl AsRef<OsStr> + ?Sized)) -> std::io::Result<Node> {
+        let name = name.as_ref();
+        Node::open(self.fd.as_fd(), name, || {
             let mut path = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
             path.push(name);
             path
@@ -165,15 +205,30 @@ impl Place {
     }
 
     /// Moves `name` of the stage here, replacing what is here.
-    pub fn rename_from(&self, stage: &Pinned, name: &str) -> std::io::Result<()> {
-        nix::fcntl::renameat(&stage.fd, name, self.dir(), self.name.as_os_str()).map_err(Into::into)
+    pub fn rename_from(
+        &self,
+        stage: &Pinned,
+        name: &(impl AsRef<OsStr> + ?Sized),
+    ) -> std::io::Result<()> {
+        nix::fcntl::renameat(&stage.fd, name.as_ref(), self.dir(), self.name.as_os_str())
+            .map_err(Into::into)
     }
 
     /// Makes `name` of the stage another name of this entry.
-    pub fn link_to(&self, stage: &Pinned, name: &str) -> std::io::Result<()> {
+    pub fn link_to(
+        &self,
+        stage: &Pinned,
+        name: &(impl AsRef<OsStr> + ?Sized),
+    ) -> std::io::Result<()> {
         let flags = AtFlags::empty();
-        nix::unistd::linkat(self.dir(), self.name.as_os_str(), &stage.fd, name, flags)
-            .map_err(Into::into)
+        nix::unistd::linkat(
+            self.dir(),
+            self.name.as_os_str(),
+            &stage.fd,
+            name.as_ref(),
+            flags,
+        )
+        .map_err(Into::into)
     }
 
     /// Opens the entry itself for setting its metadata.
@@ -293,6 +348,13 @@ impl Node {
         }
     }
 
+    /// A file this restore just created and wrote, through the descriptor it wrote
+    /// with: no second open to give it its metadata.
+    pub fn created(file: File) -> std::io::Result<Node> {
+        let stat = fstat(&file)?;
+        Ok(Node::Open { file, stat })
+    }
+
     pub fn stat(&self) -> &FileStat {
         match self {
             Node::Open { stat, .. } | Node::Symlink { stat, .. } => stat,
@@ -370,6 +432,29 @@ mod tests {
             .unwrap();
         let mode = std::fs::metadata(&victim).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o640);
+    }
+
+    /// Moving a finished entry out of the stage never replaces what another writer
+    /// put at that name meanwhile.
+    #[test]
+    fn a_move_out_of_the_stage_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Pinned::target(dir.path()).unwrap();
+        let stage = root.stage(".envsnap-stage-move").unwrap();
+        std::fs::write(stage.path().join("ours"), "restored").unwrap();
+        std::fs::write(dir.path().join("ours"), "someone else's").unwrap();
+        let err = stage.move_new("ours", &root).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("ours")).unwrap(),
+            "someone else's"
+        );
+        std::fs::remove_file(dir.path().join("ours")).unwrap();
+        stage.move_new("ours", &root).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("ours")).unwrap(),
+            "restored"
+        );
     }
 
     #[test]

@@ -45,16 +45,12 @@ impl Repository {
     /// Locates `chunks` and splits them, in order, into runs that one range read
     /// serves: neighbours in a pack, within [`MAX_READ_SPAN`].
     async fn locate_runs(&self, chunks: Vec<Id>) -> Result<Vec<(Id, Vec<PackEntry>)>, RepoError> {
-        let located = self
+        let (located, chunks) = self
             .catalog()
-            .blocking(move |c| {
-                (chunks.iter())
-                    .map(|id| Ok((*id, c.chunk_location(id)?)))
-                    .collect::<Result<Vec<_>, crate::catalog::CatalogError>>()
-            })
+            .blocking(move |c| Ok((c.chunk_locations(&chunks)?, chunks)))
             .await?;
         let mut runs: Vec<(Id, Vec<PackEntry>)> = Vec::new();
-        for (id, location) in located {
+        for (id, location) in chunks.into_iter().zip(located) {
             let location =
                 location.ok_or_else(|| RepoError::UnknownChunk { chunk: id.to_hex() })?;
             let entry = location.entry;

@@ -4,41 +4,38 @@
 //!    nothing; the plan's figures are what `--dry-run` shows.
 //! 2. Fetch (here): the chunks of the files to write are grouped by pack and fetched
 //!    with bounded concurrency; each is hash-checked and written at its offset into a
-//!    staging file inside the target (`restorer/stage.rs`). Holes are never written,
-//!    so sparse files stay sparse. If any chunk is missing or corrupt the restore
-//!    stops here, and the target is exactly as it was.
+//!    staging file inside the target (`restorer/stage.rs`; into an empty target the
+//!    stage holds the tree itself). Holes are never written, so sparse files stay
+//!    sparse. If any chunk is missing or corrupt the restore stops here, and the
+//!    target is exactly as it was.
 //! 3. Apply (`restorer/apply.rs`): remove extra paths, create directories, give
-//!    staged files their metadata and rename them into place, then links, then
-//!    directory metadata.
+//!    staged entries their metadata and move them into place, then directory
+//!    metadata.
 
 mod apply;
 mod plan;
+mod restoring;
 mod stage;
 
 use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use futures::{StreamExt, TryStreamExt};
-use nix::fcntl::OFlag;
+use futures::StreamExt;
 
 use super::id::Id;
 use super::manifest::Manifest;
+use super::metadata::Owners;
 use super::pack::{MAX_READ_SPAN, PackEntry, decode_blob};
 use super::pinned::Pinned;
-use super::tree::EntryKind;
 use super::{RepoError, Repository, pack_key};
 use apply::apply;
-use plan::Work;
+use restoring::{ChunkTargets, Restoring};
 pub use stage::remove_stale_stages;
-use stage::{create_staged_file, new_stage_name, new_staged_file, remove_stage, staged_name};
+use stage::{Layout, Stage};
 
 pub use plan::RestorePlan;
-
-/// Where each chunk goes: (staged file index, offset in the file, whether the chunk
-/// is the whole file).
-type ChunkTargets = HashMap<Id, Vec<(usize, u64, bool)>>;
 
 /// Chunks of a pack closer than this are fetched in one range read, the gap read and
 /// dropped: cheaper than another round trip.
@@ -94,55 +91,45 @@ impl Repository {
         let (work, plan, chunks) = self.prepare(manifest, part, target, exclude).await?;
         std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
         let root = Pinned::target(target).map_err(|e| RepoError::io(target, e))?;
-        let stage_name = new_stage_name();
-        let stage = root
-            .stage(&stage_name)
-            .map_err(|e| RepoError::io(target.join(&stage_name), e))?;
-        let stage = Arc::new(stage);
+        // Nothing in the target to replace: the stage holds the tree itself.
+        let layout = match work.existing.is_empty() {
+            true => Layout::Tree,
+            false => Layout::Numbered,
+        };
+        let restoring = Arc::new(Restoring {
+            stage: Stage::create(&root, target, layout)?,
+            work,
+            owners: Owners::new(),
+            stopped: AtomicBool::new(false),
+            target: target.to_path_buf(),
+        });
         let fetched = self
-            .fetch_into_stage(&work, chunks, &stage)
+            .fetch_into_stage(chunks, &restoring)
             .await
             .map_err(|e| e.in_part(part));
         let (applied, root) = match fetched {
             Ok(()) => {
-                let stage_dir = stage.clone();
-                let target = target.to_path_buf();
-                tokio::task::spawn_blocking(move || {
-                    (apply(&work, &root, &stage_dir, &target), root)
-                })
-                .await
-                .map_err(|e| RepoError::Pipeline(e.to_string()))?
+                let restoring = restoring.clone();
+                tokio::task::spawn_blocking(move || (apply(&restoring, &root), root))
+                    .await
+                    .map_err(|e| RepoError::Pipeline(e.to_string()))?
             }
             Err(e) => (Err(e), root),
         };
-        remove_stage(&root, &stage_name, &stage);
+        restoring.stage.remove(&root);
         applied.map(|()| plan)
     }
 
     /// Fetches every needed chunk once and writes it into each staged file using it.
     async fn fetch_into_stage(
         &self,
-        work: &Work,
         chunks: Vec<(Id, PackEntry)>,
-        stage: &Arc<Pinned>,
+        restoring: &Arc<Restoring>,
     ) -> Result<(), RepoError> {
-        // A file that is one chunk is created by that chunk's write.
-        let mut targets: ChunkTargets = HashMap::new();
-        for (index, entry) in work.entries.iter().enumerate() {
-            if work.create[index] && entry.kind == EntryKind::File {
-                let whole = matches!(entry.chunks.as_slice(),
-                    [only] if only.offset == 0 && u64::from(only.len) == entry.size);
-                if !whole {
-                    create_staged_file(stage, index, entry.size)?;
-                }
-                for c in &entry.chunks {
-                    targets
-                        .entry(c.id)
-                        .or_default()
-                        .push((index, c.offset, whole));
-                }
-            }
-        }
+        let preparing = restoring.clone();
+        let targets = tokio::task::spawn_blocking(move || preparing.prepare_stage())
+            .await
+            .map_err(|e| RepoError::Pipeline(e.to_string()))??;
         let mut by_pack: HashMap<Id, Vec<PackEntry>> = HashMap::new();
         for (pack, entry) in chunks {
             by_pack.entry(pack).or_default().push(entry);
@@ -152,11 +139,22 @@ impl Repository {
             .flat_map(|(pack, entries)| read_spans(entries).into_iter().map(move |s| (pack, s)))
             .collect();
         let targets = Arc::new(targets);
-        futures::stream::iter(spans)
-            .map(|(pack, entries)| self.restore_span(pack, entries, targets.clone(), stage.clone()))
-            .buffer_unordered(self.store().concurrency())
-            .try_collect::<()>()
-            .await
+        let mut writes = futures::stream::iter(spans)
+            .map(|(pack, entries)| {
+                self.restore_span(pack, entries, targets.clone(), restoring.clone())
+            })
+            .buffer_unordered(self.store().concurrency());
+        // After a failure the spans in flight are waited for (they stop at their next
+        // chunk): a writer still running could otherwise make a file in the stage
+        // after it is removed.
+        let mut failed = None;
+        while let Some(written) = writes.next().await {
+            if let Err(e) = written {
+                restoring.stop();
+                failed.get_or_insert(e);
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Fetches one span of a pack (one range read) and writes its chunks.
@@ -165,8 +163,11 @@ impl Repository {
         pack: Id,
         span_entries: Vec<PackEntry>,
         targets: Arc<ChunkTargets>,
-        stage: Arc<Pinned>,
+        restoring: Arc<Restoring>,
     ) -> Result<(), RepoError> {
+        if restoring.stopped() {
+            return Ok(());
+        }
         let key = pack_key(&pack);
         let span_start = span_entries.first().map_or(0, |e| e.offset);
         let span_end = span_entries
@@ -177,7 +178,7 @@ impl Repository {
         let bytes = self.store().get_range(&key, span_start..span_end).await?;
         let keys = self.keys().clone();
         tokio::task::spawn_blocking(move || {
-            for entry in &span_entries {
+            for entry in span_entries.iter().take_while(|_| !restoring.stopped()) {
                 let corrupt = |reason: String| RepoError::Corrupt {
                     object: key.clone(),
                     reason: format!("chunk {}: {reason}", entry.id.short()),
@@ -187,18 +188,12 @@ impl Repository {
                     .ok_or_else(|| corrupt("the store returned a short range".into()))?;
                 let plain =
                     decode_blob(&keys, stored, entry).map_err(|e| corrupt(e.to_string()))?;
-                for (index, offset, whole) in targets
+                for (index, offset) in targets
                     .get(&entry.id)
                     .map(Vec::as_slice)
                     .unwrap_or_default()
                 {
-                    let name = staged_name(*index);
-                    let io = |e: std::io::Error| RepoError::io(&name, e);
-                    let file = match whole {
-                        true => new_staged_file(&stage, *index)?,
-                        false => stage.open_file(&name, OFlag::O_WRONLY).map_err(io)?,
-                    };
-                    file.write_all_at(&plain, *offset).map_err(io)?;
+                    restoring.write_chunk(*index, *offset, &plain)?;
                 }
             }
             Ok::<_, RepoError>(())

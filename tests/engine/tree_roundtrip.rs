@@ -207,6 +207,56 @@ async fn delta_restore_rewrites_only_what_differs_and_removes_extras() {
     );
 }
 
+/// Into an existing empty directory (here holding only an excluded path) the restore
+/// builds the tree in its private stage and moves each top-level entry in: the result
+/// is the backup, the excluded path stays, the root gets the backup's mode, and no
+/// stage is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_into_an_empty_directory_moves_the_finished_tree_in() {
+    let test = TestRepo::new(StoreKind::LocalDir, false).await;
+    let source = test.scratch("source");
+    make_tricky_tree(&source);
+    set_mode(&source, 0o750);
+    let manifest = backup_dir(&test.repo, "live", "first", &source, None).await;
+
+    let target = test.scratch("target");
+    set_mode(&target, 0o700);
+    std::fs::write(target.join("cache.tmp"), b"left alone").unwrap();
+    let plan = test
+        .repo
+        .restore_tree_excluding(&manifest, "files:data", &target, &["*.tmp".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        (plan.files_to_keep, plan.paths_to_remove),
+        (0, 0),
+        "{plan:?}"
+    );
+    assert_eq!(
+        std::fs::read(target.join("cache.tmp")).unwrap(),
+        b"left alone"
+    );
+    std::fs::remove_file(target.join("cache.tmp")).unwrap();
+    assert_same_tree(&source, &target);
+    let root_mode = std::fs::metadata(&target).unwrap().permissions().mode();
+    assert_eq!(root_mode & 0o7777, 0o750);
+    let hard = std::fs::metadata(target.join("hard-1")).unwrap();
+    assert_eq!(
+        hard.nlink(),
+        3,
+        "hard links made inside the stage move with it"
+    );
+
+    // A second restore finds the tree in place and keeps every file.
+    let again = test
+        .repo
+        .restore_tree(&manifest, "files:data", &target)
+        .await
+        .unwrap();
+    assert_eq!(again.files_to_write, 0, "{again:?}");
+    assert_same_tree(&source, &target);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_backup_reuses_unchanged_files() {
     let test = TestRepo::new(StoreKind::Memory, false).await;

@@ -1,7 +1,11 @@
-//! Step 3 of a restore: remove extra paths, create directories, give staged files
-//! their owner, mode, xattrs and mtime and rename them into place, then links, then
-//! directory metadata deepest first (creating entries changes a directory's mtime).
-//! It runs only once every byte is staged and checked.
+//! Step 3 of a restore: put every staged entry in place, once every byte is staged
+//! and checked. Two ways, after the stage's layout (`stage.rs`):
+//! - numbered (a target with entries): remove extra paths, create directories,
+//!   rename staged entries onto their paths (given their owner, mode, xattrs and
+//!   mtime first), then directory metadata deepest first (creating entries changes a
+//!   directory's mtime);
+//! - tree (an empty target): links and metadata inside the stage, directories
+//!   deepest first, then each top-level entry moved into the target.
 //!
 //! Owners are restored by name when the name exists on this host, else by id (as tar
 //! does), and only when running as root.
@@ -9,73 +13,143 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
-use super::plan::Work;
-use super::stage::{staged_name, staging_slot};
+use super::restoring::Restoring;
+use super::stage::{Layout, written_whole};
 use crate::repo::RepoError;
-use crate::repo::metadata::{self, Owners};
+use crate::repo::metadata;
 use crate::repo::pinned::{Node, Pinned, Place, Resolver};
 use crate::repo::tree::EntryKind;
 
-/// Puts everything in place. Runs only once every byte is staged and checked.
-/// Every target path goes through a [`Resolver`] (`pinned.rs`): none can be
-/// redirected. Errors name the path under `target`, as people know it.
-pub(super) fn apply(
-    work: &Work,
-    root: &Pinned,
-    stage: &Pinned,
-    target: &Path,
-) -> Result<(), RepoError> {
+/// Puts everything in place. Every target path goes through a [`Resolver`]
+/// (`pinned.rs`): none can be redirected. Errors name the path under the target, as
+/// people know it.
+pub(super) fn apply(restoring: &Restoring, root: &Pinned) -> Result<(), RepoError> {
     let mut resolver = Resolver::new(root);
+    match restoring.stage.layout {
+        Layout::Numbered => replace_in_target(restoring, &mut resolver)?,
+        Layout::Tree => move_tree_in(restoring, root)?,
+    }
+    // The target itself: last, as everything put in it changed its mtime.
+    let (entry, owners) = (&restoring.work.entries[0], &restoring.owners);
+    place(&mut resolver, &entry.path)?
+        .node()
+        .and_then(|node| metadata::set(&node, entry, owners, true))
+        .map_err(restoring.io(0))
+}
+
+/// Tree layout: finishes the tree inside the stage (files of several chunks, links,
+/// directories deepest first), then moves each top-level entry into the target, never
+/// over something there (another writer's).
+fn move_tree_in(restoring: &Restoring, root: &Pinned) -> Result<(), RepoError> {
+    let (work, stage, owners) = (&restoring.work, &restoring.stage, &restoring.owners);
+    for (index, entry) in work.entries.iter().enumerate().skip(1) {
+        let io = restoring.io(index);
+        let name = stage.name_of(index, entry);
+        let fresh_metadata = || {
+            let node = stage.dir.node(&name)?;
+            metadata::set(&node, entry, owners, true)
+        };
+        match entry.kind {
+            EntryKind::Dir => {}
+            EntryKind::File if written_whole(entry) => {}
+            EntryKind::File => fresh_metadata().map_err(io)?,
+            EntryKind::Symlink | EntryKind::Fifo => {
+                make_special(restoring, index, &name).map_err(&io)?;
+                fresh_metadata().map_err(io)?;
+            }
+            EntryKind::Hardlink => {
+                let first = OsStr::from_bytes(entry.target.as_deref().unwrap_or_default());
+                stage.dir.hard_link(first, &name).map_err(io)?;
+            }
+        }
+    }
+    // Directories below the top level, deepest first (entries made in a directory
+    // change its mtime).
+    for (index, entry) in work.entries.iter().enumerate().skip(1).rev() {
+        if entry.kind == EntryKind::Dir && entry.path.contains(&b'/') {
+            let node = stage.dir.node(&stage.name_of(index, entry));
+            node.and_then(|node| metadata::set(&node, entry, owners, true))
+                .map_err(restoring.io(index))?;
+        }
+    }
+    // A top-level directory is moved while still our private 0700 one (moving a
+    // directory needs write access to it), then given its metadata through a
+    // descriptor opened before the move: it cannot be swapped meanwhile.
+    for (index, entry) in work.entries.iter().enumerate().skip(1) {
+        if !entry.path.contains(&b'/') {
+            let io = restoring.io(index);
+            let name = stage.name_of(index, entry);
+            let node = match entry.kind {
+                EntryKind::Dir => Some(stage.dir.node(&name).map_err(&io)?),
+                _ => None,
+            };
+            stage.dir.move_new(&name, root).map_err(&io)?;
+            if let Some(node) = node {
+                metadata::set(&node, entry, owners, true).map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the symlink or fifo of entry `index` at `name` in the stage.
+fn make_special(restoring: &Restoring, index: usize, name: &OsStr) -> std::io::Result<()> {
+    let entry = &restoring.work.entries[index];
+    match entry.kind {
+        EntryKind::Symlink => {
+            let link = OsStr::from_bytes(entry.target.as_deref().unwrap_or_default());
+            restoring.stage.dir.symlink(link, name)
+        }
+        _ => restoring.stage.dir.mkfifo(name),
+    }
+}
+
+/// Numbered layout: removes what the backup lacks, puts each entry in place (renamed
+/// from the stage or its metadata corrected), then directory metadata deepest first.
+fn replace_in_target(restoring: &Restoring, resolver: &mut Resolver<'_>) -> Result<(), RepoError> {
+    let work = &restoring.work;
     let named = |rel: &[u8]| {
-        let shown = target.join(OsStr::from_bytes(rel));
+        let shown = restoring.target.join(OsStr::from_bytes(rel));
         move |e: RepoError| match e {
             RepoError::Io { source, .. } => RepoError::io(&shown, source),
             other => other,
         }
     };
     for rel in &work.remove {
-        remove_path(&mut resolver, rel).map_err(named(rel))?;
+        remove_path(resolver, rel).map_err(named(rel))?;
     }
-    let owners = Owners::new();
     // The directories this restore made, by identity: the last pass sets their
     // metadata only on those very inodes.
     let mut made: HashMap<usize, (u64, u64)> = HashMap::new();
     for (index, entry) in work.entries.iter().enumerate() {
         if let Some(identity) =
-            put_in_place(&mut resolver, work, index, stage, &owners).map_err(named(&entry.path))?
+            put_in_place(resolver, restoring, index).map_err(named(&entry.path))?
         {
             made.insert(index, identity);
         }
     }
-    for (index, entry) in work
-        .entries
-        .iter()
-        .enumerate()
-        .rev()
-        .filter(|(_, e)| e.kind == EntryKind::Dir)
-    {
+    let dirs = work.entries.iter().enumerate().skip(1).rev();
+    for (index, entry) in dirs.filter(|(_, e)| e.kind == EntryKind::Dir) {
         let known = work.existing.get(&entry.path);
-        let fresh = known.is_none() || entry.path.is_empty();
         let expected = made.get(&index).copied().or(known.map(|k| k.dev_ino));
-        let at = place(&mut resolver, &entry.path).map_err(named(&entry.path))?;
+        let at = place(resolver, &entry.path).map_err(named(&entry.path))?;
         at.node()
-            .and_then(|node| same_inode(&node, expected, entry.path.is_empty()).map(|()| node))
-            .and_then(|node| metadata::set(&node, entry, &owners, fresh))
-            .map_err(|e| RepoError::io(target.join(OsStr::from_bytes(&entry.path)), e))?;
+            .and_then(|node| same_inode(&node, expected).map(|()| node))
+            .and_then(|node| metadata::set(&node, entry, &restoring.owners, known.is_none()))
+            .map_err(restoring.io(index))?;
     }
     Ok(())
 }
 
 /// A kept or made entry must still be the inode the restore saw or made: another
 /// writer that swapped it meanwhile gets an error, never our chown or chmod.
-fn same_inode(node: &Node, expected: Option<(u64, u64)>, is_root: bool) -> std::io::Result<()> {
+fn same_inode(node: &Node, expected: Option<(u64, u64)>) -> std::io::Result<()> {
     let stat = node.stat();
     match expected {
-        Some(identity) if !is_root && identity != (stat.st_dev, stat.st_ino) => Err(
-            std::io::Error::other("was replaced by another writer during the restore"),
-        ),
+        Some(identity) if identity != (stat.st_dev, stat.st_ino) => Err(std::io::Error::other(
+            "was replaced by another writer during the restore",
+        )),
         _ => Ok(()),
     }
 }
@@ -108,11 +182,10 @@ fn remove_path(resolver: &mut Resolver<'_>, rel: &[u8]) -> Result<(), RepoError>
 /// Puts entry `index` in place: created from the stage, or its metadata corrected.
 fn put_in_place(
     resolver: &mut Resolver<'_>,
-    work: &Work,
+    restoring: &Restoring,
     index: usize,
-    stage: &Pinned,
-    owners: &Owners,
 ) -> Result<Option<(u64, u64)>, RepoError> {
+    let (work, stage, owners) = (&restoring.work, &restoring.stage, &restoring.owners);
     let entry = &work.entries[index];
     let at = place(resolver, &entry.path)?;
     let io = |e: std::io::Error| RepoError::io(OsStr::from_bytes(&entry.path), e);
@@ -129,35 +202,31 @@ fn put_in_place(
                 return Ok(Some((stat.st_dev, stat.st_ino)));
             }
         }
-        EntryKind::File if create => {
-            let staged = staged_name(index);
-            let node = stage.node(&staged).map_err(io)?;
-            metadata::set(&node, entry, owners, true).map_err(io)?;
-            at.rename_from(stage, &staged).map_err(io)?;
+        // Given its metadata when its only chunk was written.
+        EntryKind::File if create && written_whole(entry) => {
+            at.rename_from(&stage.dir, &stage.name_of(index, entry))
+                .map_err(io)?;
         }
-        EntryKind::Symlink | EntryKind::Fifo if create => {
-            let staged = staging_slot(stage, index)?;
-            if entry.kind == EntryKind::Symlink {
-                let link = OsStr::from_bytes(entry.target.as_deref().unwrap_or_default());
-                stage.symlink(link, &staged).map_err(io)?;
-            } else {
-                stage.mkfifo(&staged).map_err(io)?;
+        EntryKind::File | EntryKind::Symlink | EntryKind::Fifo if create => {
+            let staged = stage.slot(index, entry).map_err(io)?;
+            if entry.kind != EntryKind::File {
+                make_special(restoring, index, &staged).map_err(io)?;
             }
-            let node = stage.node(&staged).map_err(io)?;
+            let node = stage.dir.node(&staged).map_err(io)?;
             metadata::set(&node, entry, owners, true).map_err(io)?;
-            at.rename_from(stage, &staged).map_err(io)?;
+            at.rename_from(&stage.dir, &staged).map_err(io)?;
         }
         EntryKind::Hardlink if create => {
             let first = place(resolver, entry.target.as_deref().unwrap_or_default())?;
-            let staged = staging_slot(stage, index)?;
-            first.link_to(stage, &staged).map_err(io)?;
-            at.rename_from(stage, &staged).map_err(io)?;
+            let staged = stage.slot(index, entry).map_err(io)?;
+            first.link_to(&stage.dir, &staged).map_err(io)?;
+            at.rename_from(&stage.dir, &staged).map_err(io)?;
         }
         EntryKind::Hardlink => {}
         EntryKind::File | EntryKind::Symlink | EntryKind::Fifo => {
             let node = at.node().map_err(io)?;
             let seen = work.existing.get(&entry.path).map(|e| e.dev_ino);
-            same_inode(&node, seen, false).map_err(io)?;
+            same_inode(&node, seen).map_err(io)?;
             metadata::set(&node, entry, owners, false).map_err(io)?;
         }
     }
@@ -180,13 +249,13 @@ mod tests {
         let root = Pinned::target(dir.path()).unwrap();
         let mut resolver = Resolver::new(&root);
         let node = resolver.place(b"kept").unwrap().node().unwrap();
-        assert!(same_inode(&node, Some(seen), false).is_ok());
+        assert!(same_inode(&node, Some(seen)).is_ok());
 
         // Made while the old one still exists, so it cannot reuse its inode number.
         std::fs::write(dir.path().join("other"), "y").unwrap();
         std::fs::rename(dir.path().join("other"), dir.path().join("kept")).unwrap();
         let node = resolver.place(b"kept").unwrap().node().unwrap();
-        let err = same_inode(&node, Some(seen), false).unwrap_err();
+        let err = same_inode(&node, Some(seen)).unwrap_err();
         assert_eq!(
             err.to_string(),
             "was replaced by another writer during the restore"

@@ -79,17 +79,12 @@ impl Repository {
             .collect();
         needed.sort_unstable();
         needed.dedup();
-        let located = self
+        let (located, needed) = self
             .catalog()
-            .blocking(move |c| {
-                needed
-                    .into_iter()
-                    .map(|id| Ok((id, c.chunk_location(&id)?)))
-                    .collect::<Result<Vec<_>, crate::catalog::CatalogError>>()
-            })
+            .blocking(move |c| Ok((c.chunk_locations(&needed)?, needed)))
             .await?;
         let mut chunks = Vec::with_capacity(located.len());
-        for (id, location) in located {
+        for (id, location) in needed.into_iter().zip(located) {
             let location = location
                 .ok_or_else(|| RepoError::UnknownChunk { chunk: id.to_hex() }.in_part(part))?;
             chunks.push((location.pack, location.entry));
