@@ -80,22 +80,26 @@ pub fn set(node: &Node, entry: &Entry, owners: &Owners, fresh: bool) -> io::Resu
         ));
     }
     let (uid, gid) = (owners.uid(entry), owners.gid(entry));
-    if owners.is_root && (stat.st_uid, stat.st_gid) != (uid, gid) {
+    let chown = owners.is_root && (stat.st_uid, stat.st_gid) != (uid, gid);
+    if chown {
         match node {
             Node::Open { file, .. } => std::os::unix::fs::fchown(file, Some(uid), Some(gid))?,
             Node::Symlink { path, .. } => std::os::unix::fs::lchown(path, Some(uid), Some(gid))?,
         }
     }
-    // chown clears setuid bits, so the mode comes after it. A symlink has no mode.
+    // After chown, which clears security.capability; before chmod, which may take
+    // away our own write access (a restore not run as root). A file made by this
+    // restore has no xattrs yet: nothing to list or remove.
+    if !(fresh && entry.xattrs.is_empty() && entry.kind != EntryKind::Dir) {
+        sync_xattrs(node, &entry.xattrs)?;
+    }
+    // chown clears setuid bits, so the mode comes after it, and again after any
+    // chown even when the mode looked right before. A symlink has no mode.
     if let Node::Open { file, .. } = node
-        && (fresh || stat.st_mode & 0o7777 != entry.mode)
+        && (fresh || chown || stat.st_mode & 0o7777 != entry.mode)
     {
         use std::os::unix::fs::PermissionsExt;
         file.set_permissions(std::fs::Permissions::from_mode(entry.mode))?;
-    }
-    // A file made by this restore has no xattrs yet: nothing to list or remove.
-    if !(fresh && entry.xattrs.is_empty() && entry.kind != EntryKind::Dir) {
-        sync_xattrs(node, &entry.xattrs)?;
     }
     let mtime = stat
         .st_mtime

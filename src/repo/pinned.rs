@@ -46,17 +46,55 @@ impl Pinned {
     }
 
     /// Creates `name` in this directory as a private staging directory and opens it;
-    /// refuses anything that is not root's (our own) 0700 directory once opened.
+    /// refuses anything that is not root's (our own) empty 0700 directory once
+    /// opened. A setgid target passes its bit down to new directories and a default
+    /// ACL its entries: both are taken off, or every staged entry would inherit them.
     pub fn stage(&self, name: &str) -> std::io::Result<Pinned> {
         nix::sys::stat::mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700))?;
-        let fd = openat(&self.fd, name, DIRECTORY, Mode::empty())?;
-        let stat = fstat(&fd)?;
-        if stat.st_uid != nix::unistd::geteuid().as_raw() || stat.st_mode & 0o7777 != 0o700 {
+        let stage = Pinned {
+            fd: openat(&self.fd, name, DIRECTORY, Mode::empty())?,
+        };
+        if fstat(&stage.fd)?.st_mode & libc::S_ISGID != 0 {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(stage.path(), std::fs::Permissions::from_mode(0o700))?;
+        }
+        for acl in ["system.posix_acl_default", "system.posix_acl_access"] {
+            let _ = xattr::remove(stage.path(), acl);
+        }
+        stage.check_new_stage()?;
+        Ok(stage)
+    }
+
+    /// A new stage must be our own empty 0700 directory: another root-owned 0700
+    /// directory renamed onto the name before it was opened would be emptied at the
+    /// end of the restore.
+    fn check_new_stage(&self) -> std::io::Result<()> {
+        let stat = fstat(&self.fd)?;
+        let private =
+            stat.st_uid == nix::unistd::geteuid().as_raw() && stat.st_mode & 0o7777 == 0o700;
+        if !private || std::fs::read_dir(self.path())?.next().is_some() {
             return Err(std::io::Error::other(
                 "the staging directory was replaced while the restore created it",
             ));
         }
-        Ok(Pinned { fd })
+        Ok(())
+    }
+
+    /// The directory `name` of this one, opened without following, if it is our
+    /// own 0700 directory (a stage a killed restore left): nobody else can have put
+    /// anything in it.
+    pub fn own_private_dir(&self, name: &OsStr) -> Option<Pinned> {
+        let fd = openat(&self.fd, name, DIRECTORY, Mode::empty()).ok()?;
+        let stat = fstat(&fd).ok()?;
+        let ours = stat.st_uid == nix::unistd::geteuid().as_raw() && stat.st_mode & 0o777 == 0o700;
+        ours.then_some(Pinned { fd })
+    }
+
+    /// Another descriptor of this directory.
+    pub fn try_clone(&self) -> std::io::Result<Pinned> {
+        Ok(Pinned {
+            fd: self.fd.try_clone()?,
+        })
     }
 
     /// This directory's name for path calls: `/proc/self/fd/N/.`, the directory
@@ -136,7 +174,34 @@ impl Pinned {
     ) -> std::io::Result<()> {
         let name = name.as_ref();
         let flags = nix::fcntl::RenameFlags::RENAME_NOREPLACE;
-        nix::fcntl::renameat2(&self.fd, name, &to.fd, name, flags).map_err(Into::into)
+        match nix::fcntl::renameat2(&self.fd, name, &to.fd, name, flags) {
+            Err(nix::Error::EINVAL | nix::Error::ENOSYS | nix::Error::EPERM) => {
+                self.move_new_without_flag(name, to)
+            }
+            other => other,
+        }
+        .map_err(Into::into)
+    }
+
+    /// [`Pinned::move_new`] where the kernel or filesystem lacks `RENAME_NOREPLACE`
+    /// (NFS, some FUSE filesystems, old kernels, seccomp profiles). A file, link or
+    /// fifo is hard-linked (which fails if the name is taken) and unlinked here; a
+    /// directory is renamed once the name is seen free, so another writer taking the
+    /// name in that instant would be replaced.
+    fn move_new_without_flag(&self, name: &OsStr, to: &Pinned) -> nix::Result<()> {
+        match nix::unistd::linkat(&self.fd, name, &to.fd, name, AtFlags::empty()) {
+            Ok(()) => {
+                let flags = nix::unistd::UnlinkatFlags::NoRemoveDir;
+                return nix::unistd::unlinkat(&self.fd, name, flags);
+            }
+            Err(nix::Error::EEXIST) => return Err(nix::Error::EEXIST),
+            Err(_) => {} // a directory, or a filesystem without hard links
+        }
+        match fstatat(&to.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Err(nix::Error::ENOENT) => nix::fcntl::renameat(&self.fd, name, &to.fd, name),
+            Ok(_) => Err(nix::Error::EEXIST),
+            Err(e) => Err(e),
+        }
     }
 
     /// The entry `name`, opened for setting its metadata.
@@ -150,8 +215,9 @@ impl Pinned {
     }
 
     /// Removes the now empty directory `name` of this one (a stage, at the end).
-    pub fn remove_dir(&self, name: &str) -> std::io::Result<()> {
-        nix::unistd::unlinkat(&self.fd, name, nix::unistd::UnlinkatFlags::RemoveDir)?;
+    pub fn remove_dir(&self, name: &(impl AsRef<OsStr> + ?Sized)) -> std::io::Result<()> {
+        let flags = nix::unistd::UnlinkatFlags::RemoveDir;
+        nix::unistd::unlinkat(&self.fd, name.as_ref(), flags)?;
         Ok(())
     }
 }
@@ -454,6 +520,63 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.path().join("ours")).unwrap(),
             "restored"
+        );
+    }
+
+    /// Without RENAME_NOREPLACE a file still never replaces (a hard link fails on a
+    /// taken name) and a directory moves when its name is free.
+    #[test]
+    fn the_move_without_the_kernel_flag_never_replaces_either() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Pinned::target(dir.path()).unwrap();
+        let stage = root.stage(".envsnap-stage-flagless").unwrap();
+        std::fs::write(stage.path().join("file"), "restored").unwrap();
+        std::fs::create_dir(stage.path().join("dir")).unwrap();
+        std::fs::write(dir.path().join("file"), "someone else's").unwrap();
+        let taken = stage.move_new_without_flag(OsStr::new("file"), &root);
+        assert_eq!(taken, Err(nix::Error::EEXIST));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("file")).unwrap(),
+            "someone else's"
+        );
+        std::fs::remove_file(dir.path().join("file")).unwrap();
+        for name in ["file", "dir"] {
+            stage
+                .move_new_without_flag(OsStr::new(name), &root)
+                .unwrap();
+            assert!(!stage.path().join(name).exists(), "{name} left the stage");
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("file")).unwrap(),
+            "restored"
+        );
+        assert!(dir.path().join("dir").is_dir());
+    }
+
+    /// A setgid target passes its bit to new directories: the stage takes it off
+    /// rather than refusing the restore; a directory that is not empty (another one
+    /// renamed onto the stage's name) is refused.
+    #[test]
+    fn a_stage_in_a_setgid_directory_is_private_and_a_full_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o2775)).unwrap();
+        let root = Pinned::target(dir.path()).unwrap();
+        root.stage(".envsnap-stage-sgid").unwrap();
+        let meta = std::fs::metadata(dir.path().join(".envsnap-stage-sgid")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o700);
+
+        let full = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(full.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let opened = Pinned {
+            fd: openat(AT_FDCWD, full.path(), DIRECTORY, Mode::empty()).unwrap(),
+        };
+        assert!(opened.check_new_stage().is_ok(), "empty and private");
+        std::fs::write(full.path().join("precious"), "x").unwrap();
+        let err = opened.check_new_stage().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the staging directory was replaced while the restore created it"
         );
     }
 

@@ -87,7 +87,10 @@ impl Repository {
     ) -> Result<RestorePlan, RepoError> {
         // Prune must not repack or delete packs while this restore reads them.
         let _reading = self.writers().begin_read().await;
-        remove_stale_stages(target);
+        let stale = target.to_path_buf();
+        tokio::task::spawn_blocking(move || remove_stale_stages(&stale))
+            .await
+            .map_err(|e| RepoError::Pipeline(e.to_string()))?;
         let (work, plan, chunks) = self.prepare(manifest, part, target, exclude).await?;
         std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
         let root = Pinned::target(target).map_err(|e| RepoError::io(target, e))?;
@@ -107,16 +110,12 @@ impl Repository {
             .fetch_into_stage(chunks, &restoring)
             .await
             .map_err(|e| e.in_part(part));
-        let (applied, root) = match fetched {
-            Ok(()) => {
-                let restoring = restoring.clone();
-                tokio::task::spawn_blocking(move || (apply(&restoring, &root), root))
-                    .await
-                    .map_err(|e| RepoError::Pipeline(e.to_string()))?
-            }
-            Err(e) => (Err(e), root),
-        };
-        restoring.stage.remove(&root);
+        // The stage goes with the last reference to it (see `Stage`), on a blocking
+        // thread: after a failure it may hold a whole tree.
+        let applied =
+            tokio::task::spawn_blocking(move || fetched.and_then(|()| apply(&restoring, &root)))
+                .await
+                .map_err(|e| RepoError::Pipeline(e.to_string()))?;
         applied.map(|()| plan)
     }
 

@@ -621,12 +621,20 @@ fn a_store_that_disappears_is_an_error_never_a_new_empty_repository() {
 /// start-up, and a staged file is never backed up, wherever it lies.
 #[test]
 fn restore_leftovers_are_removed_at_start_up_and_never_backed_up() {
+    use std::os::unix::fs::PermissionsExt;
     let mut daemon = TestDaemon::start("");
     let staged_db = daemon.path("live/data/.envsnap-replace-main.db-0123456789abcdef");
     let stage = daemon.path("live/app/.envsnap-restore-0123456789ab");
     let deep = daemon.path("live/uploads/.envsnap-replace-photo.jpg-00ff00ff00ff00ff");
     std::fs::write(&staged_db, b"half a database").unwrap();
-    std::fs::create_dir_all(stage.join("sub")).unwrap();
+    // A stage is our own 0700 directory, with a tree inside; a look-alike of
+    // another mode is someone else's and stays.
+    std::fs::create_dir_all(stage.join("sub/deeper")).unwrap();
+    std::fs::write(stage.join("sub/deeper/file"), b"half restored").unwrap();
+    std::fs::set_permissions(&stage, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let look_alike = daemon.path("live/app/.envsnap-restore-not-ours");
+    std::fs::create_dir_all(&look_alike).unwrap();
+    std::fs::set_permissions(&look_alike, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(&deep, b"staged").unwrap();
     daemon
         .ctl(&["backup", "create", "live", "--name", "b1", "--wait"])
@@ -659,6 +667,7 @@ fn restore_leftovers_are_removed_at_start_up_and_never_backed_up() {
         "a staged database file survived a restart"
     );
     assert!(!stage.exists(), "a staging directory survived a restart");
+    assert!(look_alike.exists(), "a directory not ours was removed");
     assert!(daemon.path("live/data/main.db").exists());
 }
 

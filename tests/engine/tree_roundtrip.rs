@@ -236,6 +236,15 @@ async fn a_restore_into_an_empty_directory_moves_the_finished_tree_in() {
         std::fs::read(target.join("cache.tmp")).unwrap(),
         b"left alone"
     );
+    let mtime = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    };
+    assert_eq!(
+        mtime(&target),
+        mtime(&source),
+        "the root's mtime is set after the stage is gone"
+    );
     std::fs::remove_file(target.join("cache.tmp")).unwrap();
     assert_same_tree(&source, &target);
     let root_mode = std::fs::metadata(&target).unwrap().permissions().mode();
@@ -255,6 +264,37 @@ async fn a_restore_into_an_empty_directory_moves_the_finished_tree_in() {
         .unwrap();
     assert_eq!(again.files_to_write, 0, "{again:?}");
     assert_same_tree(&source, &target);
+}
+
+/// A kept file whose owner is corrected keeps its setuid bit: chown clears it, so
+/// the mode is set again even though it looked right before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_setuid_file_whose_owner_is_corrected_stays_setuid() {
+    if !is_root() {
+        return; // chown needs root
+    }
+    let test = TestRepo::new(StoreKind::LocalDir, false).await;
+    let source = test.scratch("source");
+    std::fs::write(source.join("tool"), b"#!/bin/sh\n").unwrap();
+    set_mode(&source.join("tool"), 0o4755);
+    let manifest = backup_dir(&test.repo, "live", "first", &source, None).await;
+    let live = test.dir.path().join("live");
+    test.repo
+        .restore_tree(&manifest, "files:data", &live)
+        .await
+        .unwrap();
+    // Another owner, the same mode (set again after the chown cleared it).
+    std::os::unix::fs::chown(live.join("tool"), Some(4242), Some(4242)).unwrap();
+    set_mode(&live.join("tool"), 0o4755);
+    let plan = test
+        .repo
+        .restore_tree(&manifest, "files:data", &live)
+        .await
+        .unwrap();
+    assert_eq!(plan.files_to_keep, 1, "{plan:?}");
+    let meta = std::fs::metadata(live.join("tool")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o4755);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,9 @@ pub(super) fn apply(restoring: &Restoring, root: &Pinned) -> Result<(), RepoErro
         Layout::Numbered => replace_in_target(restoring, &mut resolver)?,
         Layout::Tree => move_tree_in(restoring, root)?,
     }
-    // The target itself: last, as everything put in it changed its mtime.
+    // The target itself: last, as everything put in it (and removing the stage)
+    // changed its mtime.
+    restoring.stage.remove();
     let (entry, owners) = (&restoring.work.entries[0], &restoring.owners);
     place(&mut resolver, &entry.path)?
         .node()

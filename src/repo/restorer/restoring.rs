@@ -53,7 +53,7 @@ impl Restoring {
         let entries = &self.work.entries;
         self.stage
             .make_directories(entries)
-            .map_err(|e| RepoError::io(&self.target, e))?;
+            .map_err(|(index, e)| self.io(index)(e))?;
         let mut targets: ChunkTargets = HashMap::new();
         for (index, entry) in entries.iter().enumerate() {
             if self.work.create[index] && entry.kind == EntryKind::File {

@@ -30,18 +30,54 @@ use crate::repo::archiver::STAGING_PREFIX;
 use crate::repo::pinned::Pinned;
 use crate::repo::tree::{Entry, EntryKind};
 
-/// Staging directories an interrupted restore left in the target.
+/// Staging directories an interrupted restore left in the target. Only our own
+/// 0700 directories, opened without following: nobody else can have put anything
+/// there, and a look-alike name of another user's is left alone.
 pub fn remove_stale_stages(target: &Path) {
-    let Ok(entries) = std::fs::read_dir(target) else {
+    let (Ok(root), Ok(entries)) = (Pinned::target(target), std::fs::read_dir(target)) else {
         return;
     };
     for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .as_bytes()
-            .starts_with(STAGING_PREFIX.as_bytes())
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
+        let name = entry.file_name();
+        if !name.as_bytes().starts_with(STAGING_PREFIX.as_bytes()) {
+            continue;
+        }
+        if let Some(stale) = root.own_private_dir(&name) {
+            empty(&stale);
+            let _ = root.remove_dir(&name);
+        }
+    }
+}
+
+/// Removes everything in `dir`, one of our stages. A restore not run as root that
+/// failed late may have left directories in it without write or search access for
+/// us: those are opened up and the removal tried again.
+fn empty(dir: &Pinned) {
+    let path = dir.path();
+    for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+        let inside = path.join(entry.file_name());
+        let removed = match entry.file_type().is_ok_and(|t| t.is_dir()) {
+            true => std::fs::remove_dir_all(&inside).or_else(|_| {
+                open_up(&inside);
+                std::fs::remove_dir_all(&inside)
+            }),
+            false => std::fs::remove_file(&inside),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, "a restore's staging directory could not be emptied");
+        }
+    }
+}
+
+/// Gives `dir` and every directory below it mode 0700, never following a symlink
+/// (only entries listed as directories are changed; the stage is private, so none
+/// can be swapped meanwhile).
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up(&entry.path());
         }
     }
 }
@@ -53,9 +89,13 @@ pub(super) enum Layout {
     Tree,
 }
 
-/// A restore's private staging directory, pinned.
+/// A restore's private staging directory, pinned. Dropping it removes it with
+/// whatever is left inside, so a restore that fails, panics or is cancelled leaves
+/// none behind (the last writer still running drops it).
 pub(super) struct Stage {
     pub(super) dir: Pinned,
+    /// The target, to remove the stage from.
+    root: Pinned,
     name: String,
     pub(super) layout: Layout,
 }
@@ -76,10 +116,15 @@ impl Stage {
     /// Creates the staging directory in the target `root` (shown as `target`).
     pub(super) fn create(root: &Pinned, target: &Path, layout: Layout) -> Result<Stage, RepoError> {
         let name = new_stage_name();
-        let dir = root
-            .stage(&name)
-            .map_err(|e| RepoError::io(target.join(&name), e))?;
-        Ok(Stage { dir, name, layout })
+        let io = |e| RepoError::io(target, e);
+        let dir = root.stage(&name).map_err(io)?;
+        let root = root.try_clone().map_err(io)?;
+        Ok(Stage {
+            dir,
+            root,
+            name,
+            layout,
+        })
     }
 
     /// Where entry `index` is staged, relative to the stage.
@@ -91,11 +136,19 @@ impl Stage {
     }
 
     /// Tree layout: makes every directory of the tree (private until the end), so
-    /// files can be created at their paths.
-    pub(super) fn make_directories(&self, entries: &[Entry]) -> std::io::Result<()> {
-        let dirs = entries.iter().skip(1).filter(|e| e.kind == EntryKind::Dir);
-        for dir in dirs.filter(|_| self.layout == Layout::Tree) {
-            self.dir.mkdir(OsStr::from_bytes(&dir.path))?;
+    /// files can be created at their paths. On failure, the index of the entry.
+    pub(super) fn make_directories(
+        &self,
+        entries: &[Entry],
+    ) -> Result<(), (usize, std::io::Error)> {
+        if self.layout != Layout::Tree {
+            return Ok(());
+        }
+        let dirs = entries.iter().enumerate().skip(1);
+        for (index, dir) in dirs.filter(|(_, e)| e.kind == EntryKind::Dir) {
+            self.dir
+                .mkdir(OsStr::from_bytes(&dir.path))
+                .map_err(|e| (index, e))?;
         }
         Ok(())
     }
@@ -151,17 +204,17 @@ impl Stage {
         }
     }
 
-    /// Empties the stage through its pinned path, then removes it from the target.
-    pub(super) fn remove(&self, root: &Pinned) {
-        let path = self.dir.path();
-        for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-            let inside = path.join(entry.file_name());
-            let _ = match entry.file_type().is_ok_and(|t| t.is_dir()) {
-                true => std::fs::remove_dir_all(inside),
-                false => std::fs::remove_file(inside),
-            };
-        }
-        let _ = root.remove_dir(&self.name);
+    /// Empties the stage through its pinned path, then removes it from the target
+    /// (again on drop: then a no-op).
+    pub(super) fn remove(&self) {
+        empty(&self.dir);
+        let _ = self.root.remove_dir(&self.name);
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
