@@ -154,17 +154,6 @@ impl Pinned {
             .map_err(Into::into)
     }
 
-    /// Makes `name` another name of the file `existing`, both in this directory.
-    pub fn hard_link(
-        &self,
-        existing: &(impl AsRef<OsStr> + ?Sized),
-        name: &(impl AsRef<OsStr> + ?Sized),
-    ) -> std::io::Result<()> {
-        let flags = AtFlags::empty();
-        nix::unistd::linkat(&self.fd, existing.as_ref(), &self.fd, name.as_ref(), flags)
-            .map_err(Into::into)
-    }
-
     /// Moves `name` of this directory to the same name in `to`, never replacing
     /// anything there (`RENAME_NOREPLACE`: what is there is another writer's).
     pub fn move_new(

@@ -1,21 +1,25 @@
 //! Restoring a tree part into a directory: plan, fetch into staging, then swap in.
 //!
+//! Into an empty or new target the restore streams (`restorer/streamed.rs`): the
+//! tree is read, fetched and written in batches inside a private stage that holds
+//! the tree itself, then moved in. Into a target with entries:
+//!
 //! 1. Plan (`restorer/plan.rs`): the backup's tree against the target, changing
 //!    nothing; the plan's figures are what `--dry-run` shows.
 //! 2. Fetch (here): the chunks of the files to write are grouped by pack and fetched
 //!    with bounded concurrency; each is hash-checked and written at its offset into a
-//!    staging file inside the target (`restorer/stage.rs`; into an empty target the
-//!    stage holds the tree itself). Holes are never written, so sparse files stay
-//!    sparse. If any chunk is missing or corrupt the restore stops here, and the
-//!    target is exactly as it was.
+//!    staging file inside the target (`restorer/stage.rs`). Holes are never written,
+//!    so sparse files stay sparse. If any chunk is missing or corrupt the restore
+//!    stops here, and the target is exactly as it was.
 //! 3. Apply (`restorer/apply.rs`): remove extra paths, create directories, give
-//!    staged entries their metadata and move them into place, then directory
+//!    staged entries their metadata and rename them into place, then directory
 //!    metadata.
 
 mod apply;
 mod plan;
 mod restoring;
 mod stage;
+mod streamed;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,10 +29,11 @@ use std::sync::atomic::AtomicBool;
 use futures::StreamExt;
 
 use super::id::Id;
-use super::manifest::Manifest;
+use super::manifest::{Manifest, PartLayout};
 use super::metadata::Owners;
 use super::pack::{MAX_READ_SPAN, PackEntry, decode_blob};
 use super::pinned::Pinned;
+use super::reader::part_of;
 use super::{RepoError, Repository, pack_key};
 use apply::apply;
 use restoring::{ChunkTargets, Restoring};
@@ -91,16 +96,14 @@ impl Repository {
         tokio::task::spawn_blocking(move || remove_stale_stages(&stale))
             .await
             .map_err(|e| RepoError::Pipeline(e.to_string()))?;
+        if is_empty_or_missing(target)? {
+            let record = part_of(manifest, part, PartLayout::Tree)?;
+            return self.restore_streamed(record, target).await;
+        }
         let (work, plan, chunks) = self.prepare(manifest, part, target, exclude).await?;
-        std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
         let root = Pinned::target(target).map_err(|e| RepoError::io(target, e))?;
-        // Nothing in the target to replace: the stage holds the tree itself.
-        let layout = match work.existing.is_empty() {
-            true => Layout::Tree,
-            false => Layout::Numbered,
-        };
         let restoring = Arc::new(Restoring {
-            stage: Stage::create(&root, target, layout)?,
+            stage: Arc::new(Stage::create(&root, target, Layout::Numbered)?),
             work,
             owners: Owners::new(),
             stopped: AtomicBool::new(false),
@@ -199,6 +202,17 @@ impl Repository {
         })
         .await
         .map_err(|e| RepoError::Pipeline(e.to_string()))?
+    }
+}
+
+/// Whether `target` holds nothing (stale stages were removed first): then nothing
+/// there needs replacing or protecting, and the restore streams (`streamed.rs`).
+fn is_empty_or_missing(target: &Path) -> Result<bool, RepoError> {
+    match std::fs::read_dir(target) {
+        Ok(mut listing) => Ok(listing.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        // Not a directory, unreadable: the plan names the problem.
+        Err(_) => Ok(false),
     }
 }
 

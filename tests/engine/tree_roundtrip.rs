@@ -207,10 +207,9 @@ async fn delta_restore_rewrites_only_what_differs_and_removes_extras() {
     );
 }
 
-/// Into an existing empty directory (here holding only an excluded path) the restore
-/// builds the tree in its private stage and moves each top-level entry in: the result
-/// is the backup, the excluded path stays, the root gets the backup's mode, and no
-/// stage is left behind.
+/// Into an existing empty directory the restore builds the tree in its private
+/// stage and moves each top-level entry in: the result is the backup, the root gets
+/// the backup's mode and mtime, and no stage is left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_into_an_empty_directory_moves_the_finished_tree_in() {
     let test = TestRepo::new(StoreKind::LocalDir, false).await;
@@ -221,10 +220,9 @@ async fn a_restore_into_an_empty_directory_moves_the_finished_tree_in() {
 
     let target = test.scratch("target");
     set_mode(&target, 0o700);
-    std::fs::write(target.join("cache.tmp"), b"left alone").unwrap();
     let plan = test
         .repo
-        .restore_tree_excluding(&manifest, "files:data", &target, &["*.tmp".into()])
+        .restore_tree(&manifest, "files:data", &target)
         .await
         .unwrap();
     assert_eq!(
@@ -232,10 +230,7 @@ async fn a_restore_into_an_empty_directory_moves_the_finished_tree_in() {
         (0, 0),
         "{plan:?}"
     );
-    assert_eq!(
-        std::fs::read(target.join("cache.tmp")).unwrap(),
-        b"left alone"
-    );
+    assert_same_tree(&source, &target);
     let mtime = |p: &Path| {
         let m = std::fs::metadata(p).unwrap();
         (m.mtime(), m.mtime_nsec())
@@ -245,8 +240,6 @@ async fn a_restore_into_an_empty_directory_moves_the_finished_tree_in() {
         mtime(&source),
         "the root's mtime is set after the stage is gone"
     );
-    std::fs::remove_file(target.join("cache.tmp")).unwrap();
-    assert_same_tree(&source, &target);
     let root_mode = std::fs::metadata(&target).unwrap().permissions().mode();
     assert_eq!(root_mode & 0o7777, 0o750);
     let hard = std::fs::metadata(target.join("hard-1")).unwrap();
@@ -264,6 +257,57 @@ async fn a_restore_into_an_empty_directory_moves_the_finished_tree_in() {
         .unwrap();
     assert_eq!(again.files_to_write, 0, "{again:?}");
     assert_same_tree(&source, &target);
+}
+
+/// A tree of more entries than one batch of the streamed restore: directories
+/// whose subtrees span batches get their own mode and mtime, a hard link finds its
+/// file written batches earlier, and the plan counts every entry once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_larger_than_a_batch_restores_whole() {
+    let test = TestRepo::new(StoreKind::LocalDir, false).await;
+    let source = test.scratch("source");
+    for d in 0..3 {
+        let dir = source.join(format!("d{d}/deep/deeper"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..3000 {
+            std::fs::write(dir.join(format!("f{f:04}")), format!("{d}-{f}")).unwrap();
+        }
+    }
+    std::fs::hard_link(
+        source.join("d0/deep/deeper/f0000"),
+        source.join("d2/deep/deeper/zz-link"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../d0", source.join("a-link")).unwrap();
+    // The tree ends deep inside d2: directories still open at its end.
+    for (i, dir) in [
+        "d0/deep/deeper",
+        "d0/deep",
+        "d0",
+        "d1/deep",
+        "d2",
+        "d2/deep",
+        "d2/deep/deeper",
+    ]
+    .iter()
+    .enumerate()
+    {
+        set_mode(&source.join(dir), 0o751 - i as u32);
+        set_mtime(&source.join(dir), 1_500_000_000 + i as i64, 7);
+    }
+    let manifest = backup_dir(&test.repo, "live", "first", &source, None).await;
+    let target = test.dir.path().join("restored");
+    let plan = test
+        .repo
+        .restore_tree(&manifest, "files:data", &target)
+        .await
+        .unwrap();
+    // The root, 9 directories, 9,000 files, a hard link and a symlink.
+    assert_eq!(plan.entries, 1 + 9 + 9000 + 2, "{plan:?}");
+    assert_eq!(plan.files_to_write, 9000, "{plan:?}");
+    assert_same_tree(&source, &target);
+    let link = std::fs::metadata(target.join("d2/deep/deeper/zz-link")).unwrap();
+    assert_eq!(link.nlink(), 2);
 }
 
 /// A kept file whose owner is corrected keeps its setuid bit: chown clears it, so

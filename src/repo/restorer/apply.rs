@@ -1,11 +1,11 @@
 //! Step 3 of a restore: put every staged entry in place, once every byte is staged
-//! and checked. Two ways, after the stage's layout (`stage.rs`):
-//! - numbered (a target with entries): remove extra paths, create directories,
-//!   rename staged entries onto their paths (given their owner, mode, xattrs and
-//!   mtime first), then directory metadata deepest first (creating entries changes a
-//!   directory's mtime);
-//! - tree (an empty target): links and metadata inside the stage, directories
-//!   deepest first, then each top-level entry moved into the target.
+//! and checked.
+//! - Into a target with entries ([`apply`], numbered stage): remove extra paths,
+//!   create directories, rename staged entries onto their paths (given their owner,
+//!   mode, xattrs and mtime first), then directory metadata deepest first (creating
+//!   entries changes a directory's mtime), the target's own last.
+//! - Into an empty target (tree stage, `streamed.rs`): [`finish_in_stage`] makes
+//!   each batch's links and gives its files of several chunks their metadata.
 //!
 //! Owners are restored by name when the name exists on this host, else by id (as tar
 //! does), and only when running as root.
@@ -13,39 +13,49 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use super::restoring::Restoring;
-use super::stage::{Layout, written_whole};
+use super::stage::written_whole;
 use crate::repo::RepoError;
-use crate::repo::metadata;
+use crate::repo::metadata::{self, Owners};
 use crate::repo::pinned::{Node, Pinned, Place, Resolver};
-use crate::repo::tree::EntryKind;
+use crate::repo::tree::{Entry, EntryKind};
 
-/// Puts everything in place. Every target path goes through a [`Resolver`]
-/// (`pinned.rs`): none can be redirected. Errors name the path under the target, as
-/// people know it.
+/// Puts everything in place (numbered stage). Every target path goes through a
+/// [`Resolver`] (`pinned.rs`): none can be redirected. Errors name the path under the
+/// target, as people know it.
 pub(super) fn apply(restoring: &Restoring, root: &Pinned) -> Result<(), RepoError> {
     let mut resolver = Resolver::new(root);
-    match restoring.stage.layout {
-        Layout::Numbered => replace_in_target(restoring, &mut resolver)?,
-        Layout::Tree => move_tree_in(restoring, root)?,
-    }
-    // The target itself: last, as everything put in it (and removing the stage)
-    // changed its mtime.
+    replace_in_target(restoring, &mut resolver)?;
     restoring.stage.remove();
-    let (entry, owners) = (&restoring.work.entries[0], &restoring.owners);
-    place(&mut resolver, &entry.path)?
-        .node()
-        .and_then(|node| metadata::set(&node, entry, owners, true))
-        .map_err(restoring.io(0))
+    let root_entry = &restoring.work.entries[0];
+    set_root_metadata(root, root_entry, &restoring.owners, &restoring.target)
 }
 
-/// Tree layout: finishes the tree inside the stage (files of several chunks, links,
-/// directories deepest first), then moves each top-level entry into the target, never
-/// over something there (another writer's).
-fn move_tree_in(restoring: &Restoring, root: &Pinned) -> Result<(), RepoError> {
+/// The target's own metadata: last, as everything put in it (and removing the
+/// stage) changed its mtime.
+pub(super) fn set_root_metadata(
+    root: &Pinned,
+    entry: &Entry,
+    owners: &Owners,
+    target: &Path,
+) -> Result<(), RepoError> {
+    Resolver::new(root)
+        .place(b"")
+        .and_then(|place| place.node())
+        .and_then(|node| metadata::set(&node, entry, owners, true))
+        .map_err(|e| RepoError::io(target, e))
+}
+
+/// Tree stage: gives the batch's files of several chunks their metadata (the others
+/// got theirs when written) and makes its symlinks, fifos and hard links, inside the
+/// private stage. A hard link's first name is reached one directory at a time
+/// without following symlinks: the tree's own symlinks are in the stage too.
+pub(super) fn finish_in_stage(restoring: &Restoring) -> Result<(), RepoError> {
     let (work, stage, owners) = (&restoring.work, &restoring.stage, &restoring.owners);
-    for (index, entry) in work.entries.iter().enumerate().skip(1) {
+    let mut within = Resolver::new(&stage.dir);
+    for (index, entry) in work.entries.iter().enumerate() {
         let io = restoring.io(index);
         let name = stage.name_of(index, entry);
         let fresh_metadata = || {
@@ -61,34 +71,10 @@ fn move_tree_in(restoring: &Restoring, root: &Pinned) -> Result<(), RepoError> {
                 fresh_metadata().map_err(io)?;
             }
             EntryKind::Hardlink => {
-                let first = OsStr::from_bytes(entry.target.as_deref().unwrap_or_default());
-                stage.dir.hard_link(first, &name).map_err(io)?;
-            }
-        }
-    }
-    // Directories below the top level, deepest first (entries made in a directory
-    // change its mtime).
-    for (index, entry) in work.entries.iter().enumerate().skip(1).rev() {
-        if entry.kind == EntryKind::Dir && entry.path.contains(&b'/') {
-            let node = stage.dir.node(&stage.name_of(index, entry));
-            node.and_then(|node| metadata::set(&node, entry, owners, true))
-                .map_err(restoring.io(index))?;
-        }
-    }
-    // A top-level directory is moved while still our private 0700 one (moving a
-    // directory needs write access to it), then given its metadata through a
-    // descriptor opened before the move: it cannot be swapped meanwhile.
-    for (index, entry) in work.entries.iter().enumerate().skip(1) {
-        if !entry.path.contains(&b'/') {
-            let io = restoring.io(index);
-            let name = stage.name_of(index, entry);
-            let node = match entry.kind {
-                EntryKind::Dir => Some(stage.dir.node(&name).map_err(&io)?),
-                _ => None,
-            };
-            stage.dir.move_new(&name, root).map_err(&io)?;
-            if let Some(node) = node {
-                metadata::set(&node, entry, owners, true).map_err(io)?;
+                let first = within.place(entry.target.as_deref().unwrap_or_default());
+                first
+                    .and_then(|first| first.link_to(&stage.dir, &name))
+                    .map_err(io)?;
             }
         }
     }

@@ -52,6 +52,18 @@ pub(super) struct Work {
     pub(super) remove: Vec<Vec<u8>>,
 }
 
+impl Work {
+    /// Entries written into an empty target: all created, nothing there before.
+    pub(super) fn fresh(entries: Vec<Entry>) -> Work {
+        Work {
+            create: vec![true; entries.len()],
+            entries,
+            existing: HashMap::new(),
+            remove: Vec::new(),
+        }
+    }
+}
+
 impl Repository {
     /// Plans restoring `part` into `target` and locates every chunk the plan needs.
     pub(super) async fn prepare(
@@ -69,7 +81,17 @@ impl Repository {
             tokio::task::spawn_blocking(move || plan_work(&repo, &record, &target, &exclude))
                 .await
                 .map_err(|e| RepoError::Pipeline(e.to_string()))??;
-        // Locate every distinct chunk needed, in one pass over the catalog.
+        let chunks = self.locate_needed(&work, part).await?;
+        let plan = RestorePlan::of(&work, &chunks);
+        Ok((work, plan, chunks))
+    }
+
+    /// Locates every distinct chunk the files to write need, in batched catalog reads.
+    pub(super) async fn locate_needed(
+        &self,
+        work: &Work,
+        part: &str,
+    ) -> Result<Vec<(Id, PackEntry)>, RepoError> {
         let mut needed: Vec<Id> = work
             .entries
             .iter()
@@ -89,10 +111,17 @@ impl Repository {
                 .ok_or_else(|| RepoError::UnknownChunk { chunk: id.to_hex() }.in_part(part))?;
             chunks.push((location.pack, location.entry));
         }
-        let plan = RestorePlan {
+        Ok(chunks)
+    }
+}
+
+impl RestorePlan {
+    /// The figures of `work`, whose files need `chunks`.
+    pub(super) fn of(work: &Work, chunks: &[(Id, PackEntry)]) -> RestorePlan {
+        RestorePlan {
             entries: work.entries.len() as u64,
-            files_to_write: count_files(&work, true),
-            files_to_keep: count_files(&work, false),
+            files_to_write: count_files(work, true),
+            files_to_keep: count_files(work, false),
             paths_to_remove: work.remove.len() as u64,
             bytes_to_write: work
                 .entries
@@ -102,8 +131,17 @@ impl Repository {
                 .map(|(e, _)| e.data_len())
                 .sum(),
             bytes_to_fetch: chunks.iter().map(|(_, e)| u64::from(e.length)).sum(),
-        };
-        Ok((work, plan, chunks))
+        }
+    }
+
+    /// Adds the figures of another batch of the same restore.
+    pub(super) fn add(&mut self, other: &RestorePlan) {
+        self.entries += other.entries;
+        self.files_to_write += other.files_to_write;
+        self.files_to_keep += other.files_to_keep;
+        self.paths_to_remove += other.paths_to_remove;
+        self.bytes_to_write += other.bytes_to_write;
+        self.bytes_to_fetch += other.bytes_to_fetch;
     }
 }
 

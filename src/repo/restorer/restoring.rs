@@ -6,6 +6,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::plan::Work;
@@ -22,7 +23,8 @@ pub(super) type ChunkTargets = HashMap<Id, Vec<(usize, u64)>>;
 /// What the threads writing fetched chunks share with the apply step.
 pub(super) struct Restoring {
     pub(super) work: Work,
-    pub(super) stage: Stage,
+    /// Shared by the batches of a streamed restore.
+    pub(super) stage: Arc<Stage>,
     pub(super) owners: Owners,
     /// The target as people know it, for error lines.
     pub(super) target: PathBuf,

@@ -9,11 +9,12 @@
 //! - **Numbered**, into a target that has entries (a delta restore): each entry is
 //!   staged under its number (`3/3172`, 1024 to a directory) and renamed onto its
 //!   path by `apply.rs`, replacing what is there.
-//! - **Tree**, into a new or empty target: there is nothing to replace, so the stage
-//!   holds the backup's tree itself, each entry at its own path and given its
-//!   metadata there, and the target receives each top-level entry in one rename.
-//!   That spares a rename and a second open per file (issue 16: restic's count of
-//!   system calls per restored file), and still shows nothing half written.
+//! - **Tree**, into a new or empty target (`streamed.rs`): there is nothing to
+//!   replace, so the stage holds the backup's tree itself, each entry at its own
+//!   path and given its metadata there, and the target receives each top-level
+//!   entry in one rename. That spares a rename and a second open per file (issue
+//!   16: restic's count of system calls per restored file), and still shows
+//!   nothing half written.
 //!
 //! Either way a file that is one chunk is created by that chunk's write and given
 //! its metadata through the same descriptor ([`written_whole`]).
@@ -144,8 +145,8 @@ impl Stage {
         if self.layout != Layout::Tree {
             return Ok(());
         }
-        let dirs = entries.iter().enumerate().skip(1);
-        for (index, dir) in dirs.filter(|(_, e)| e.kind == EntryKind::Dir) {
+        let dirs = entries.iter().enumerate();
+        for (index, dir) in dirs.filter(|(_, e)| e.kind == EntryKind::Dir && !e.path.is_empty()) {
             self.dir
                 .mkdir(OsStr::from_bytes(&dir.path))
                 .map_err(|e| (index, e))?;
