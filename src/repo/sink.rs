@@ -1,6 +1,7 @@
 //! The producers' end of the write pipeline (see `writer.rs`): a [`ChunkSink`]
-//! hashes each chunk and looks it up, first in this write's own set, then in the
-//! catalog's chunk index; only new chunks travel on to the compressors. The sink is
+//! hashes each chunk and looks it up, first in this write's own set of new chunks
+//! not indexed yet, then in the catalog's chunk index; only new chunks travel on to
+//! the compressors. The sink is
 //! cloned into each producer thread (`archiver.rs` for trees, the stream reader in
 //! `writer.rs`); a producer stops with a `ProduceError` when its input or the
 //! repository fails, or when the write is cancelled.
@@ -44,11 +45,12 @@ impl ChunkSink {
         catalog: Catalog,
         queue: crossbeam_channel::Sender<PendingChunk>,
         cancel: CancellationToken,
+        seen: Arc<Mutex<HashSet<Id>>>,
     ) -> Self {
         ChunkSink {
             keys,
             catalog,
-            seen: Arc::new(Mutex::new(HashSet::new())),
+            seen,
             queue,
             cancel,
             progress: Arc::new(AtomicU64::new(0)),
@@ -71,8 +73,14 @@ impl ChunkSink {
             self.progress
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
         }
-        if !self.seen.lock().expect("dedup set lock").insert(id) || self.catalog.has_chunk(&id)? {
+        // The set holds only new chunks not indexed yet (the writer takes them out as
+        // it indexes them): it follows what the write adds, not what it reads.
+        let seen = |id| self.seen.lock().expect("dedup set lock").contains(&id);
+        if seen(id) || self.catalog.has_chunk(&id)? {
             return Ok(id);
+        }
+        if !self.seen.lock().expect("dedup set lock").insert(id) {
+            return Ok(id); // another producer queued it meanwhile
         }
         let pending = PendingChunk {
             id,

@@ -17,6 +17,9 @@
 //! dropping the writer) deletes the packs this write uploaded, and prune reclaims what
 //! a crash leaves. If any stage fails, the channels close and every stage stops.
 
+mod indexer;
+
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -32,7 +35,6 @@ use super::archiver::{self, TreeOptions};
 use super::chunker::Chunker;
 use super::crypto::Keys;
 use super::id::Id;
-use super::index::IndexObject;
 use super::lock::WriterLock;
 use super::manifest::{
     BackupMeta, MANIFEST_FORMAT, Manifest, PartLayout, PartRecord, new_backup_id,
@@ -42,10 +44,7 @@ use super::phases::PhaseTimer;
 use super::readahead::ReadAhead;
 use super::sink::{ChunkSink, PendingChunk, ProduceError};
 use super::{RepoError, Repository, checked_name, pack_key};
-use crate::store::Store;
-
-/// The packs a write uploaded, with the chunks each holds.
-type UploadedPacks = Vec<(Id, Vec<PackEntry>)>;
+use indexer::{FLUSH_CHUNKS, Indexer, UploadedPacks};
 
 /// Chunks waiting for a compressor: a few per core keeps both busy without hoarding.
 const CHUNK_QUEUE: usize = 4;
@@ -65,17 +64,14 @@ pub struct BackupWriter {
     sink: Option<ChunkSink>,
     compressors: Vec<JoinHandle<()>>,
     packer: tokio::task::JoinHandle<Result<UploadedPacks, RepoError>>,
-    uploaded: Arc<Mutex<Vec<Id>>>,
+    /// Indexes the uploaded packs, during the write and at its commit.
+    indexer: Arc<Indexer>,
     lock: Option<WriterLock>,
     drained: bool,
     parts: Vec<PartRecord>,
     /// Per part, the bytes its new chunks took once encoded (final after the drain).
     stored: Vec<Arc<AtomicU64>>,
     created: chrono::DateTime<Utc>,
-    /// Until when its packs and index object are locked (Object Lock), if they are.
-    shared_until: Option<chrono::DateTime<Utc>>,
-    /// Where packs and the index object go (locked until `shared_until`).
-    shared: Store,
 }
 
 impl Repository {
@@ -114,35 +110,40 @@ impl Repository {
                     .expect("spawning a compressor thread")
             })
             .collect();
-        let uploaded = Arc::new(Mutex::new(Vec::new()));
+        // Until when its packs and index objects are locked (Object Lock), if they are.
         let shared_until = self.shared_retention(expires);
         let shared = self.store_retaining(shared_until.map(|until| (until, false)));
+        let seen = Arc::new(Mutex::new(HashSet::new()));
+        let indexer = Arc::new(Indexer::new(
+            self.clone(),
+            shared,
+            shared_until,
+            seen.clone(),
+        ));
         let packer = tokio::spawn(pack_loop(
-            shared.clone(),
+            indexer.clone(),
             self.keys().clone(),
             self.config().pack_size as usize,
             blob_rx,
-            uploaded.clone(),
         ));
         let sink = ChunkSink::new(
             self.keys().clone(),
             self.catalog().clone(),
             chunk_tx,
             cancel,
+            seen,
         );
         Ok(BackupWriter {
             repo: self.clone(),
             sink: Some(sink),
             compressors,
             packer,
-            uploaded,
+            indexer,
             lock: Some(lock),
             drained: false,
             parts: Vec::new(),
             stored: Vec::new(),
             created: Utc::now(),
-            shared_until,
-            shared,
         })
     }
 }
@@ -315,22 +316,8 @@ impl BackupWriter {
             part.stored = stored.load(Ordering::Relaxed);
         }
         if !packs.is_empty() {
-            let index = IndexObject { packs };
-            let bytes = index.encode(self.repo.keys());
-            let key = format!("index/{}", Id::hash(&bytes).to_hex());
-            self.shared.put(&key, Bytes::from(bytes)).await?;
-            phases.lap("index object");
-            let mut written: Vec<String> = index.packs.iter().map(|(id, _)| pack_key(id)).collect();
-            written.push(key);
-            self.repo
-                .record_shared_locks(written, self.shared_until)
-                .await?;
-            // Only now may later writes deduplicate against these chunks.
-            self.repo
-                .catalog()
-                .blocking(move |c| c.add_packs(index.packs.iter().map(|(id, e)| (id, &e[..]))))
-                .await?;
-            phases.lap("catalog index");
+            self.indexer.index(packs).await?;
+            phases.lap("index");
         }
         // Everything this backup reuses stays locked as long as it (Object Lock).
         let lengthened = self.repo.lengthen_shared_locks(meta.expires).await?;
@@ -339,7 +326,11 @@ impl BackupWriter {
         }
         // From here the packs are indexed, and later writes may rely on them: a failure
         // must leave them for prune (which knows what is referenced), not delete them.
-        self.uploaded.lock().expect("upload list lock").clear();
+        self.indexer
+            .uploaded
+            .lock()
+            .expect("upload list lock")
+            .clear();
         let manifest = Manifest {
             format: MANIFEST_FORMAT,
             id: new_backup_id(self.created),
@@ -381,12 +372,7 @@ impl BackupWriter {
     }
 
     async fn delete_uploaded(&self) {
-        let packs = std::mem::take(&mut *self.uploaded.lock().expect("upload list lock"));
-        for pack in packs {
-            if let Err(e) = self.repo.store().delete(&pack_key(&pack)).await {
-                tracing::warn!(pack = %pack, error = %e, "could not delete a pack of a failed backup; prune will");
-            }
-        }
+        self.indexer.delete_unindexed().await;
     }
 }
 
@@ -413,12 +399,12 @@ fn compress_loop(
 }
 
 async fn pack_loop(
-    store: Store,
+    indexer: Arc<Indexer>,
     keys: Keys,
     pack_size: usize,
     mut rx: mpsc::Receiver<EncodedChunk>,
-    uploaded: Arc<Mutex<Vec<Id>>>,
-) -> Result<Vec<(Id, Vec<PackEntry>)>, RepoError> {
+) -> Result<UploadedPacks, RepoError> {
+    let store = indexer.shared.clone();
     // Packs uploading at once: overlaps network latency; memory stays bounded by
     // the store's pack budget (`Store::packs_in_flight`).
     let slots = Arc::new(Semaphore::new(store.packs_in_flight(pack_size as u64)));
@@ -446,12 +432,14 @@ async fn pack_loop(
             while let Some(finished) = uploads.try_join_next() {
                 done.push(upload_result(finished)?);
             }
-            let (store, uploaded) = (store.clone(), uploaded.clone());
+            if done.iter().map(|(_, chunks)| chunks.len()).sum::<usize>() >= FLUSH_CHUNKS {
+                indexer.flush(std::mem::take(&mut done)).await?;
+            }
+            let (store, indexer) = (store.clone(), indexer.clone());
             uploads.spawn(async move {
                 let _permit = permit;
                 let key = pack_key(&pack.id);
-                // Recorded before the put: a put that fails midway may still leave it.
-                uploaded.lock().expect("upload list lock").push(pack.id);
+                indexer.record_upload(pack.id);
                 store.put(&key, Bytes::from(pack.bytes)).await?;
                 Ok::<_, RepoError>((pack.id, pack.entries))
             });

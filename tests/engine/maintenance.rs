@@ -447,3 +447,43 @@ async fn a_store_that_lost_its_repository_is_an_error_never_a_new_repository() {
     );
     assert!(!store_dir.exists(), "a new repository was made");
 }
+
+/// A write of more new chunks than it indexes at once (65,536) indexes them as it
+/// goes: one backup leaves several index objects, the catalog owes a sweep from the
+/// first early index on (a write failing after it must leave its packs to prune), the
+/// next prune marks, deletes nothing and clears it, and the backup restores whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_write_indexes_as_it_goes_and_the_next_prune_marks() {
+    let t = TestRepo::new(StoreKind::LocalDir, false).await;
+    let source = t.scratch("source");
+    for d in 0..70 {
+        let dir = source.join(format!("d{d:02}"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in 0..1000 {
+            // Incompressible, so the test repository's 1 MiB packs fill: chunks are
+            // indexed early as packs complete.
+            let content = pseudo_random(200, d * 1000 + f + 1);
+            std::fs::write(dir.join(format!("{f}")), content).unwrap();
+        }
+    }
+    let manifest = backup_dir(&t.repo, "live", "large", &source, None).await;
+    let index_objects = t.root.scoped(HOST).list("index").await.unwrap().len();
+    assert!(index_objects >= 2, "{index_objects} index objects");
+
+    let report = t.repo.prune(&[]).await.unwrap();
+    assert!(
+        report.marked,
+        "a sweep is owed after an early index: {report:?}"
+    );
+    assert_eq!(report.packs_deleted, 0, "{report:?}");
+    let again = t.repo.prune(&[]).await.unwrap();
+    assert!(!again.marked, "the prune that marked cleared it: {again:?}");
+
+    let restored = t.dir.path().join("restored");
+    t.repo
+        .restore_tree(&manifest, "files:data", &restored)
+        .await
+        .unwrap();
+    assert_same_tree(&source, &restored);
+    assert_verifies(&t.repo).await;
+}
