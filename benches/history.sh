@@ -40,15 +40,9 @@ for tool in python3 sqlite3 jq; do
   command -v $tool >/dev/null || die "$tool is needed"
 done
 
-if [[ -n ${ENVSNAP_BIN:-} ]]; then
-  BIN=$(cd "$ENVSNAP_BIN" && pwd)
-else
-  log "building envsnapd and envsnapctl (cargo build --release --bins)"
-  (cd "$REPO_ROOT" && cargo build --release --bins --quiet) || die "cargo build failed"
-  BIN=$REPO_ROOT/target/release
-fi
-for tool in envsnapd envsnapctl; do [[ -x $BIN/$tool ]] || die "no $BIN/$tool"; done
-CTL=$BIN/envsnapctl
+# shellcheck source=benches/bins.sh
+source "$REPO_ROOT/benches/bins.sh"
+release_bins
 
 # shellcheck source=benches/dataset.sh
 source "$REPO_ROOT/benches/dataset.sh"
@@ -105,7 +99,7 @@ for line in sys.stdin:
             if key not in out:
                 out[key] = float(ms)
 want = ["backup:parent", "backup.lock:wait for prune", "backup:parts", "backup:commit",
-        "backup.commit:catalog index", "retention:total", "prune:mark", "prune:store index"]
+        "backup.commit:index", "retention:total", "prune:mark", "prune:store index"]
 print(" ".join(k.replace(" ", "_") + "=" + str(out.get(k, "")) for k in want))
 '
 }
