@@ -58,14 +58,9 @@ wait_port() { # PORT WHAT
 now_ms() { date +%s%3N; }
 cpu_ms() { awk '{ print ($14 + $15) * 10 }' "/proc/$1/stat"; }   # utime + stime, 100 Hz
 
-if [[ -n ${ENVSNAP_BIN:-} ]]; then
-  BIN=$(cd "$ENVSNAP_BIN" && pwd)
-else
-  log "building envsnapd and envsnapctl (cargo build --release --bins)"
-  (cd "$REPO_ROOT" && cargo build --release --bins --quiet) || die "cargo build failed"
-  BIN=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release
-fi
-for tool in envsnapd envsnapctl; do [[ -x $BIN/$tool ]] || die "no $BIN/$tool"; done
+# shellcheck source=benches/bins.sh
+source "$REPO_ROOT/benches/bins.sh"
+release_bins
 
 # shellcheck source=benches/dataset.sh
 source "$REPO_ROOT/benches/dataset.sh"
