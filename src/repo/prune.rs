@@ -42,7 +42,7 @@ use super::rebuild::StoreIndex;
 use super::{RepoError, Repository, pack_key};
 
 /// Under Object Lock, index objects are merged once there are more than this many
-/// (each backup writes one): prune's reads stay bounded, and the locked copies a
+/// (each backup writes one, a large one one per 65,536 new chunks): prune's reads stay bounded, and the locked copies a
 /// merge leaves behind stay few.
 const MERGE_LOCKED_INDEX_ABOVE: usize = 16;
 

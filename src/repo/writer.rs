@@ -12,10 +12,12 @@
 //! flat whatever the data size, and the slowest stage sets the pace.
 //!
 //! [`BackupWriter::commit`] drains the pipeline, then writes the index object, adds
-//! the new chunks to the catalog's index, and writes the manifest last. Any failure
-//! before the manifest leaves only unreferenced objects; [`BackupWriter::abort`] (or
-//! dropping the writer) deletes the packs this write uploaded, and prune reclaims what
-//! a crash leaves. If any stage fails, the channels close and every stage stops.
+//! the new chunks to the catalog's index, and writes the manifest last (a large write
+//! also indexes as it goes: `writer/indexer.rs`). Any failure before the manifest
+//! leaves only unreferenced objects; a failed commit or [`BackupWriter::abort`]
+//! deletes the packs this write uploaded and did not index, and owes prune a sweep
+//! for those it did; prune reclaims what a crash leaves. If any stage fails, the
+//! channels close and every stage stops.
 
 mod indexer;
 
@@ -286,6 +288,9 @@ impl BackupWriter {
         for handle in self.compressors.drain(..) {
             let joined = tokio::task::spawn_blocking(move || handle.join()).await;
             if !matches!(joined, Ok(Ok(()))) {
+                // The packer must be stopped before anyone cleans up: it may index.
+                self.packer.abort();
+                let _ = (&mut self.packer).await;
                 return Err(RepoError::Pipeline("a compressor thread panicked".into()));
             }
         }
@@ -324,13 +329,6 @@ impl BackupWriter {
         if lengthened > 0 {
             phases.lap("lengthen locks");
         }
-        // From here the packs are indexed, and later writes may rely on them: a failure
-        // must leave them for prune (which knows what is referenced), not delete them.
-        self.indexer
-            .uploaded
-            .lock()
-            .expect("upload list lock")
-            .clear();
         let manifest = Manifest {
             format: MANIFEST_FORMAT,
             id: new_backup_id(self.created),
@@ -344,15 +342,9 @@ impl BackupWriter {
         let key = manifest.key();
         let retention = self.repo.backup_retention(&manifest);
         let store = self.repo.store_retaining(retention);
-        if let Err(e) = store.put(&key, Bytes::from(sealed)).await {
-            // The packs stay, indexed, with no backup referring to them: only the
-            // next prune's mark can tell.
-            let owed = self.repo.catalog().blocking(|c| c.owe_sweep()).await;
-            if let Err(owing) = owed {
-                tracing::warn!(error = %owing, "cannot record that prune owes a sweep");
-            }
-            return Err(e.into());
-        }
+        // On failure the packs stay, indexed, with no backup referring to them: the
+        // failed commit owes the next prune a sweep (`Indexer::delete_unindexed`).
+        store.put(&key, Bytes::from(sealed)).await?;
         phases.lap("manifest");
         // The backup is durable now: a failure here only costs a question to the
         // store when this backup is deleted.

@@ -161,10 +161,21 @@ impl Repository {
     ) -> Result<RestorePlan, RepoError> {
         let made = !target.exists();
         std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
-        let restored = self.stream_into(record, target).await;
-        if restored.is_err() && made {
-            let _ = std::fs::remove_dir(target);
-        }
+        let root = Pinned::target(target).map_err(|e| RepoError::io(target, e))?;
+        let stage = Arc::new(Stage::create(&root, target, Layout::Tree)?);
+        let restored = self.stream_into(record, target, root, stage.clone()).await;
+        // The last reference removes the stage (`Stage`), which after a failure may
+        // hold a whole tree: on a blocking thread.
+        let target = target.to_path_buf();
+        let failed = restored.is_err();
+        tokio::task::spawn_blocking(move || {
+            drop(stage);
+            if failed && made {
+                let _ = std::fs::remove_dir(&target);
+            }
+        })
+        .await
+        .map_err(pipeline)?;
         restored
     }
 
@@ -172,9 +183,9 @@ impl Repository {
         &self,
         record: &PartRecord,
         target: &Path,
+        root: Pinned,
+        stage: Arc<Stage>,
     ) -> Result<RestorePlan, RepoError> {
-        let root = Pinned::target(target).map_err(|e| RepoError::io(target, e))?;
-        let stage = Arc::new(Stage::create(&root, target, Layout::Tree)?);
         let reading = Arc::new(Mutex::new(Reading {
             entries: TreeEntries::open(self, record)?,
             walk: Walk::new(&record.part),

@@ -40,6 +40,8 @@ pub(super) struct Indexer {
     pub(super) uploaded: Mutex<Vec<Id>>,
     /// Whether packs were indexed before the commit.
     flushed: Mutex<bool>,
+    /// Whether any pack was indexed: a write failing afterwards owes prune a sweep.
+    indexed: Mutex<bool>,
 }
 
 impl Indexer {
@@ -56,6 +58,7 @@ impl Indexer {
             seen,
             uploaded: Mutex::new(Vec::new()),
             flushed: Mutex::new(false),
+            indexed: Mutex::new(false),
         }
     }
 
@@ -75,12 +78,7 @@ impl Indexer {
             .iter()
             .flat_map(|(_, entries)| entries.iter().map(|e| e.id))
             .collect();
-        let packed: HashSet<Id> = packs.iter().map(|(id, _)| *id).collect();
         self.index(packs).await?;
-        self.uploaded
-            .lock()
-            .expect("upload list lock")
-            .retain(|id| !packed.contains(id));
         let mut seen = self.seen.lock().expect("dedup set lock");
         for id in ids {
             seen.remove(&id);
@@ -90,7 +88,10 @@ impl Indexer {
 
     /// Writes an index object for `packs`, records their locks, and adds their
     /// chunks to the catalog: only now may later writes deduplicate against them.
+    /// Once the chunks are in the catalog the packs are no longer this write's to
+    /// delete: later writes may rely on them.
     pub(super) async fn index(&self, packs: UploadedPacks) -> Result<(), RepoError> {
+        let packed: HashSet<Id> = packs.iter().map(|(id, _)| *id).collect();
         let index = IndexObject { packs };
         let bytes = index.encode(self.repo.keys());
         let key = format!("index/{}", Id::hash(&bytes).to_hex());
@@ -104,11 +105,24 @@ impl Indexer {
             .catalog()
             .blocking(move |c| c.add_packs(index.packs.iter().map(|(id, e)| (id, &e[..]))))
             .await?;
+        *self.indexed.lock().expect("indexed flag lock") = true;
+        self.uploaded
+            .lock()
+            .expect("upload list lock")
+            .retain(|id| !packed.contains(id));
         Ok(())
     }
 
-    /// Deletes the packs uploaded and not indexed (nothing can refer to them).
+    /// After a failed write: deletes the packs uploaded and not indexed (nothing can
+    /// refer to them), and owes prune a sweep for those indexed (nothing may refer
+    /// to them either, but only a mark can tell).
     pub(super) async fn delete_unindexed(&self) {
+        if *self.indexed.lock().expect("indexed flag lock") {
+            let owed = self.repo.catalog().blocking(|c| c.owe_sweep()).await;
+            if let Err(e) = owed {
+                tracing::warn!(error = %e, "cannot record that prune owes a sweep");
+            }
+        }
         let packs = std::mem::take(&mut *self.uploaded.lock().expect("upload list lock"));
         for pack in packs {
             if let Err(e) = self.repo.store().delete(&pack_key(&pack)).await {
