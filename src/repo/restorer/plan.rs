@@ -5,7 +5,7 @@
 //! failed plan (a damaged tree, an unreadable target, a chunk missing from the
 //! index) leaves the target as it was.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -13,6 +13,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::walk::Walk;
 use crate::repo::archiver::{self, STAGING_PREFIX};
 use crate::repo::id::Id;
 use crate::repo::manifest::{Manifest, PartLayout, PartRecord};
@@ -160,15 +161,6 @@ fn plan_work(
     exclude: &globset::GlobSet,
 ) -> Result<Work, RepoError> {
     let entries = TreeEntries::open(repo, record)?.collect::<Result<Vec<_>, _>>()?;
-    if entries
-        .first()
-        .is_none_or(|e| !e.path.is_empty() || e.kind != EntryKind::Dir)
-    {
-        return Err(RepoError::Corrupt {
-            object: format!("tree of {}", record.part),
-            reason: "does not start with its root".into(),
-        });
-    }
     check_shape(&entries, &record.part)?;
     let by_path: HashMap<&[u8], usize> = entries
         .iter()
@@ -229,55 +221,30 @@ fn plan_work(
     })
 }
 
-/// A tree a restore may trust: strictly in tree order (no duplicates), every entry
-/// inside a directory entry of the tree (so nothing can be written through a symlink
-/// the tree itself creates, e.g. `a -> /etc` followed by `a/passwd`), and every hard
-/// link naming an earlier file.
+/// A tree a restore may trust (see `walk.rs`), and every hard link naming an
+/// earlier file: the whole tree is at hand here, unlike in a streamed restore.
 fn check_shape(entries: &[Entry], part: &str) -> Result<(), RepoError> {
-    let corrupt = |reason: String| RepoError::Corrupt {
-        object: format!("tree of {part}"),
-        reason,
-    };
-    let mut dirs: std::collections::HashSet<&[u8]> = std::collections::HashSet::from([&b""[..]]);
-    let mut files: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
-    for pair in entries.windows(2) {
-        if tree::path_order(&pair[0].path, &pair[1].path) != std::cmp::Ordering::Less {
-            return Err(corrupt(format!(
-                "entries out of order at {:?}",
-                String::from_utf8_lossy(&pair[1].path)
-            )));
-        }
-    }
-    for entry in entries.iter().skip(1) {
-        let name = || String::from_utf8_lossy(&entry.path).into_owned();
-        let parent = entry
-            .path
-            .iter()
-            .rposition(|b| *b == b'/')
-            .map_or(&b""[..], |at| &entry.path[..at]);
-        if !dirs.contains(parent) {
-            return Err(corrupt(format!(
-                "entry {:?} is not inside a directory of the tree",
-                name()
-            )));
-        }
+    let mut walk = Walk::new(part);
+    let mut files: HashSet<&[u8]> = HashSet::new();
+    for entry in entries {
+        walk.step(entry)?;
         match entry.kind {
-            EntryKind::Dir => {
-                dirs.insert(&entry.path);
-            }
             EntryKind::File => {
                 files.insert(&entry.path);
             }
             EntryKind::Hardlink if !files.contains(entry.target.as_deref().unwrap_or_default()) => {
-                return Err(corrupt(format!(
-                    "hard link {:?} does not name an earlier file",
-                    name()
-                )));
+                return Err(RepoError::Corrupt {
+                    object: format!("tree of {part}"),
+                    reason: format!(
+                        "hard link {:?} does not name an earlier file",
+                        String::from_utf8_lossy(&entry.path)
+                    ),
+                });
             }
             _ => {}
         }
     }
-    Ok(())
+    walk.end().map(|_| ())
 }
 
 /// Every path under `target` (relative, tree form), without following symlinks.
