@@ -20,6 +20,7 @@ mod plan;
 mod restoring;
 mod stage;
 mod streamed;
+mod walk;
 
 use std::collections::HashMap;
 use std::path::Path;
