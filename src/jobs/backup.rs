@@ -8,26 +8,31 @@
 //! backup from the list, records the error, and runs the failure hook.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{ActivityEntry, CompletedBackup, JobRecord, PartSize};
-use crate::config::{EnvConfig, PartSource};
+use crate::config::{EnvConfig, PartSource, PartSpec};
 use crate::context::Context;
 use crate::control::protocol::{JobState, Progress};
 use crate::repo::RepoError;
 use crate::repo::archiver::TreeOptions;
 use crate::repo::manifest::{BackupMeta, Manifest};
 use crate::repo::phases::PhaseTimer;
-use crate::repo::writer::BackupWriter;
+use crate::repo::writer::{BackupWriter, PartWriter};
 use crate::sources;
 
 /// How often a running backup publishes its progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Parts written at once: a database dump runs beside a tree walk instead of after
+/// it, and memory stays within two parts' buffers (a stream reads ahead up to 8 MiB,
+/// a chunker holds 16 MiB).
+const PARTS_AT_ONCE: usize = 2;
 
 pub async fn run(ctx: &Arc<Context>, job: &JobRecord, cancel: CancellationToken) {
     let mut phases = PhaseTimer::start("backup.job");
@@ -254,6 +259,8 @@ async fn previous_manifest(ctx: &Arc<Context>, env: &str) -> Option<Manifest> {
         .ok()
 }
 
+/// Writes every part of the environment, [`PARTS_AT_ONCE`] at a time; the first
+/// failure stops the others and is returned with its cause.
 async fn write_parts(
     ctx: &Arc<Context>,
     job: i64,
@@ -263,67 +270,134 @@ async fn write_parts(
     cancel: &CancellationToken,
 ) -> Result<(), RepoError> {
     let parts = env.parts();
-    let mut phases = PhaseTimer::start("backup.part");
-    let counter = writer.progress();
-    let started = std::time::Instant::now();
-    let total = parts.len() as u32;
-    let publish = |part: &str, done: u32| {
-        let bytes = counter.load(Ordering::Relaxed);
-        let rate = (bytes as f64 / started.elapsed().as_secs_f64().max(0.001)) as u64;
-        ctx.runner.set_progress(Progress {
-            job,
-            state: JobState::Running,
-            bytes_done: bytes,
-            parts_done: done,
-            parts_total: total,
-            part: part.to_owned(),
-            rate,
-            limit: ctx.repo.store().limits_now().0,
+    let progress = PartsProgress::new(ctx, job, writer.progress(), parts.len());
+    let written = {
+        // Dropped before `explain`, which drains the pipeline.
+        let part_writer = writer.part_writer()?;
+        part_writer.reserve(parts.iter().map(|p| p.name.as_str()));
+        // Databases start first: a dump is read whole on every backup, while a
+        // tree skips its unchanged files, so a database is usually the longest part.
+        let is_database = |p: &&PartSpec| matches!(p.source, PartSource::Database(_));
+        let databases = parts.iter().filter(is_database);
+        let ordered = databases
+            .chain(parts.iter().filter(|p| !is_database(p)))
+            .map(Ok);
+        let work = futures::stream::iter(ordered).try_for_each_concurrent(PARTS_AT_ONCE, |part| {
+            write_part(ctx, &part_writer, parent, part, cancel, &progress)
         });
-    };
-    for (done, part) in parts.iter().enumerate() {
-        publish(&part.name, done as u32);
         let ticker = async {
             loop {
                 tokio::time::sleep(PROGRESS_EVERY).await;
-                publish(&part.name, done as u32);
-            }
-        };
-        let work = async {
-            match &part.source {
-                PartSource::Tree { path, exclude } => {
-                    let parent = parent.and_then(|m| m.part(&part.name)).cloned();
-                    writer
-                        .add_tree(
-                            &part.name,
-                            path.clone(),
-                            TreeOptions {
-                                parent,
-                                exclude: exclude.clone(),
-                            },
-                        )
-                        .await
-                        .map(|_| ())
-                }
-                PartSource::Database(db) => {
-                    let scratch = ctx.config().daemon.state_dir.join("tmp");
-                    sources::backup_database(writer, &part.name, db, &scratch, cancel)
-                        .await
-                        .map_err(|e| match e {
-                            sources::SourceError::Repo(e) => e,
-                            other => RepoError::Source(other.to_string()).in_part(&part.name),
-                        })
-                }
+                progress.publish();
             }
         };
         tokio::select! {
-            result = work => result?,
+            result = work => result,
             () = ticker => unreachable!("the ticker never ends"),
         }
-        phases.lap(&part.name);
+    };
+    match written {
+        Ok(()) => {
+            progress.publish();
+            Ok(())
+        }
+        Err(e) => Err(writer.explain(e).await),
     }
-    publish("", total);
+}
+
+/// Writes one part: a tree with the parent backup's tree beside it, or a database
+/// through its native dump.
+async fn write_part(
+    ctx: &Arc<Context>,
+    writer: &PartWriter,
+    parent: Option<&Manifest>,
+    part: &PartSpec,
+    cancel: &CancellationToken,
+    progress: &PartsProgress<'_>,
+) -> Result<(), RepoError> {
+    let mut phases = PhaseTimer::start("backup.part");
+    progress.started(&part.name);
+    match &part.source {
+        PartSource::Tree { path, exclude } => {
+            let options = TreeOptions {
+                parent: parent.and_then(|m| m.part(&part.name)).cloned(),
+                exclude: exclude.clone(),
+            };
+            writer.add_tree(&part.name, path.clone(), options).await?;
+        }
+        PartSource::Database(db) => {
+            let scratch = ctx.config().daemon.state_dir.join("tmp");
+            sources::backup_database(writer, &part.name, db, &scratch, cancel)
+                .await
+                .map_err(|e| match e {
+                    sources::SourceError::Repo(e) => e,
+                    other => RepoError::Source(other.to_string()).in_part(&part.name),
+                })?;
+        }
+    }
+    progress.finished(&part.name);
+    phases.lap(&part.name);
     Ok(())
+}
+
+/// A backup's progress across the parts being written side by side.
+struct PartsProgress<'a> {
+    ctx: &'a Arc<Context>,
+    job: i64,
+    bytes: Arc<AtomicU64>,
+    started: std::time::Instant,
+    total: u32,
+    /// Parts done, and the names of those being written.
+    state: Mutex<(u32, Vec<String>)>,
+}
+
+impl<'a> PartsProgress<'a> {
+    fn new(ctx: &'a Arc<Context>, job: i64, bytes: Arc<AtomicU64>, total: usize) -> Self {
+        PartsProgress {
+            ctx,
+            job,
+            bytes,
+            started: std::time::Instant::now(),
+            total: total as u32,
+            state: Mutex::new((0, Vec::new())),
+        }
+    }
+
+    fn started(&self, part: &str) {
+        self.state
+            .lock()
+            .expect("progress lock")
+            .1
+            .push(part.to_owned());
+        self.publish();
+    }
+
+    fn finished(&self, part: &str) {
+        let mut state = self.state.lock().expect("progress lock");
+        state.0 += 1;
+        state.1.retain(|p| p != part);
+        drop(state);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let (done, current) = {
+            let state = self.state.lock().expect("progress lock");
+            (state.0, state.1.join(", "))
+        };
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let rate = (bytes as f64 / self.started.elapsed().as_secs_f64().max(0.001)) as u64;
+        self.ctx.runner.set_progress(Progress {
+            job: self.job,
+            state: JobState::Running,
+            bytes_done: bytes,
+            parts_done: done,
+            parts_total: self.total,
+            part: current,
+            rate,
+            limit: self.ctx.repo.store().limits_now().0,
+        });
+    }
 }
 
 /// Runs `on_success` / `on_failure` (the environment's, else the daemon's).

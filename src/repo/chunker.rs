@@ -5,6 +5,10 @@
 //! repository config: changing them changes every cut point, so they are fixed per
 //! repository.
 //!
+//! [`fixed_chunks`] cuts at fixed offsets instead, for data changed in place in
+//! aligned blocks (database pages), where one changed page would otherwise change
+//! a whole content-defined chunk of about 1 MiB.
+//!
 //! The chunker keeps one reusable buffer of twice the maximum chunk size; it refills
 //! only when less than one maximum chunk is buffered, so each byte is copied at most
 //! once more than it is read.
@@ -149,6 +153,36 @@ impl Chunker {
     }
 }
 
+/// Reads `reader` to its end and hands it to `emit` in pieces of `size` bytes (the
+/// last one may be shorter), in order. Returns the number of bytes read.
+pub fn fixed_chunks<R: Read, E: From<io::Error>>(
+    mut reader: R,
+    size: usize,
+    mut emit: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<u64, E> {
+    let mut buffer = vec![0u8; size.max(1)];
+    let mut total = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            match reader.read(&mut buffer[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if filled == 0 {
+            return Ok(total);
+        }
+        total += filled as u64;
+        emit(&buffer[..filled])?;
+        if filled < buffer.len() {
+            return Ok(total);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +265,25 @@ mod tests {
             })
             .unwrap();
         assert_eq!(pushed, chunks_of(&data));
+    }
+
+    #[test]
+    fn fixed_chunks_cut_at_every_size_bytes() {
+        let data = pseudo_random(10_000, 4);
+        let mut pieces = Vec::new();
+        // A reader returning short reads must not move the cuts.
+        let reader = io::BufReader::with_capacity(777, &data[..]);
+        let total = fixed_chunks::<_, io::Error>(reader, 4096, |c| {
+            pieces.push(c.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(total, 10_000);
+        let lengths: Vec<usize> = pieces.iter().map(Vec::len).collect();
+        assert_eq!(lengths, [4096, 4096, 1808]);
+        assert_eq!(pieces.concat(), data);
+        let none = fixed_chunks::<_, io::Error>(&[][..], 4096, |_| panic!("no data"));
+        assert_eq!(none.unwrap(), 0);
     }
 
     #[test]

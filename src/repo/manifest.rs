@@ -4,6 +4,12 @@
 //! (name, version, trigger, user, times, expiry) and lists its parts with the chunk ids
 //! of their content (stream parts) or of their serialized tree (tree parts). Its
 //! presence means every object it needs was durable before it was written.
+//!
+//! A stream cut into many small chunks (a SQLite database, page by page) would make a
+//! manifest grow with the database, so its part is *listed*: `chunks` name chunks
+//! holding the list of its content's chunk ids (`reader::stream_chunks`). Listed
+//! parts came with format 2; a manifest without one is still written as format 1,
+//! which older envsnap reads.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,8 +18,10 @@ use super::crypto::Keys;
 use super::id::Id;
 use super::pack::DecodeError;
 
-/// The manifest format this code writes; readers refuse newer ones.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// The newest manifest format this code writes and reads; readers refuse newer ones.
+pub const MANIFEST_FORMAT: u32 = 2;
+/// The format of a manifest without listed parts.
+const UNLISTED_FORMAT: u32 = 1;
 
 /// How a part's data is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +52,10 @@ pub struct PartRecord {
     /// Redis: keys in the server when it was dumped (a restore drill compares).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<u64>,
+    /// A stream whose `chunks` hold the list of its content's chunk ids (32 bytes
+    /// each, in order), not its content.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub listed: bool,
     pub chunks: Vec<Id>,
 }
 
@@ -72,6 +84,15 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The oldest manifest format that can describe `parts`.
+    pub fn format_for(parts: &[PartRecord]) -> u32 {
+        if parts.iter().any(|p| p.listed) {
+            MANIFEST_FORMAT
+        } else {
+            UNLISTED_FORMAT
+        }
+    }
+
     pub fn key(&self) -> String {
         manifest_key(&self.meta.env, &self.id)
     }
@@ -103,6 +124,11 @@ impl Manifest {
                 "manifest format {} is newer than this envsnap reads ({MANIFEST_FORMAT})",
                 manifest.format
             )));
+        }
+        if (manifest.parts.iter()).any(|p| p.listed && p.layout != PartLayout::Stream) {
+            return Err(DecodeError::Malformed(
+                "manifest lists the chunks of a tree part".into(),
+            ));
         }
         if !is_safe_name(&manifest.meta.env) || !is_safe_name(&manifest.id) {
             return Err(DecodeError::Malformed(
@@ -166,5 +192,64 @@ mod tests {
             assert!(!is_safe_name(bad), "{bad:?}");
         }
         assert!(is_safe_name(&new_backup_id(Utc::now())));
+    }
+
+    fn part(layout: PartLayout, listed: bool) -> PartRecord {
+        PartRecord {
+            part: "database:app".into(),
+            layout,
+            format: String::new(),
+            size: 0,
+            stored: 0,
+            entries: 0,
+            keys: None,
+            listed,
+            chunks: Vec::new(),
+        }
+    }
+
+    fn sealed(parts: Vec<PartRecord>) -> Vec<u8> {
+        let now = Utc::now();
+        let meta = BackupMeta {
+            env: "prod".into(),
+            name: "b".into(),
+            version: String::new(),
+            trigger: "manual".into(),
+            user: "root".into(),
+            expires: None,
+        };
+        let manifest = Manifest {
+            format: Manifest::format_for(&parts),
+            id: new_backup_id(now),
+            host: "h".into(),
+            meta,
+            created: now,
+            completed: now,
+            parts,
+        };
+        manifest.encode(&Keys::none())
+    }
+
+    #[test]
+    fn only_streams_are_listed() {
+        let listed_stream = sealed(vec![part(PartLayout::Stream, true)]);
+        let manifest = Manifest::decode(&Keys::none(), &listed_stream).unwrap();
+        assert_eq!(manifest.format, 2);
+        assert!(manifest.parts[0].listed);
+        let listed_tree = sealed(vec![part(PartLayout::Tree, true)]);
+        let refused = Manifest::decode(&Keys::none(), &listed_tree).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("lists the chunks of a tree part")
+        );
+        let plain = sealed(vec![part(PartLayout::Stream, false)]);
+        let plain = Manifest::decode(&Keys::none(), &plain).unwrap();
+        assert_eq!(plain.format, 1);
+        let text = String::from_utf8(Keys::none().open(&sealed(plain.parts)).unwrap()).unwrap();
+        assert!(
+            !text.contains("listed"),
+            "format 1 manifests stay as they were"
+        );
     }
 }

@@ -53,6 +53,7 @@ pub mod reader;
 pub mod rebuild;
 pub mod restorer;
 pub mod sink;
+mod spans;
 pub mod status;
 pub mod tree;
 pub mod verify;

@@ -6,6 +6,7 @@
 //! for code on blocking threads (the archiver, the tar export); they drive the async
 //! store through the runtime handle captured when they were made.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 
 use futures::{StreamExt, TryStreamExt};
@@ -13,9 +14,16 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::id::Id;
 use super::manifest::{Manifest, PartLayout, PartRecord};
-use super::pack::{MAX_READ_SPAN, PackEntry, decode_blob};
+use super::pack::{PackEntry, decode_blob};
+use super::spans::read_spans;
 use super::tree::{Entry, read_entry};
 use super::{RepoError, Repository, pack_key};
+
+/// Bytes of a stream part gathered before each write to its output.
+const OUTPUT_BUFFER: usize = 1 << 20;
+/// Content bytes of a stream read per window (`load_in_order`); two windows are in
+/// memory at once, each at most this plus one chunk.
+const WINDOW_BYTES: u64 = 8 << 20;
 
 impl Repository {
     /// Where a chunk is stored, from the catalog's index.
@@ -42,40 +50,97 @@ impl Repository {
         })
     }
 
-    /// Locates `chunks` and splits them, in order, into runs that one range read
-    /// serves: neighbours in a pack, within [`MAX_READ_SPAN`].
-    async fn locate_runs(&self, chunks: Vec<Id>) -> Result<Vec<(Id, Vec<PackEntry>)>, RepoError> {
+    /// Where each of `chunks` is stored, in order.
+    async fn locate_all(&self, chunks: Vec<Id>) -> Result<Vec<(Id, PackEntry)>, RepoError> {
         let (located, chunks) = self
             .catalog()
             .blocking(move |c| Ok((c.chunk_locations(&chunks)?, chunks)))
             .await?;
-        let mut runs: Vec<(Id, Vec<PackEntry>)> = Vec::new();
-        for (id, location) in chunks.into_iter().zip(located) {
-            let location =
-                location.ok_or_else(|| RepoError::UnknownChunk { chunk: id.to_hex() })?;
-            let entry = location.entry;
-            let joins = runs.last().is_some_and(|(pack, run)| {
-                let (first, last) = (&run[0], &run[run.len() - 1]);
-                *pack == location.pack
-                    && entry.offset == last.offset + u64::from(last.length)
-                    && entry.offset + u64::from(entry.length) - first.offset <= MAX_READ_SPAN
-            });
-            match runs.last_mut() {
-                Some((_, run)) if joins => run.push(entry),
-                _ => runs.push((location.pack, vec![entry])),
-            }
-        }
-        Ok(runs)
+        (chunks.into_iter().zip(located))
+            .map(|(id, location)| {
+                let location =
+                    location.ok_or_else(|| RepoError::UnknownChunk { chunk: id.to_hex() })?;
+                Ok((location.pack, location.entry))
+            })
+            .collect()
     }
 
-    /// Fetches a run of neighbouring chunks in one range read; checks each.
-    async fn load_run(&self, pack: Id, entries: Vec<PackEntry>) -> Result<Vec<Vec<u8>>, RepoError> {
+    /// The content of `chunks`, in order, a window of about [`WINDOW_BYTES`] at a
+    /// time (the next window is fetched while the caller uses one). Within a window
+    /// the chunks of each pack are fetched together, in the pack's order
+    /// (`spans.rs`): a SQLite part restored after days of changes has its pages
+    /// spread over every day's pack, and read in the stream's order nearly every
+    /// page was a range read of its own.
+    async fn load_in_order(
+        &self,
+        chunks: Vec<Id>,
+    ) -> Result<impl futures::Stream<Item = Result<Vec<Vec<u8>>, RepoError>> + '_, RepoError> {
+        let located = self.locate_all(chunks).await?;
+        let mut windows = Vec::new();
+        let (mut start, mut bytes) = (0, 0u64);
+        for (i, (_, entry)) in located.iter().enumerate() {
+            bytes += u64::from(entry.raw_length);
+            if bytes >= WINDOW_BYTES || i + 1 == located.len() {
+                windows.push(located[start..=i].to_vec());
+                (start, bytes) = (i + 1, 0);
+            }
+        }
+        Ok(futures::stream::iter(windows)
+            .map(|window| self.load_window(window))
+            .buffered(2))
+    }
+
+    /// Fetches and checks the chunks of one window; returns them in its order.
+    async fn load_window(&self, window: Vec<(Id, PackEntry)>) -> Result<Vec<Vec<u8>>, RepoError> {
+        let mut by_pack: HashMap<Id, HashMap<Id, PackEntry>> = HashMap::new();
+        for (pack, entry) in &window {
+            by_pack.entry(*pack).or_default().insert(entry.id, *entry);
+        }
+        let reads = (by_pack.into_iter()).flat_map(|(pack, entries)| {
+            let spans = read_spans(entries.into_values().collect());
+            spans.into_iter().map(move |span| (pack, span))
+        });
+        let mut loaded: HashMap<Id, Vec<u8>> = futures::stream::iter(reads)
+            .map(|(pack, span)| self.load_span(pack, span))
+            .buffer_unordered(self.store().concurrency())
+            .try_fold(HashMap::new(), |mut loaded, chunks| async move {
+                loaded.extend(chunks);
+                Ok(loaded)
+            })
+            .await?;
+        // A chunk can repeat (pages of zeroes): each but its last use takes a copy.
+        let mut uses: HashMap<Id, usize> = HashMap::new();
+        for (_, entry) in &window {
+            *uses.entry(entry.id).or_default() += 1;
+        }
+        (window.iter())
+            .map(|(_, entry)| {
+                let left = uses.get_mut(&entry.id).expect("counted");
+                *left -= 1;
+                let data = match *left {
+                    0 => loaded.remove(&entry.id),
+                    _ => loaded.get(&entry.id).cloned(),
+                };
+                data.ok_or_else(|| RepoError::UnknownChunk {
+                    chunk: entry.id.to_hex(),
+                })
+            })
+            .collect()
+    }
+
+    /// Fetches one span of a pack in one range read; checks each of its chunks.
+    async fn load_span(
+        &self,
+        pack: Id,
+        entries: Vec<PackEntry>,
+    ) -> Result<Vec<(Id, Vec<u8>)>, RepoError> {
         let key = pack_key(&pack);
         let start = entries[0].offset;
-        let last = &entries[entries.len() - 1];
-        let stored = (self.store())
-            .get_range(&key, start..last.offset + u64::from(last.length))
-            .await?;
+        let end = (entries.iter())
+            .map(|e| e.offset + u64::from(e.length))
+            .max()
+            .unwrap_or(start);
+        let stored = self.store().get_range(&key, start..end).await?;
         (entries.iter())
             .map(|entry| {
                 let corrupt = |reason: String| RepoError::Corrupt {
@@ -85,9 +150,25 @@ impl Repository {
                 let from = (entry.offset - start) as usize;
                 let blob = (stored.get(from..from + entry.length as usize))
                     .ok_or_else(|| corrupt("the store returned a short range".into()))?;
-                decode_blob(self.keys(), blob, entry).map_err(|e| corrupt(e.to_string()))
+                let plain =
+                    decode_blob(self.keys(), blob, entry).map_err(|e| corrupt(e.to_string()))?;
+                Ok((entry.id, plain))
             })
             .collect()
+    }
+
+    /// The chunks holding a stream part's content, in order: the part's own, or for
+    /// a listed part the ones its list names.
+    async fn stream_chunks(&self, record: &PartRecord) -> Result<Vec<Id>, RepoError> {
+        if !record.listed {
+            return Ok(record.chunks.clone());
+        }
+        let mut list = Vec::new();
+        let mut loaded = self.load_in_order(record.chunks.clone()).await?;
+        while let Some(chunks) = loaded.try_next().await? {
+            list.extend(chunks.concat());
+        }
+        parse_chunk_list(&list, record)
     }
 
     /// Writes a stream part to `out`, every chunk checked; returns the bytes written.
@@ -99,14 +180,17 @@ impl Repository {
     ) -> Result<u64, RepoError> {
         let record = part_of(manifest, part, PartLayout::Stream)?;
         let _reading = self.writers().begin_read().await;
-        let runs = self
-            .locate_runs(record.chunks.clone())
+        let chunks = self
+            .stream_chunks(record)
             .await
             .map_err(|e| e.in_part(part))?;
-        // Runs fetched ahead while streaming the part out.
-        let mut loaded = futures::stream::iter(runs)
-            .map(|(pack, entries)| self.load_run(pack, entries))
-            .buffered(self.store().concurrency());
+        let mut loaded = self
+            .load_in_order(chunks)
+            .await
+            .map_err(|e| e.in_part(part))?;
+        // Chunks can be a page each (SQLite): one write per chunk would be one
+        // system call, and for a tokio file one blocking task, per 4 KiB.
+        let mut out = tokio::io::BufWriter::with_capacity(OUTPUT_BUFFER, out);
         let mut written = 0u64;
         while let Some(chunks) = loaded.try_next().await.map_err(|e| e.in_part(part))? {
             for data in chunks {
@@ -269,8 +353,35 @@ impl Iterator for TreeEntries {
     }
 }
 
-/// Calls `visit` with every chunk a backup needs, part by part: a stream's chunks, a
-/// tree's own chunks and the chunks of every file in it (blocking: reads the trees).
+/// The ids in a listed stream's chunk list (`manifest.rs`): 32 bytes each.
+fn parse_chunk_list(list: &[u8], record: &PartRecord) -> Result<Vec<Id>, RepoError> {
+    if !list.len().is_multiple_of(32) {
+        return Err(RepoError::Corrupt {
+            object: format!("chunk list of {}", record.part),
+            reason: format!("{} bytes is not a whole number of ids", list.len()),
+        });
+    }
+    Ok(list
+        .chunks_exact(32)
+        .map(|id| Id::from_slice(id).expect("32 bytes"))
+        .collect())
+}
+
+/// The content chunks of a listed stream, read on a blocking thread.
+fn listed_chunks(repo: &Repository, record: &PartRecord) -> Result<Vec<Id>, RepoError> {
+    let mut list = Vec::new();
+    ChunkStreamReader::new(repo, &record.chunks)
+        .read_to_end(&mut list)
+        .map_err(|e| match e.downcast::<RepoError>() {
+            Ok(repo_error) => repo_error,
+            Err(e) => RepoError::io("chunk list", e),
+        })?;
+    parse_chunk_list(&list, record)
+}
+
+/// Calls `visit` with every chunk a backup needs, part by part: a stream's chunks (and
+/// for a listed stream, those its list names), a tree's own chunks and the chunks of
+/// every file in it (blocking: reads the trees and the lists).
 pub fn for_each_chunk(
     repo: &Repository,
     manifest: &Manifest,
@@ -279,6 +390,11 @@ pub fn for_each_chunk(
     for part in &manifest.parts {
         for id in &part.chunks {
             visit(&part.part, *id)?;
+        }
+        if part.listed {
+            for id in listed_chunks(repo, part).map_err(|e| e.in_part(&part.part))? {
+                visit(&part.part, id)?;
+            }
         }
         if part.layout == PartLayout::Tree {
             for entry in TreeEntries::open(repo, part)? {
@@ -289,4 +405,31 @@ pub fn for_each_chunk(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_list_is_whole_ids() {
+        let record = PartRecord {
+            part: "database:app".into(),
+            layout: PartLayout::Stream,
+            format: "sqlite".into(),
+            size: 0,
+            stored: 0,
+            entries: 0,
+            keys: None,
+            listed: true,
+            chunks: Vec::new(),
+        };
+        let ids = parse_chunk_list(&[7u8; 64], &record).unwrap();
+        assert_eq!(ids, [Id([7; 32]), Id([7; 32])]);
+        let error = parse_chunk_list(&[7u8; 65], &record).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "object chunk list of database:app: 65 bytes is not a whole number of ids"
+        );
+    }
 }

@@ -32,9 +32,10 @@ use futures::StreamExt;
 use super::id::Id;
 use super::manifest::{Manifest, PartLayout};
 use super::metadata::Owners;
-use super::pack::{MAX_READ_SPAN, PackEntry, decode_blob};
+use super::pack::{PackEntry, decode_blob};
 use super::pinned::Pinned;
 use super::reader::part_of;
+use super::spans::read_spans;
 use super::{RepoError, Repository, pack_key};
 use apply::apply;
 use restoring::{ChunkTargets, Restoring};
@@ -42,10 +43,6 @@ pub use stage::remove_stale_stages;
 use stage::{Layout, Stage};
 
 pub use plan::RestorePlan;
-
-/// Chunks of a pack closer than this are fetched in one range read, the gap read and
-/// dropped: cheaper than another round trip.
-const MAX_GAP: u64 = 256 << 10;
 
 impl Repository {
     /// Works out what restoring `part` into `target` would do, changing nothing.
@@ -214,81 +211,5 @@ fn is_empty_or_missing(target: &Path) -> Result<bool, RepoError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
         // Not a directory, unreadable: the plan names the problem.
         Err(_) => Ok(false),
-    }
-}
-
-/// Splits the wanted chunks of one pack into range reads: neighbours closer than
-/// [`MAX_GAP`] share a read, and no read grows past [`MAX_READ_SPAN`]. A restore of a few
-/// files reads only their chunks; a full restore reads packs in a few long spans.
-fn read_spans(mut entries: Vec<PackEntry>) -> Vec<Vec<PackEntry>> {
-    entries.sort_by_key(|e| e.offset);
-    let mut spans: Vec<Vec<PackEntry>> = Vec::new();
-    for entry in entries {
-        let joins = spans.last().is_some_and(|span| {
-            let start = span[0].offset;
-            let end = span
-                .last()
-                .map_or(start, |e| e.offset + u64::from(e.length));
-            entry.offset.saturating_sub(end) <= MAX_GAP
-                && entry.offset + u64::from(entry.length) - start <= MAX_READ_SPAN
-        });
-        match spans.last_mut() {
-            Some(span) if joins => span.push(entry),
-            _ => spans.push(vec![entry]),
-        }
-    }
-    spans
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::repo::pack::ChunkKind;
-
-    fn entry(offset: u64, length: u64) -> PackEntry {
-        PackEntry {
-            id: Id::hash(&offset.to_le_bytes()),
-            kind: ChunkKind::Data,
-            offset,
-            length: length as u32,
-            raw_length: length as u32,
-        }
-    }
-
-    fn spans_of(entries: Vec<PackEntry>) -> Vec<(u64, u64)> {
-        read_spans(entries)
-            .iter()
-            .map(|span| {
-                let last = span.last().unwrap();
-                (span[0].offset, last.offset + u64::from(last.length))
-            })
-            .collect()
-    }
-
-    #[test]
-    fn near_chunks_share_a_read_far_ones_do_not() {
-        let k = 1 << 10;
-        // Out of order on purpose: spans follow the pack's order.
-        let spans = spans_of(vec![
-            entry(400 * k, 10 * k),
-            entry(0, 10 * k),
-            entry(110 * k, 10 * k),
-            entry(2000 * k, 10 * k),
-        ]);
-        assert_eq!(
-            spans,
-            vec![(0, 120 * k), (400 * k, 410 * k), (2000 * k, 2010 * k)]
-        );
-    }
-
-    #[test]
-    fn a_read_grows_no_longer_than_the_span_limit() {
-        let chunk = 1 << 20;
-        let whole_pack: Vec<_> = (0..16).map(|i| entry(i * chunk, chunk)).collect();
-        let spans = spans_of(whole_pack);
-        assert_eq!(spans.len(), 4, "{spans:?}");
-        assert!(spans.iter().all(|(a, b)| b - a == MAX_READ_SPAN));
-        // One chunk larger than the limit is still one read.
-        assert_eq!(spans_of(vec![entry(0, 6 << 20)]), vec![(0, 6 << 20)]);
     }
 }

@@ -20,6 +20,7 @@
 //! channels close and every stage stops.
 
 mod indexer;
+mod parts;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,20 +34,18 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::archiver::{self, TreeOptions};
-use super::chunker::Chunker;
+use super::archiver::TreeOptions;
 use super::crypto::Keys;
 use super::id::Id;
 use super::lock::WriterLock;
-use super::manifest::{
-    BackupMeta, MANIFEST_FORMAT, Manifest, PartLayout, PartRecord, new_backup_id,
-};
+use super::manifest::{BackupMeta, Manifest, PartRecord, new_backup_id};
 use super::pack::{ChunkKind, PackBuilder, PackEntry, encode_blob};
 use super::phases::PhaseTimer;
-use super::readahead::ReadAhead;
-use super::sink::{ChunkSink, PendingChunk, ProduceError};
+use super::sink::{ChunkSink, PendingChunk};
 use super::{RepoError, Repository, checked_name, pack_key};
 use indexer::{FLUSH_CHUNKS, Indexer, UploadedPacks};
+pub use parts::PartWriter;
+use parts::Parts;
 
 /// Chunks waiting for a compressor: a few per core keeps both busy without hoarding.
 const CHUNK_QUEUE: usize = 4;
@@ -70,9 +69,10 @@ pub struct BackupWriter {
     indexer: Arc<Indexer>,
     lock: Option<WriterLock>,
     drained: bool,
-    parts: Vec<PartRecord>,
-    /// Per part, the bytes its new chunks took once encoded (final after the drain).
-    stored: Vec<Arc<AtomicU64>>,
+    parts: Arc<Mutex<Parts>>,
+    /// Stops the producers (a child of the write's cancel token): once a part failed,
+    /// the others stop rather than run on into a write that will be aborted.
+    stop: CancellationToken,
     created: chrono::DateTime<Utc>,
 }
 
@@ -128,11 +128,12 @@ impl Repository {
             self.config().pack_size as usize,
             blob_rx,
         ));
+        let stop = cancel.child_token();
         let sink = ChunkSink::new(
             self.keys().clone(),
             self.catalog().clone(),
             chunk_tx,
-            cancel,
+            stop.clone(),
             seen,
         );
         Ok(BackupWriter {
@@ -143,8 +144,8 @@ impl Repository {
             indexer,
             lock: Some(lock),
             drained: false,
-            parts: Vec::new(),
-            stored: Vec::new(),
+            parts: Arc::default(),
+            stop,
             created: Utc::now(),
         })
     }
@@ -164,13 +165,15 @@ impl BackupWriter {
             .map_or_else(|| Arc::new(AtomicU64::new(0)), ChunkSink::progress)
     }
 
-    fn check_new_part(&self, part: &str) -> Result<(), RepoError> {
-        if part.is_empty() || self.parts.iter().any(|p| p.part == part) {
-            return Err(RepoError::Pipeline(format!(
-                "part {part:?} is empty or added twice"
-            )));
-        }
-        Ok(())
+    /// A handle that adds parts to this backup, several at a time (`writer/parts.rs`).
+    /// Drop every handle before [`commit`](Self::commit), [`abort`](Self::abort) or
+    /// [`explain`](Self::explain): the pipeline drains only once no one can add to it.
+    pub fn part_writer(&self) -> Result<PartWriter, RepoError> {
+        Ok(PartWriter {
+            repo: self.repo.clone(),
+            sink: self.sink()?,
+            parts: self.parts.clone(),
+        })
     }
 
     /// Stores a stream part (a database dump) read from `reader` to its end.
@@ -179,50 +182,12 @@ impl BackupWriter {
         part: &str,
         format: &str,
         reader: R,
-    ) -> Result<&PartRecord, RepoError>
+    ) -> Result<PartRecord, RepoError>
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
-        self.check_new_part(part)?;
-        let sink = self.sink()?;
-        let params = self.repo.config().chunker;
-        let stored = Arc::new(AtomicU64::new(0));
-        let counter = stored.clone();
-        let reader = ReadAhead::spawn(reader);
-        let written = tokio::task::spawn_blocking(move || {
-            let mut chunks = Vec::new();
-            let size = Chunker::new(params).chunk_reader(reader, |data| {
-                chunks.push(sink.add(ChunkKind::Data, data, &counter)?);
-                Ok::<_, ProduceError>(())
-            })?;
-            Ok::<_, ProduceError>((size, chunks))
-        })
-        .await
-        .map_err(|e| RepoError::Pipeline(e.to_string()))?;
-        let (size, chunks) = match written {
-            Ok(written) => written,
-            Err(e) => return Err(self.explain(e.into()).await.in_part(part)),
-        };
-        self.parts.push(PartRecord {
-            part: part.to_owned(),
-            layout: PartLayout::Stream,
-            format: format.to_owned(),
-            size,
-            stored: 0,
-            entries: 0,
-            keys: None,
-            chunks,
-        });
-        self.stored.push(stored);
-        Ok(self.parts.last().expect("just pushed"))
-    }
-
-    /// Records how many keys the server held when the stream part `part` was
-    /// dumped (Redis), for restore drills to compare.
-    pub fn record_keys(&mut self, part: &str, keys: u64) {
-        if let Some(record) = self.parts.iter_mut().find(|p| p.part == part) {
-            record.keys = Some(keys);
-        }
+        let added = self.part_writer()?.add_stream(part, format, reader).await;
+        self.explained(added).await
     }
 
     /// Stores a tree part: the directory `root` and everything below it.
@@ -231,47 +196,39 @@ impl BackupWriter {
         part: &str,
         root: std::path::PathBuf,
         options: TreeOptions,
-    ) -> Result<&PartRecord, RepoError> {
-        self.check_new_part(part)?;
-        let sink = self.sink()?;
-        let repo = self.repo.clone();
-        let stored = Arc::new(AtomicU64::new(0));
-        let counter = stored.clone();
-        let archived = tokio::task::spawn_blocking(move || {
-            archiver::archive(&repo, &sink, &root, options, &counter)
-        })
-        .await
-        .map_err(|e| RepoError::Pipeline(e.to_string()))?;
-        let tree = match archived {
-            Ok(tree) => tree,
-            Err(e) => return Err(self.explain(e).await.in_part(part)),
-        };
-        for warning in &tree.warnings {
-            tracing::warn!(part, "{warning}");
-        }
-        self.parts.push(PartRecord {
-            part: part.to_owned(),
-            layout: PartLayout::Tree,
-            format: String::new(),
-            size: tree.size,
-            stored: 0,
-            entries: tree.entries,
-            keys: None,
-            chunks: tree.chunks,
-        });
-        self.stored.push(stored);
-        Ok(self.parts.last().expect("just pushed"))
+    ) -> Result<PartRecord, RepoError> {
+        let added = self.part_writer()?.add_tree(part, root, options).await;
+        self.explained(added).await
     }
 
-    /// A producer saw the pipeline close: the stage that failed knows why.
-    async fn explain(&mut self, error: RepoError) -> RepoError {
-        let closed = match &error {
-            RepoError::Pipeline(_) => true,
-            RepoError::InPart { source, .. } => matches!(**source, RepoError::Pipeline(_)),
-            _ => false,
+    async fn explained(
+        &mut self,
+        added: Result<PartRecord, RepoError>,
+    ) -> Result<PartRecord, RepoError> {
+        match added {
+            Ok(record) => Ok(record),
+            Err(e) => Err(self.explain(e).await),
+        }
+    }
+
+    /// The cause of `error`, an error adding a part: when the pipeline closed under
+    /// the part, the stage that failed knows why. Stops the other parts still being
+    /// added, and drains the pipeline: the write takes no more data.
+    pub async fn explain(&mut self, error: RepoError) -> RepoError {
+        let (part, closed) = match &error {
+            RepoError::Pipeline(_) => (None, true),
+            RepoError::InPart { part, source } => (
+                Some(part.clone()),
+                matches!(**source, RepoError::Pipeline(_)),
+            ),
+            _ => (None, false),
         };
+        self.stop.cancel();
         match self.drain().await {
-            Err(cause) if closed => cause,
+            Err(cause) if closed => match part {
+                Some(part) => cause.in_part(&part),
+                None => cause,
+            },
             _ => error,
         }
     }
@@ -317,9 +274,7 @@ impl BackupWriter {
         let mut phases = PhaseTimer::start("backup.commit");
         let packs = self.drain().await?;
         phases.lap("drain");
-        for (part, stored) in self.parts.iter_mut().zip(&self.stored) {
-            part.stored = stored.load(Ordering::Relaxed);
-        }
+        let parts = self.parts.lock().expect("parts lock").records();
         if !packs.is_empty() {
             self.indexer.index(packs).await?;
             phases.lap("index");
@@ -330,13 +285,13 @@ impl BackupWriter {
             phases.lap("lengthen locks");
         }
         let manifest = Manifest {
-            format: MANIFEST_FORMAT,
+            format: Manifest::format_for(&parts),
             id: new_backup_id(self.created),
             host: self.repo.host().to_owned(),
             meta,
             created: self.created,
             completed: Utc::now(),
-            parts: std::mem::take(&mut self.parts),
+            parts,
         };
         let sealed = manifest.encode(self.repo.keys());
         let key = manifest.key();
@@ -356,6 +311,7 @@ impl BackupWriter {
 
     /// Stops the write and deletes what it uploaded (nothing refers to it).
     pub async fn abort(mut self) {
+        self.stop.cancel();
         let _ = self.drain().await;
         self.delete_uploaded().await;
         if let Some(lock) = self.lock.take() {

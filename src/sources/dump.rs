@@ -18,7 +18,7 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use super::error::SourceError;
 use super::tool::{TOOL_PIPE_SIZE, ToolError, collect_stderr, spawn_tool, wait_for};
-use crate::repo::writer::BackupWriter;
+use crate::repo::writer::PartWriter;
 
 type Finishing = Pin<Box<dyn Future<Output = Result<(), ToolError>> + Send>>;
 
@@ -104,7 +104,7 @@ impl AsyncRead for DumpStream {
 /// Streams a dump tool's output into `writer` as the part `part`. The part is
 /// accepted only if the tool exited successfully.
 pub(super) async fn store_dump(
-    writer: &mut BackupWriter,
+    writer: &PartWriter,
     part: &str,
     format: &str,
     kind: &'static str,

@@ -27,7 +27,7 @@ use super::error::{DatabaseError, SourceError};
 use super::secret::{SecretFile, read_password};
 use super::tool::{feed_tool, find_tool, run_tool};
 use crate::config::DatabaseConfig;
-use crate::repo::writer::BackupWriter;
+use crate::repo::writer::PartWriter;
 
 pub const FORMAT: &str = "mariadb-sql";
 const KIND: &str = "mariadb";
@@ -122,7 +122,7 @@ impl<'a> Connection<'a> {
 }
 
 pub async fn backup(
-    writer: &mut BackupWriter,
+    writer: &PartWriter,
     part: &str,
     db: &DatabaseConfig,
     scratch: &Path,

@@ -40,7 +40,7 @@ use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseConfig, DatabaseKind};
-use crate::repo::writer::BackupWriter;
+use crate::repo::writer::PartWriter;
 
 pub use error::{DatabaseError, SourceError};
 pub use pg_roles::UnsafeRolesScript;
@@ -124,7 +124,7 @@ pub async fn restore_database(
 
 /// Dumps one database into `writer` as the stream part `part`.
 pub async fn backup_database(
-    writer: &mut BackupWriter,
+    writer: &PartWriter,
     part: &str,
     db: &DatabaseConfig,
     scratch: &Path,

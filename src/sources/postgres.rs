@@ -39,7 +39,7 @@ use super::secret::{SecretFile, read_password};
 use super::tool::{ToolError, feed_tool, find_tool, run_tool};
 use crate::config::DatabaseConfig;
 use crate::repo::manifest::{Manifest, companion_name};
-use crate::repo::writer::BackupWriter;
+use crate::repo::writer::PartWriter;
 
 pub const FORMAT: &str = "postgres-custom";
 /// The `roles` companion: the SQL script `pg_dumpall --roles-only` prints.
@@ -161,7 +161,7 @@ impl<'a> Connection<'a> {
 }
 
 pub async fn backup(
-    writer: &mut BackupWriter,
+    writer: &PartWriter,
     part: &str,
     db: &DatabaseConfig,
     scratch: &Path,

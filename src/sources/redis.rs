@@ -35,7 +35,7 @@ use super::replace::replace_with_part;
 use super::secret::read_password;
 use super::tool::{find_tool, run_tool};
 use crate::config::DatabaseConfig;
-use crate::repo::writer::BackupWriter;
+use crate::repo::writer::PartWriter;
 
 pub const FORMAT: &str = "redis-rdb";
 const KIND: &str = "redis";
@@ -75,7 +75,7 @@ fn command(db: &DatabaseConfig) -> Result<Command, SourceError> {
 }
 
 pub async fn backup(
-    writer: &mut BackupWriter,
+    writer: &PartWriter,
     part: &str,
     db: &DatabaseConfig,
 ) -> Result<(), SourceError> {

@@ -247,8 +247,8 @@ fn decision(daemon: &TestDaemon, name: &str) -> serde_json::Value {
         .clone()
 }
 
-/// Changes every file of `live` that a backup holds, so that no chunk of the
-/// previous backup is needed by the next.
+/// Changes every file of `live` that a backup holds, and every page of its
+/// database, so that no chunk of the previous backup is needed by the next.
 fn change_everything(daemon: &TestDaemon) {
     for file in ["app/index.php", "app/src/lib.php"] {
         let path = daemon.path(&format!("live/{file}"));
@@ -257,9 +257,14 @@ fn change_everything(daemon: &TestDaemon) {
         std::fs::write(path, text).unwrap();
     }
     std::fs::write(daemon.path("live/uploads/photo.jpg"), vec![8u8; 50_000]).unwrap();
+    // The database is stored page by page: the update changes its table's page,
+    // a new user_version its first page (the header, with the schema).
+    let version = Utc::now().timestamp_subsec_nanos();
     let status = Command::new("sqlite3")
         .arg(daemon.path("live/data/main.db"))
-        .arg("UPDATE t SET v = v || '2'")
+        .arg(format!(
+            "UPDATE t SET v = v || '2'; PRAGMA user_version = {version};"
+        ))
         .status()
         .unwrap();
     assert!(status.success());
