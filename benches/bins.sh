@@ -1,4 +1,4 @@
-# Sourced by the benchmarks that drive the release daemon (history.sh, lock.sh,
+# Sourced by the benchmarks that drive the release daemon (history.sh, lock.sh, postgres.sh,
 # churn.sh, million.sh). Needs REPO_ROOT, log and die.
 
 # release_bins [EXTRA...]: sets BIN to a directory holding release envsnapd and

@@ -171,11 +171,20 @@ data_bytes() {
 # churn_day SRC DAY: one day of churn in a copy of the dataset (tree/ and app.db),
 # deterministic per DAY: ~1% of the files get a few bytes rewritten, 5 are deleted
 # and 5 added, and the database gets 0.5% new rows and 1% of its rows updated.
-churn_day() { # SRC DAY
-  python3 - "$1" "$2" <<'PY'
+churn_day() { churn "$1" "$2" day; }
+
+# churn_hour SRC HOUR: one hour of churn that leaves the data set's size as it was,
+# deterministic per HOUR: ~0.05% of the files (at least one) get a few bytes
+# rewritten, one is deleted and one added, and the database gets 0.02% new rows, as
+# many of its oldest rows deleted, and 0.05% of its rows, spread at random, updated.
+# 300 hours of it are issue 16's "slowly changing tree": what grows is the history.
+churn_hour() { churn "$1" "$2" hour; }
+
+churn() { # SRC N day|hour
+  python3 - "$1" "$2" "$3" <<'PY'
 import os, random, sqlite3, sys
-src, day = sys.argv[1], int(sys.argv[2])
-rnd = random.Random(day)
+src, n_, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rnd = random.Random(n_ if kind == "day" else 1_000_000 + n_)
 files = []
 for d, dirs, fs in os.walk(os.path.join(src, "tree")):
     dirs.sort()
@@ -183,29 +192,48 @@ for d, dirs, fs in os.walk(os.path.join(src, "tree")):
         p = os.path.join(d, f)
         if os.path.isfile(p) and not os.path.islink(p) and f != "sparse.img" and "hardlinks" not in p:
             files.append(p)
-n = max(1, len(files) // 100)
-picked = rnd.sample(files, n + 5)
-for p in picked[:n]:
-    size = os.path.getsize(p)
-    os.chmod(p, 0o644)
-    with open(p, "r+b") as f:
-        f.seek(rnd.randrange(size) if size else 0)
-        f.write(rnd.randbytes(min(4096, max(1, size // 10))))
-for p in picked[n:]:
-    os.unlink(p)
-new = os.path.join(src, "tree", "new-files", f"day-{day}")
-os.makedirs(new, exist_ok=True)
-for i in range(5):
-    with open(os.path.join(new, f"new-{i}.bin"), "wb") as f:
-        f.write(rnd.randbytes(64 * 1024))
+def rewrite(paths):
+    for p in paths:
+        size = os.path.getsize(p)
+        os.chmod(p, 0o644)
+        with open(p, "r+b") as f:
+            f.seek(rnd.randrange(size) if size else 0)
+            f.write(rnd.randbytes(min(4096, max(1, size // 10))))
+new = os.path.join(src, "tree", "new-files")
 db = sqlite3.connect(os.path.join(src, "app.db"))
-(count,) = db.execute("SELECT max(id) FROM events").fetchone()
-db.executemany("INSERT INTO events VALUES (?,?,?,?,?)",
-               ((count + i + 1, rnd.randrange(100000), "new", 1800000000 + i, rnd.randbytes(120))
-                for i in range(count // 200)))
-start = rnd.randrange(1, count - count // 100)
-db.executemany("UPDATE events SET kind = 'churned', payload = ? WHERE id = ?",
-               ((rnd.randbytes(120), i) for i in range(start, start + count // 100)))
+if kind == "day":
+    n = max(1, len(files) // 100)
+    picked = rnd.sample(files, n + 5)
+    rewrite(picked[:n])
+    for p in picked[n:]:
+        os.unlink(p)
+    new = os.path.join(new, f"day-{n_}")
+    os.makedirs(new, exist_ok=True)
+    for i in range(5):
+        with open(os.path.join(new, f"new-{i}.bin"), "wb") as f:
+            f.write(rnd.randbytes(64 * 1024))
+    (count,) = db.execute("SELECT max(id) FROM events").fetchone()
+    db.executemany("INSERT INTO events VALUES (?,?,?,?,?)",
+                   ((count + i + 1, rnd.randrange(100000), "new", 1800000000 + i, rnd.randbytes(120))
+                    for i in range(count // 200)))
+    start = rnd.randrange(1, count - count // 100)
+    db.executemany("UPDATE events SET kind = 'churned', payload = ? WHERE id = ?",
+                   ((rnd.randbytes(120), i) for i in range(start, start + count // 100)))
+else:
+    picked = rnd.sample(files, max(1, len(files) // 2000) + 1)
+    rewrite(picked[:-1])
+    os.unlink(picked[-1])
+    os.makedirs(new, exist_ok=True)
+    with open(os.path.join(new, f"hour-{n_}.bin"), "wb") as f:
+        f.write(rnd.randbytes(rnd.randrange(1024, 64 * 1024)))
+    (low, high, count) = db.execute("SELECT min(id), max(id), count(*) FROM events").fetchone()
+    n = max(1, count // 5000)
+    db.executemany("INSERT INTO events VALUES (?,?,?,?,?)",
+                   ((high + i + 1, rnd.randrange(100000), "new", 1800000000 + i, rnd.randbytes(120))
+                    for i in range(n)))
+    db.execute("DELETE FROM events WHERE id < ?", (low + n,))
+    db.executemany("UPDATE events SET kind = 'churned', payload = ? WHERE id = ?",
+                   ((rnd.randbytes(120), rnd.randrange(low + n, high)) for _ in range(count // 2000)))
 db.commit()
 db.close()
 PY

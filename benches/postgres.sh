@@ -7,6 +7,7 @@
 #   bash benches/postgres.sh              # pgbench scale 50 (~750 MB database)
 #   SCALE=10 bash benches/postgres.sh     # quick
 #   KEEP=1 bash benches/postgres.sh       # keep the temp dir (dumps, store, logs)
+#   ENVSNAP_BIN=target/release bash benches/postgres.sh   # prebuilt binaries, no build
 #
 # Runs as root: the throwaway PostgreSQL 15 server runs as the `postgres` user (like
 # tests/support/servers.rs) in a temp dir, reachable only through a Unix socket there,
@@ -57,10 +58,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------------- binaries --
-log "building release binaries (cargo build --release --bins)"
-(cd "$repo" && cargo build --release --bins >"$work/cargo.log" 2>&1) ||
-  { tail -n 30 "$work/cargo.log" >&2; die "cargo build failed"; }
-bin=$repo/target/release
+REPO_ROOT=$repo
+# shellcheck source=benches/bins.sh
+source "$repo/benches/bins.sh"
+release_bins   # ENVSNAP_BIN=DIR: prebuilt binaries, no build
+bin=$BIN
 
 # --------------------------------------------------------------------- server --
 log "starting PostgreSQL 15 in $pg (socket only, default settings)"

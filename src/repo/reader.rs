@@ -128,7 +128,9 @@ impl Repository {
             .collect()
     }
 
-    /// Fetches one span of a pack in one range read; checks each of its chunks.
+    /// Fetches one span of a pack in one range read; checks each of its chunks on a
+    /// blocking thread (a window's spans decode on both cores, not on the task that
+    /// reads the stream).
     async fn load_span(
         &self,
         pack: Id,
@@ -141,20 +143,26 @@ impl Repository {
             .max()
             .unwrap_or(start);
         let stored = self.store().get_range(&key, start..end).await?;
-        (entries.iter())
-            .map(|entry| {
-                let corrupt = |reason: String| RepoError::Corrupt {
-                    object: key.clone(),
-                    reason: format!("chunk {}: {reason}", entry.id.short()),
-                };
-                let from = (entry.offset - start) as usize;
-                let blob = (stored.get(from..from + entry.length as usize))
-                    .ok_or_else(|| corrupt("the store returned a short range".into()))?;
-                let plain =
-                    decode_blob(self.keys(), blob, entry).map_err(|e| corrupt(e.to_string()))?;
-                Ok((entry.id, plain))
-            })
-            .collect()
+        let keys = self.keys().clone();
+        let decode = move || {
+            (entries.iter())
+                .map(|entry| {
+                    let corrupt = |reason: String| RepoError::Corrupt {
+                        object: key.clone(),
+                        reason: format!("chunk {}: {reason}", entry.id.short()),
+                    };
+                    let from = (entry.offset - start) as usize;
+                    let blob = (stored.get(from..from + entry.length as usize))
+                        .ok_or_else(|| corrupt("the store returned a short range".into()))?;
+                    let plain =
+                        decode_blob(&keys, blob, entry).map_err(|e| corrupt(e.to_string()))?;
+                    Ok((entry.id, plain))
+                })
+                .collect()
+        };
+        tokio::task::spawn_blocking(decode)
+            .await
+            .map_err(|e| RepoError::Pipeline(e.to_string()))?
     }
 
     /// The chunks holding a stream part's content, in order: the part's own, or for

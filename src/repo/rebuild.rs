@@ -129,6 +129,10 @@ impl Repository {
 
     /// Recreates the catalog's chunk index from the store.
     pub async fn rebuild_index(&self) -> Result<RebuildReport, RepoError> {
+        // Under the exclusive lock, as prune: a prune replacing the index objects
+        // meanwhile made the rebuild read one it had just deleted, and a write
+        // indexing meanwhile would have its chunks dropped by the replacement.
+        let _exclusive = self.writers().exclusive().await;
         let mut index = self.read_store_index().await?;
         let mut report = RebuildReport {
             packs_without_index: index.unindexed.len() as u64,

@@ -52,8 +52,36 @@ fn error(problem: impl Into<DatabaseError>) -> SourceError {
     SourceError::unnamed(KIND, problem)
 }
 
+/// The scratch copy of a database, removed when dropped: also when the backup is
+/// abandoned while the copy is being made (another part failed), since the copy's
+/// blocking task then drops its result.
+struct ScratchCopy(Option<PathBuf>);
+
+impl ScratchCopy {
+    fn path(&self) -> &Path {
+        self.0
+            .as_deref()
+            .expect("removed only by remove, which takes it")
+    }
+
+    /// Removes the copy on a blocking thread (a 200 MB unlink takes tens of ms).
+    async fn remove(mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+    }
+}
+
+impl Drop for ScratchCopy {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Copies the database at `path` into a new file under `scratch`.
-fn snapshot(path: &Path, scratch: &Path) -> Result<PathBuf, SourceError> {
+fn snapshot(path: &Path, scratch: &Path) -> Result<ScratchCopy, SourceError> {
     if !path.is_file() {
         return Err(error(DatabaseError::NoDatabaseFile(path.to_path_buf())));
     }
@@ -82,7 +110,7 @@ fn snapshot(path: &Path, scratch: &Path) -> Result<PathBuf, SourceError> {
         Ok::<_, rusqlite::Error>(())
     })();
     match result {
-        Ok(()) => Ok(copy),
+        Ok(()) => Ok(ScratchCopy(Some(copy))),
         Err(e) => {
             let _ = std::fs::remove_file(&copy);
             Err(error(DatabaseError::Snapshot {
@@ -107,22 +135,23 @@ pub async fn backup(
         .map_err(|e| error(DatabaseError::SnapshotTask(e)))??;
     phases.lap("snapshot");
     if cancel.is_cancelled() {
-        let _ = std::fs::remove_file(&copy);
+        copy.remove().await;
         return Err(crate::repo::RepoError::Cancelled.into());
     }
-    let stored = match open_copy(&copy).await {
+    let stored = match open_copy(copy.path()).await {
         Ok((file, size)) => writer
             .add_paged_stream(part, FORMAT, file, size)
             .await
             .map(|_| ())
             .map_err(SourceError::from),
+        // The copy's name is internal: the error names the database.
         Err(source) => Err(error(DatabaseError::Io {
-            path: copy.clone(),
+            path: path.to_path_buf(),
             source,
         })),
     };
     phases.lap("store");
-    let _ = tokio::fs::remove_file(&copy).await;
+    copy.remove().await;
     phases.lap("remove the copy");
     stored
 }
