@@ -30,10 +30,13 @@ const KIND: &str = "sqlite";
 
 /// The most chunks a database is cut into (8 MiB of chunk list; 1 GiB in 4 KiB pages).
 const MAX_CHUNKS: u64 = 1 << 18;
+/// The largest chunk a database is cut into (the content-defined chunker's largest):
+/// past 2 TiB, the list grows instead.
+const MAX_CHUNK_BYTES: usize = 8 << 20;
 
 /// The size of the chunks to cut the database file `copy` into: its page size from
-/// its header (offset 16, big-endian; 1 means 65,536), doubled until the file has at
-/// most [`MAX_CHUNKS`] of them.
+/// its header (offset 16, big-endian; 1 means 65,536), doubled until the file has
+/// fewer than [`MAX_CHUNKS`] of them or they reach [`MAX_CHUNK_BYTES`].
 fn chunk_size(header: &[u8; 18], file_size: u64) -> usize {
     let page = match u16::from_be_bytes([header[16], header[17]]) {
         1 => 65_536,
@@ -42,7 +45,7 @@ fn chunk_size(header: &[u8; 18], file_size: u64) -> usize {
         _ => 4096,
     };
     let mut size = page;
-    while file_size / size as u64 >= MAX_CHUNKS {
+    while file_size / size as u64 >= MAX_CHUNKS && size < MAX_CHUNK_BYTES {
         size *= 2;
     }
     size
@@ -224,6 +227,9 @@ mod tests {
         // 4 GiB in 4 KiB pages: runs of 8 pages keep the list under 2^18 chunks.
         assert_eq!(chunk_size(&header(4096), 4 << 30), 32_768);
         assert_eq!(chunk_size(&header(4096), (1 << 30) - 1), 4096);
+        // Never past 8 MiB, whatever the size (a hostile or absurd one included).
+        assert_eq!(chunk_size(&header(4096), 64 << 40), 8 << 20);
+        assert_eq!(chunk_size(&header(4096), u64::MAX), 8 << 20);
         // A header SQLite never writes still gets a fixed, sane size.
         assert_eq!(chunk_size(&header(1000), 1 << 20), 4096);
         assert_eq!(chunk_size(&header(0), 1 << 20), 4096);
