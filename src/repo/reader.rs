@@ -15,7 +15,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::id::Id;
 use super::manifest::{Manifest, PartLayout, PartRecord};
 use super::pack::{PackEntry, decode_blob};
-use super::spans::read_spans;
+use super::spans::{FetchedSpan, read_spans};
 use super::tree::{Entry, read_entry};
 use super::{RepoError, Repository, pack_key};
 
@@ -136,28 +136,10 @@ impl Repository {
         pack: Id,
         entries: Vec<PackEntry>,
     ) -> Result<Vec<(Id, Vec<u8>)>, RepoError> {
-        let key = pack_key(&pack);
-        let start = entries[0].offset;
-        let end = (entries.iter())
-            .map(|e| e.offset + u64::from(e.length))
-            .max()
-            .unwrap_or(start);
-        let stored = self.store().get_range(&key, start..end).await?;
-        let keys = self.keys().clone();
+        let span = FetchedSpan::fetch(self, pack, &entries).await?;
         let decode = move || {
             (entries.iter())
-                .map(|entry| {
-                    let corrupt = |reason: String| RepoError::Corrupt {
-                        object: key.clone(),
-                        reason: format!("chunk {}: {reason}", entry.id.short()),
-                    };
-                    let from = (entry.offset - start) as usize;
-                    let blob = (stored.get(from..from + entry.length as usize))
-                        .ok_or_else(|| corrupt("the store returned a short range".into()))?;
-                    let plain =
-                        decode_blob(&keys, blob, entry).map_err(|e| corrupt(e.to_string()))?;
-                    Ok((entry.id, plain))
-                })
+                .map(|entry| Ok((entry.id, span.decode(entry)?)))
                 .collect()
         };
         tokio::task::spawn_blocking(decode)

@@ -32,11 +32,11 @@ use futures::StreamExt;
 use super::id::Id;
 use super::manifest::{Manifest, PartLayout};
 use super::metadata::Owners;
-use super::pack::{PackEntry, decode_blob};
+use super::pack::PackEntry;
 use super::pinned::Pinned;
 use super::reader::part_of;
-use super::spans::read_spans;
-use super::{RepoError, Repository, pack_key};
+use super::spans::{FetchedSpan, read_spans};
+use super::{RepoError, Repository};
 use apply::apply;
 use restoring::{ChunkTargets, Restoring};
 pub use stage::remove_stale_stages;
@@ -168,26 +168,10 @@ impl Repository {
         if restoring.stopped() {
             return Ok(());
         }
-        let key = pack_key(&pack);
-        let span_start = span_entries.first().map_or(0, |e| e.offset);
-        let span_end = span_entries
-            .iter()
-            .map(|e| e.offset + u64::from(e.length))
-            .max()
-            .unwrap_or(span_start);
-        let bytes = self.store().get_range(&key, span_start..span_end).await?;
-        let keys = self.keys().clone();
+        let span = FetchedSpan::fetch(self, pack, &span_entries).await?;
         tokio::task::spawn_blocking(move || {
             for entry in span_entries.iter().take_while(|_| !restoring.stopped()) {
-                let corrupt = |reason: String| RepoError::Corrupt {
-                    object: key.clone(),
-                    reason: format!("chunk {}: {reason}", entry.id.short()),
-                };
-                let from = (entry.offset - span_start) as usize;
-                let stored = (bytes.get(from..from + entry.length as usize))
-                    .ok_or_else(|| corrupt("the store returned a short range".into()))?;
-                let plain =
-                    decode_blob(&keys, stored, entry).map_err(|e| corrupt(e.to_string()))?;
+                let plain = span.decode(entry)?;
                 for (index, offset) in targets
                     .get(&entry.id)
                     .map(Vec::as_slice)

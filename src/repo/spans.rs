@@ -6,7 +6,12 @@
 //! [`MAX_READ_SPAN`], so the memory a read holds stays bounded. Restores (`restorer.rs`)
 //! and stream reads (`reader.rs`) plan their reads with it.
 
-use super::pack::{MAX_READ_SPAN, PackEntry};
+use bytes::Bytes;
+
+use super::crypto::Keys;
+use super::id::Id;
+use super::pack::{MAX_READ_SPAN, PackEntry, decode_blob};
+use super::{RepoError, Repository, pack_key};
 
 /// Chunks of a pack at most this far apart share a read.
 const MAX_GAP: u64 = 256 << 10;
@@ -32,6 +37,51 @@ pub(crate) fn read_spans(mut entries: Vec<PackEntry>) -> Vec<Vec<PackEntry>> {
         }
     }
     spans
+}
+
+/// One span of a pack, fetched in one range read; its chunks are decoded and
+/// checked one at a time (on a blocking thread: it is CPU work).
+pub(crate) struct FetchedSpan {
+    key: String,
+    start: u64,
+    bytes: Bytes,
+    keys: Keys,
+}
+
+impl FetchedSpan {
+    /// Fetches the bytes of `entries`, a span of `pack` from [`read_spans`].
+    pub(crate) async fn fetch(
+        repo: &Repository,
+        pack: Id,
+        entries: &[PackEntry],
+    ) -> Result<Self, RepoError> {
+        let key = pack_key(&pack);
+        let start = entries.first().map_or(0, |e| e.offset);
+        let end = (entries.iter())
+            .map(|e| e.offset + u64::from(e.length))
+            .max()
+            .unwrap_or(start);
+        let bytes = repo.store().get_range(&key, start..end).await?;
+        let keys = repo.keys().clone();
+        Ok(FetchedSpan {
+            key,
+            start,
+            bytes,
+            keys,
+        })
+    }
+
+    /// The content of `entry`, one of the span's, checked against its id.
+    pub(crate) fn decode(&self, entry: &PackEntry) -> Result<Vec<u8>, RepoError> {
+        let corrupt = |reason: String| RepoError::Corrupt {
+            object: self.key.clone(),
+            reason: format!("chunk {}: {reason}", entry.id.short()),
+        };
+        let from = (entry.offset - self.start) as usize;
+        let blob = (self.bytes.get(from..from + entry.length as usize))
+            .ok_or_else(|| corrupt("the store returned a short range".into()))?;
+        decode_blob(&self.keys, blob, entry).map_err(|e| corrupt(e.to_string()))
+    }
 }
 
 #[cfg(test)]
