@@ -4,7 +4,8 @@
 //! restore, part mapping) ran before the job was queued (`api/restore.rs`); nothing has
 //! changed yet when this starts. Sequence: status `updating` (set when the job
 //! starts) → a `pre-restore` safety backup of the current state → `app.stop` →
-//! every mapped part restored → `app.start` → `app.check` → `ready`.
+//! every mapped part restored (trees beside databases: `restore/parts.rs`) →
+//! `app.start` → `app.check` → `ready`.
 //!
 //! Any failure after the app was stopped restores every part from the safety backup,
 //! starts the app again, and leaves the environment `update-failed` with the cause in
@@ -15,6 +16,9 @@
 //! with `restore.on_interrupt = "leave"`, leaves it `update-failed` with the safety
 //! backup named in `env show`.
 
+mod error;
+mod parts;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -22,13 +26,13 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::backup::{BackupRequest, make_backup};
-use crate::catalog::{ActivityEntry, BackupRecord, CatalogError, JobKind, JobRecord, JobState};
+use crate::catalog::{ActivityEntry, BackupRecord, JobKind, JobRecord, JobState};
 use crate::commands::CommandError;
-use crate::config::{EnvConfig, PartSource};
+use crate::config::EnvConfig;
 use crate::context::Context;
 use crate::repo::manifest::Manifest;
-use crate::repo::{RepoError, Repository};
-use crate::sources::{self, SourceError};
+pub use error::RestoreError;
+use parts::restore_parts;
 
 /// The job's arguments, stored with it in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,36 +51,6 @@ pub struct RestoreArgs {
     /// kill left half done (`jobs/recovery.rs`).
     #[serde(default)]
     pub after_interrupt: bool,
-}
-
-/// What made a restore fail (or its rollback, for the restore of the safety backup).
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    #[error("the job's arguments are missing or unreadable")]
-    NoArguments,
-    #[error("environment {0} is no longer in the config")]
-    EnvironmentGone(String),
-    #[error("opening the backup's repository: {0}")]
-    SourceRepository(RepoError),
-    #[error("reading backup {backup}: {source}")]
-    Manifest { backup: String, source: RepoError },
-    #[error("the safety backup failed: {0}")]
-    SafetyBackup(RepoError),
-    #[error("recording the safety backup: {0}")]
-    RecordSafetyBackup(CatalogError),
-    #[error("recording the restore's progress: {0}")]
-    RecordProgress(CatalogError),
-    #[error("app.{step} failed: {source}")]
-    App {
-        step: &'static str,
-        source: CommandError,
-    },
-    #[error("environment {env} has no part {part}")]
-    NoSuchPart { env: String, part: String },
-    #[error("restoring {part}: {source}")]
-    Tree { part: String, source: RepoError },
-    #[error("restoring {part}: {source}")]
-    Database { part: String, source: SourceError },
 }
 
 /// Why a rollback did not bring the environment back.
@@ -333,53 +307,6 @@ async fn safety_backup(
         .await
         .map_err(RestoreError::RecordSafetyBackup)?;
     Ok(manifest)
-}
-
-/// Restores each mapped part from `manifest` into the environment's part.
-async fn restore_parts(
-    ctx: &Context,
-    source: &Repository,
-    manifest: &Manifest,
-    parts: &BTreeMap<String, String>,
-    env: &EnvConfig,
-) -> Result<(), RestoreError> {
-    let config = ctx.config();
-    let (scratch, timeout) = (
-        config.daemon.state_dir.join("tmp"),
-        config.daemon.command_timeout,
-    );
-    let scratch = scratch.as_path();
-    let targets = env.parts();
-    for (from, to) in parts {
-        let target =
-            targets
-                .iter()
-                .find(|p| &p.name == to)
-                .ok_or_else(|| RestoreError::NoSuchPart {
-                    env: env.name.clone(),
-                    part: to.clone(),
-                })?;
-        match &target.source {
-            PartSource::Tree { path, exclude } => {
-                source
-                    .restore_tree_excluding(manifest, from, path, exclude)
-                    .await
-                    .map_err(|source| RestoreError::Tree {
-                        part: to.clone(),
-                        source,
-                    })?;
-            }
-            PartSource::Database(db) => {
-                sources::restore_database(source, manifest, from, to, db, scratch, timeout)
-                    .await
-                    .map_err(|source| RestoreError::Database {
-                        part: to.clone(),
-                        source,
-                    })?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// After a failure with the app stopped: every part back from the safety backup, then

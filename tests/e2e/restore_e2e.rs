@@ -447,3 +447,138 @@ fn restore_from_another_host_through_a_shared_store() {
     let verify = a.json(&["verify", "live", "--read-data"]);
     assert_eq!(verify["problems"].as_array().unwrap().len(), 0, "{verify}");
 }
+
+/// `live` with a second mount, its database's directory without the database; and
+/// `copy` with the same parts under `copy/` (the database's file at `db_path`).
+fn live_and_copy(dir: &Path, db_path: &str) -> String {
+    std::fs::write(dir.join("live/data/notes.txt"), "beside the database").unwrap();
+    std::fs::create_dir(dir.join("copy")).unwrap();
+    format!(
+        "[environments.live.mounts.data]\npath = \"{d}/live/data\"\nexclude = [\"main.db\", \"main.db-*\"]\n\
+         [environments.copy]\nversion = \"2.4.1\"\ncode = \"{d}/copy/app\"\n\
+         [environments.copy.mounts.uploads]\npath = \"{d}/copy/uploads\"\nexclude = [\"cache/**\"]\n\
+         [environments.copy.mounts.data]\npath = \"{d}/copy/data\"\nexclude = [\"main.db\", \"main.db-*\"]\n\
+         [environments.copy.databases.main]\nkind = \"sqlite\"\npath = \"{d}/{db_path}\"\n",
+        d = dir.display()
+    )
+}
+
+/// `live`'s backup `prod` restored into `copy`.
+const RESTORE_COPY: [&str; 8] = [
+    "restore",
+    "copy",
+    "prod",
+    "--from",
+    "live",
+    "--yes",
+    "--wait",
+    "--no-safety-backup",
+];
+
+/// The parts restored, in the order the daemon's log says they finished.
+fn parts_restored(daemon: &TestDaemon) -> Vec<String> {
+    daemon
+        .log()
+        .lines()
+        .map(without_colors)
+        .filter(|line| line.contains("part restored"))
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("part=")?;
+            Some(rest.split_whitespace().next()?.trim_matches('"').to_owned())
+        })
+        .collect()
+}
+
+/// `line` without its terminal color sequences (ESC [ ... m).
+fn without_colors(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                chars.by_ref().find(|&c| c == 'm');
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Trees restore beside the database; a database inside a mount's directory waits for
+/// that mount, which so finds its directory empty. Everything lands as backed up.
+#[test]
+fn a_database_inside_a_mount_is_restored_after_that_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    make_environments(dir.path());
+    let extra = live_and_copy(dir.path(), "copy/data/main.db");
+    let daemon = TestDaemon::start_in(dir, |d| standard_config(d, &extra));
+    daemon.json(&["backup", "create", "live", "--name", "prod", "--wait"]);
+    let job = daemon.json(&RESTORE_COPY);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_same_tree(&daemon.path("live/app"), &daemon.path("copy/app"));
+    assert_eq!(
+        std::fs::read(daemon.path("copy/uploads/photo.jpg")).unwrap(),
+        vec![7u8; 50_000]
+    );
+    assert_eq!(
+        std::fs::read_to_string(daemon.path("copy/data/notes.txt")).unwrap(),
+        "beside the database"
+    );
+    assert_eq!(
+        sqlite_rows(&daemon.path("copy/data/main.db")),
+        sqlite_rows(&daemon.path("live/data/main.db"))
+    );
+    let order = parts_restored(&daemon);
+    assert_eq!(order.len(), 4, "{order:?}");
+    let at = |part: &str| order.iter().position(|p| p == part).unwrap();
+    assert!(at("files:data") < at("database:main"), "{order:?}");
+}
+
+/// A database part that fails stops the restore: no tree starts after it, a tree
+/// restoring beside it is finished, so each tree is either whole or not there, and
+/// nothing staged is left behind.
+#[test]
+fn a_failing_database_part_leaves_every_tree_whole_or_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    make_environments(dir.path());
+    // The database's directory is a file: its restore fails at once.
+    let extra = live_and_copy(dir.path(), "copy/not-a-dir/main.db");
+    std::fs::write(dir.path().join("copy/not-a-dir"), "a file").unwrap();
+    let daemon = TestDaemon::start_in(dir, |d| standard_config(d, &extra));
+    daemon.json(&["backup", "create", "live", "--name", "prod", "--wait"]);
+    let failed = daemon.ctl(&RESTORE_COPY);
+    assert_ne!(failed.status, 0);
+    assert!(
+        failed.stderr.contains("restoring database:main")
+            && failed.stderr.contains("no safety backup to roll back to"),
+        "{}",
+        failed.stderr
+    );
+    let copy = daemon.path("copy");
+    if copy.join("app").exists() {
+        assert_same_tree(&daemon.path("live/app"), &copy.join("app"));
+    }
+    if copy.join("uploads").exists() {
+        let photo = std::fs::read(copy.join("uploads/photo.jpg")).unwrap();
+        assert_eq!(photo, vec![7u8; 50_000]);
+    }
+    if copy.join("data").exists() {
+        let notes = std::fs::read_to_string(copy.join("data/notes.txt")).unwrap();
+        assert_eq!(notes, "beside the database");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(daemon.path("copy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in &names {
+        assert!(
+            ["app", "data", "not-a-dir", "uploads"].contains(&name.as_str()),
+            "left behind in the target: {name} ({names:?})"
+        );
+    }
+    assert_eq!(
+        std::fs::read(daemon.path("copy/not-a-dir")).unwrap(),
+        b"a file"
+    );
+}
