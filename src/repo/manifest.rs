@@ -56,7 +56,24 @@ pub struct PartRecord {
     /// each, in order), not its content.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub listed: bool,
+    /// A database read from a file (SQLite's database, Redis's dump): that file's
+    /// owner and mode, for a restore that finds no file to take them from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileOwner>,
     pub chunks: Vec<Id>,
+}
+
+/// A file's owner (by number, and by name where this host knows one) and mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOwner {
+    /// Permission bits as read (a restore keeps only the read and write bits).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// What the caller says about a backup; the engine adds ids, times and parts.
@@ -204,6 +221,7 @@ mod tests {
             entries: 0,
             keys: None,
             listed,
+            file: None,
             chunks: Vec::new(),
         }
     }

@@ -412,6 +412,7 @@ mod tests {
             entries: 0,
             keys: None,
             listed: true,
+            file: None,
             chunks: Vec::new(),
         };
         let ids = parse_chunk_list(&[7u8; 64], &record).unwrap();

@@ -31,7 +31,7 @@ use tokio::process::Command;
 
 use super::dump::{DumpStream, store_dump};
 use super::error::{DatabaseError, SourceError};
-use super::replace::replace_with_part;
+use super::replace::{owner_of, replace_with_part};
 use super::secret::read_password;
 use super::tool::{find_tool, run_tool};
 use crate::config::DatabaseConfig;
@@ -93,8 +93,13 @@ pub async fn backup(
     let mut info = command(db)?;
     info.args(["INFO", "keyspace"]);
     match run_tool(&mut info, "redis-cli", b"").await {
-        Ok(text) => writer.record_keys(part, count_keys(&text)),
+        Ok(text) => writer.amend(part, |record| record.keys = Some(count_keys(&text))),
         Err(e) => tracing::warn!(part, error = %e, "cannot count the server's keys"),
+    }
+    // The dump file the server writes, whose owner a restore into a new place needs
+    // (the server must be able to read what it is given).
+    if let Some(owner) = db.rdb_path.as_deref().and_then(owner_of) {
+        writer.amend(part, |record| record.file = Some(owner));
     }
     Ok(())
 }

@@ -6,12 +6,18 @@
 //! bytes, takes the old file's owner and mode through its own descriptor, and only
 //! then is renamed over the old one. On any failure the staged file is removed and
 //! the old file is untouched.
+//!
+//! Where there is no old file (a restore into a new place), the file gets the owner
+//! and mode its source had at backup, recorded in the part ([`owner_of`]): by name
+//! where this host knows it, else by number. The mode keeps only its read and write
+//! bits: the content comes from the store, and a file the store could make
+//! executable or setuid is not one root should create.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::repo::archiver::REPLACE_PREFIX;
-use crate::repo::manifest::Manifest;
+use crate::repo::manifest::{FileOwner, Manifest};
 use crate::repo::{RepoError, Repository};
 
 /// Why a file could not be replaced. Each is one line.
@@ -104,13 +110,15 @@ pub(super) async fn replace_with_part(
                 path: path.to_path_buf(),
             });
         }
-        // The old file's owner and mode, set through our descriptor (never a path).
-        if let Ok(old) = std::fs::symlink_metadata(path)
-            && old.is_file()
-        {
-            std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid()))
-                .map_err(ReplaceError::Staged)?;
-            file.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o7777))
+        // The old file's owner and mode, else the recorded ones, set through our
+        // descriptor (never a path).
+        let owner = match std::fs::symlink_metadata(path) {
+            Ok(old) if old.is_file() => Some((old.uid(), old.gid(), old.mode() & 0o7777)),
+            _ => recorded(manifest, part),
+        };
+        if let Some((uid, gid, mode)) = owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(ReplaceError::Staged)?;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(ReplaceError::Staged)?;
         }
         before_rename()?;
@@ -121,4 +129,46 @@ pub(super) async fn replace_with_part(
         let _ = std::fs::remove_file(&staged);
     }
     result
+}
+
+/// The owner and mode of the file at `path`, to record with its part.
+pub(super) fn owner_of(path: &Path) -> Option<FileOwner> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let user = nix::unistd::User::from_uid(meta.uid().into())
+        .ok()
+        .flatten();
+    let group = nix::unistd::Group::from_gid(meta.gid().into())
+        .ok()
+        .flatten();
+    Some(FileOwner {
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        user: user.map(|u| u.name),
+        group: group.map(|g| g.name),
+    })
+}
+
+/// The owner (names resolved on this host first) and mode recorded with `part`, the
+/// mode with only its read and write bits. Only root can give a file away: anyone
+/// else keeps it.
+fn recorded(manifest: &Manifest, part: &str) -> Option<(u32, u32, u32)> {
+    let owner = manifest.part(part)?.file.as_ref()?;
+    let mode = owner.mode & 0o666;
+    if !nix::unistd::geteuid().is_root() {
+        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        return Some((uid.as_raw(), gid.as_raw(), mode));
+    }
+    let uid = owner
+        .user
+        .as_deref()
+        .and_then(|name| nix::unistd::User::from_name(name).ok().flatten())
+        .map_or(owner.uid, |user| user.uid.as_raw());
+    let gid = owner
+        .group
+        .as_deref()
+        .and_then(|name| nix::unistd::Group::from_name(name).ok().flatten())
+        .map_or(owner.gid, |group| group.gid.as_raw());
+    Some((uid, gid, mode))
 }

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio_util::sync::CancellationToken;
 
 use super::error::{DatabaseError, SourceError};
-use super::replace::{ReplaceError, replace_with_part};
+use super::replace::{ReplaceError, owner_of, replace_with_part};
 use crate::repo::writer::PartWriter;
 
 pub const FORMAT: &str = "sqlite";
@@ -145,7 +145,7 @@ pub async fn backup(
         Ok((file, size)) => writer
             .add_paged_stream(part, FORMAT, file, size)
             .await
-            .map(|_| ())
+            .map(|_| writer.amend(part, |record| record.file = owner_of(path)))
             .map_err(SourceError::from),
         // The copy's name is internal: the error names the database.
         Err(source) => Err(error(DatabaseError::Io {

@@ -505,12 +505,21 @@ fn without_colors(line: &str) -> String {
 }
 
 /// Trees restore beside the database; a database inside a mount's directory waits for
-/// that mount, which so finds its directory empty. Everything lands as backed up.
+/// that mount, which so finds its directory empty. Everything lands as backed up, the
+/// database (which had no file to replace) with the owner and the read and write bits
+/// of its source.
 #[test]
 fn a_database_inside_a_mount_is_restored_after_that_mount() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = tempfile::tempdir().unwrap();
     make_environments(dir.path());
     let extra = live_and_copy(dir.path(), "copy/data/main.db");
+    let live_db = dir.path().join("live/data/main.db");
+    // The execute bits are not restored (the content comes from the store).
+    std::fs::set_permissions(&live_db, std::fs::Permissions::from_mode(0o750)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&live_db, Some(65534), Some(65534)).unwrap();
+    }
     let daemon = TestDaemon::start_in(dir, |d| standard_config(d, &extra));
     daemon.json(&["backup", "create", "live", "--name", "prod", "--wait"]);
     let job = daemon.json(&RESTORE_COPY);
@@ -527,6 +536,24 @@ fn a_database_inside_a_mount_is_restored_after_that_mount() {
     assert_eq!(
         sqlite_rows(&daemon.path("copy/data/main.db")),
         sqlite_rows(&daemon.path("live/data/main.db"))
+    );
+    let (source, restored) = (
+        std::fs::metadata(&live_db).unwrap(),
+        std::fs::metadata(daemon.path("copy/data/main.db")).unwrap(),
+    );
+    assert_eq!(restored.mode() & 0o7777, 0o640);
+    // Writing the database into the restored directory did not change its time.
+    let (live_data, copy_data) = (
+        std::fs::metadata(daemon.path("live/data")).unwrap(),
+        std::fs::metadata(daemon.path("copy/data")).unwrap(),
+    );
+    assert_eq!(
+        (copy_data.mtime(), copy_data.mtime_nsec()),
+        (live_data.mtime(), live_data.mtime_nsec())
+    );
+    assert_eq!(
+        (restored.uid(), restored.gid()),
+        (source.uid(), source.gid())
     );
     let order = parts_restored(&daemon);
     assert_eq!(order.len(), 4, "{order:?}");

@@ -12,8 +12,9 @@
 //! A database whose file (SQLite's `path`, Redis's `rdb_path`) lies inside a tree
 //! part's directory waits until that tree is restored: the tree's restore may create
 //! the directory, and into a new or empty directory it streams without staging each
-//! file, so the two must never race in one directory. Trees are restored in the
-//! order of the part names, databases too.
+//! file, so the two must never race in one directory. Writing the database's file
+//! then makes its directory's mtime now: the time the tree gave it is put back.
+//! Trees are restored in the order of the part names, databases too.
 //!
 //! When a part fails, no other part starts; a part already running is finished (a
 //! restore abandoned halfway would leave its staging behind) and the first failure
@@ -23,6 +24,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use nix::sys::stat::{UtimensatFlags, utimensat};
+use nix::sys::time::TimeSpec;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -203,6 +206,11 @@ async fn restore_database(
     let timeout = config.daemon.command_timeout;
     let started = Instant::now();
     let (from, to) = (database.from, database.to);
+    // The directory a tree restored, whose time the file's rename will change.
+    let restored_dir = database_file(database.target.db)
+        .filter(|_| database.target.after_trees > 0)
+        .and_then(Path::parent);
+    let tree_time = restored_dir.and_then(mtime_of);
     sources::restore_database(
         source,
         manifest,
@@ -217,8 +225,33 @@ async fn restore_database(
         part: to.to_owned(),
         source,
     })?;
+    if let (Some(dir), Some(time)) = (restored_dir, tree_time) {
+        set_mtime(dir, &time);
+    }
     tracing::debug!(part = to, elapsed = ?started.elapsed(), "part restored");
     Ok(())
+}
+
+/// The mtime of the directory `dir` (not followed if a link).
+fn mtime_of(dir: &Path) -> Option<TimeSpec> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).ok().filter(|m| m.is_dir())?;
+    Some(TimeSpec::new(meta.mtime(), meta.mtime_nsec()))
+}
+
+/// Sets `dir`'s mtime, never through a link in its place: at worst (a link planted
+/// meanwhile by a user who can write its parent) a link's time changes.
+fn set_mtime(dir: &Path, time: &TimeSpec) {
+    let set = utimensat(
+        nix::fcntl::AT_FDCWD,
+        dir,
+        &TimeSpec::UTIME_OMIT,
+        time,
+        UtimensatFlags::NoFollowSymlink,
+    );
+    if let Err(e) = set {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot put back the directory's time");
+    }
 }
 
 #[cfg(test)]

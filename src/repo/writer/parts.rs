@@ -183,17 +183,18 @@ impl PartWriter {
             entries: 0,
             keys: None,
             listed: page.is_some(),
+            file: None,
             chunks,
         };
         Ok(self.complete(record))
     }
 
-    /// Records how many keys the server held when the stream part `part` was
-    /// dumped (Redis), for restore drills to compare.
-    pub fn record_keys(&self, part: &str, keys: u64) {
+    /// Adds what a source learnt beside the stream of its completed part `part`
+    /// (Redis's key count, a database file's owner) to the part's record.
+    pub fn amend(&self, part: &str, change: impl FnOnce(&mut PartRecord)) {
         let mut parts = self.parts();
         if let Some(record) = parts.slot(part).and_then(|s| s.record.as_mut()) {
-            record.keys = Some(keys);
+            change(record);
         }
     }
 
@@ -224,6 +225,7 @@ impl PartWriter {
             entries: tree.entries,
             keys: None,
             listed: false,
+            file: None,
             chunks: tree.chunks,
         };
         Ok(self.complete(record))
@@ -286,6 +288,7 @@ mod tests {
             entries: 0,
             keys: None,
             listed: false,
+            file: None,
             chunks: Vec::new(),
         });
     }
