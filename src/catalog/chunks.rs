@@ -84,6 +84,22 @@ impl Catalog {
         Ok(found)
     }
 
+    /// Whether each of `ids` is indexed, in order, in one read transaction (as
+    /// [`Self::chunk_locations`], for the pages of a database cut page by page).
+    pub fn has_chunks(&self, ids: &[Id]) -> Result<Vec<bool>, CatalogError> {
+        let conn = self.lock();
+        let read = conn.unchecked_transaction()?;
+        let mut found = Vec::with_capacity(ids.len());
+        {
+            let mut stmt = read.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1")?;
+            for id in ids {
+                found.push(stmt.exists([&id.0[..]])?);
+            }
+        }
+        read.commit()?;
+        Ok(found)
+    }
+
     pub fn has_chunk(&self, id: &Id) -> Result<bool, CatalogError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1")?;

@@ -1,7 +1,9 @@
 //! The producers' end of the write pipeline (see `writer.rs`): a [`ChunkSink`]
 //! hashes each chunk and looks it up, first in this write's own set of new chunks
 //! not indexed yet, then in the catalog's chunk index; only new chunks travel on to
-//! the compressors. The sink is
+//! the compressors, in batches: one chunk from [`ChunkSink::add`], up to a whole
+//! block of pages from [`ChunkSink::add_many`] (a database cut page by page would
+//! otherwise wake a compressor, and the packer after it, for every 4 KiB). The sink is
 //! cloned into each producer thread (`archiver.rs` for trees, the stream reader in
 //! `writer.rs`); a producer stops with a `ProduceError` when its input or the
 //! repository fails, or when the write is cancelled.
@@ -33,7 +35,7 @@ pub struct ChunkSink {
     keys: Keys,
     catalog: Catalog,
     seen: Arc<Mutex<HashSet<Id>>>,
-    queue: crossbeam_channel::Sender<PendingChunk>,
+    queue: crossbeam_channel::Sender<Vec<PendingChunk>>,
     cancel: CancellationToken,
     /// Bytes of content processed so far (new or not), for progress reports.
     progress: Arc<AtomicU64>,
@@ -43,7 +45,7 @@ impl ChunkSink {
     pub(super) fn new(
         keys: Keys,
         catalog: Catalog,
-        queue: crossbeam_channel::Sender<PendingChunk>,
+        queue: crossbeam_channel::Sender<Vec<PendingChunk>>,
         cancel: CancellationToken,
         seen: Arc<Mutex<HashSet<Id>>>,
     ) -> Self {
@@ -88,10 +90,59 @@ impl ChunkSink {
             data: data.to_vec(),
             stored: stored.clone(),
         };
-        self.queue
-            .send(pending)
-            .map_err(|_| RepoError::Pipeline("a later stage failed".into()))?;
+        self.send(vec![pending])?;
         Ok(id)
+    }
+
+    /// As [`Self::add`] for each of `pieces`, in order: the catalog is asked about
+    /// them in one read transaction and the new ones travel on as one batch.
+    pub fn add_many(
+        &self,
+        kind: ChunkKind,
+        pieces: &[&[u8]],
+        stored: &Arc<AtomicU64>,
+    ) -> Result<Vec<Id>, RepoError> {
+        if self.cancel.is_cancelled() {
+            return Err(RepoError::Cancelled);
+        }
+        let ids: Vec<Id> = pieces.iter().map(|data| self.keys.chunk_id(data)).collect();
+        if kind == ChunkKind::Data {
+            let bytes: usize = pieces.iter().map(|data| data.len()).sum();
+            self.progress.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+        let unseen: Vec<usize> = {
+            let seen = self.seen.lock().expect("dedup set lock");
+            (0..ids.len())
+                .filter(|&i| !seen.contains(&ids[i]))
+                .collect()
+        };
+        let unseen_ids: Vec<Id> = unseen.iter().map(|&i| ids[i]).collect();
+        let indexed = self.catalog.has_chunks(&unseen_ids)?;
+        let mut batch = Vec::new();
+        let mut seen = self.seen.lock().expect("dedup set lock");
+        for (&i, indexed) in unseen.iter().zip(indexed) {
+            // Also skips a piece repeated within the batch, and one another
+            // producer queued meanwhile.
+            if !indexed && seen.insert(ids[i]) {
+                batch.push(PendingChunk {
+                    id: ids[i],
+                    kind,
+                    data: pieces[i].to_vec(),
+                    stored: stored.clone(),
+                });
+            }
+        }
+        drop(seen);
+        if !batch.is_empty() {
+            self.send(batch)?;
+        }
+        Ok(ids)
+    }
+
+    fn send(&self, batch: Vec<PendingChunk>) -> Result<(), RepoError> {
+        self.queue
+            .send(batch)
+            .map_err(|_| RepoError::Pipeline("a later stage failed".into()))
     }
 
     pub fn cancel_token(&self) -> &CancellationToken {
@@ -137,5 +188,49 @@ impl From<ProduceError> for RepoError {
             },
             ProduceError::Repo(e) => e,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::PackEntry;
+
+    fn entry(id: Id) -> PackEntry {
+        PackEntry {
+            id,
+            kind: ChunkKind::Data,
+            offset: 0,
+            length: 1,
+            raw_length: 1,
+        }
+    }
+
+    /// A block's pages: ids for every page in order; queued once each, as one batch,
+    /// only those neither indexed, nor queued before, nor repeated earlier in it.
+    #[test]
+    fn add_many_queues_each_new_page_once_in_one_batch() {
+        let catalog = Catalog::in_memory().unwrap();
+        let keys = Keys::none();
+        let (indexed, queued_before) = (b"indexed".as_slice(), b"queued".as_slice());
+        catalog
+            .add_packs([(&Id([1; 32]), &[entry(keys.chunk_id(indexed))][..])])
+            .unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let seen = Arc::new(Mutex::new(HashSet::from([keys.chunk_id(queued_before)])));
+        let sink = ChunkSink::new(keys.clone(), catalog, tx, CancellationToken::new(), seen);
+        let stored = Arc::new(AtomicU64::new(0));
+        let pieces = [b"a".as_slice(), indexed, b"b", b"a", queued_before, b"c"];
+        let ids = sink.add_many(ChunkKind::Data, &pieces, &stored).unwrap();
+        let want: Vec<Id> = pieces.iter().map(|p| keys.chunk_id(p)).collect();
+        assert_eq!(ids, want);
+        let batch = rx.try_recv().unwrap();
+        let data: Vec<&[u8]> = batch.iter().map(|c| c.data.as_slice()).collect();
+        assert_eq!(data, [b"a".as_slice(), b"b", b"c"]);
+        assert!(rx.try_recv().is_err(), "one batch");
+        // Nothing new: nothing queued, not even an empty batch.
+        sink.add_many(ChunkKind::Data, &[b"a", b"b"], &stored)
+            .unwrap();
+        assert!(rx.try_recv().is_err());
     }
 }

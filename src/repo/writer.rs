@@ -39,7 +39,7 @@ use super::crypto::Keys;
 use super::id::Id;
 use super::lock::WriterLock;
 use super::manifest::{BackupMeta, Manifest, PartRecord, new_backup_id};
-use super::pack::{ChunkKind, PackBuilder, PackEntry, encode_blob};
+use super::pack::{ChunkKind, FinishedPack, PackBuilder, PackEntry, encode_blob};
 use super::phases::PhaseTimer;
 use super::sink::{ChunkSink, PendingChunk};
 use super::{RepoError, Repository, checked_name, pack_key};
@@ -47,9 +47,11 @@ use indexer::{FLUSH_CHUNKS, Indexer, UploadedPacks};
 pub use parts::PartWriter;
 use parts::Parts;
 
-/// Chunks waiting for a compressor: a few per core keeps both busy without hoarding.
+/// Batches of chunks waiting for a compressor (a batch is one chunk, or a block of
+/// a database's pages of at most [`parts::PAGED_BLOCK`]): a few per core keeps both
+/// busy without hoarding.
 const CHUNK_QUEUE: usize = 4;
-/// Encoded chunks waiting for the packer.
+/// Batches of encoded chunks waiting for the packer.
 const BLOB_QUEUE: usize = 4;
 
 struct EncodedChunk {
@@ -95,8 +97,8 @@ impl Repository {
         self.check_repository().await?;
         phases.lap("repository check");
         let lock = self.writers().begin_write().await?;
-        let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<PendingChunk>(CHUNK_QUEUE);
-        let (blob_tx, blob_rx) = mpsc::channel::<EncodedChunk>(BLOB_QUEUE);
+        let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<Vec<PendingChunk>>(CHUNK_QUEUE);
+        let (blob_tx, blob_rx) = mpsc::channel::<Vec<EncodedChunk>>(BLOB_QUEUE);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let compressors = (0..workers)
             .map(|n| {
@@ -325,21 +327,26 @@ impl BackupWriter {
 }
 
 fn compress_loop(
-    rx: crossbeam_channel::Receiver<PendingChunk>,
-    tx: mpsc::Sender<EncodedChunk>,
+    rx: crossbeam_channel::Receiver<Vec<PendingChunk>>,
+    tx: mpsc::Sender<Vec<EncodedChunk>>,
     keys: Keys,
     level: i32,
 ) {
     let mut compressor = zstd::bulk::Compressor::new(level).expect("zstd accepts levels 1 to 19");
-    for chunk in rx {
-        let blob = encode_blob(&keys, &mut compressor, &chunk.data);
-        chunk.stored.fetch_add(blob.len() as u64, Ordering::Relaxed);
-        let encoded = EncodedChunk {
-            id: chunk.id,
-            kind: chunk.kind,
-            raw_length: chunk.data.len() as u32,
-            blob,
-        };
+    for batch in rx {
+        let encoded = batch
+            .into_iter()
+            .map(|chunk| {
+                let blob = encode_blob(&keys, &mut compressor, &chunk.data);
+                chunk.stored.fetch_add(blob.len() as u64, Ordering::Relaxed);
+                EncodedChunk {
+                    id: chunk.id,
+                    kind: chunk.kind,
+                    raw_length: chunk.data.len() as u32,
+                    blob,
+                }
+            })
+            .collect();
         if tx.blocking_send(encoded).is_err() {
             return; // the packer stopped; it reports why
         }
@@ -350,56 +357,85 @@ async fn pack_loop(
     indexer: Arc<Indexer>,
     keys: Keys,
     pack_size: usize,
-    mut rx: mpsc::Receiver<EncodedChunk>,
+    mut rx: mpsc::Receiver<Vec<EncodedChunk>>,
 ) -> Result<UploadedPacks, RepoError> {
-    let store = indexer.shared.clone();
-    // Packs uploading at once: overlaps network latency; memory stays bounded by
-    // the store's pack budget (`Store::packs_in_flight`).
-    let slots = Arc::new(Semaphore::new(store.packs_in_flight(pack_size as u64)));
-    let mut uploads = JoinSet::new();
+    let mut uploads = PackUploads::new(indexer, pack_size);
     let mut builder = PackBuilder::with_capacity(pack_size);
-    let mut done = Vec::new();
-    loop {
-        let next = rx.recv().await;
-        if let Some(chunk) = &next {
+    while let Some(batch) = rx.recv().await {
+        for chunk in batch {
             builder.add(chunk.id, chunk.kind, chunk.raw_length, &chunk.blob);
-        }
-        let flush = if next.is_none() {
-            !builder.is_empty()
-        } else {
-            builder.len() >= pack_size
-        };
-        if flush {
-            let pack = std::mem::replace(&mut builder, PackBuilder::with_capacity(pack_size))
-                .finish(&keys);
-            let permit = slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore never closes");
-            while let Some(finished) = uploads.try_join_next() {
-                done.push(upload_result(finished)?);
+            if builder.len() >= pack_size {
+                let full = std::mem::replace(&mut builder, PackBuilder::with_capacity(pack_size));
+                uploads.start(full.finish(&keys)).await?;
             }
-            if done.iter().map(|(_, chunks)| chunks.len()).sum::<usize>() >= FLUSH_CHUNKS {
-                indexer.flush(std::mem::take(&mut done)).await?;
-            }
-            let (store, indexer) = (store.clone(), indexer.clone());
-            uploads.spawn(async move {
-                let _permit = permit;
-                let key = pack_key(&pack.id);
-                indexer.record_upload(pack.id);
-                store.put(&key, Bytes::from(pack.bytes)).await?;
-                Ok::<_, RepoError>((pack.id, pack.entries))
-            });
-        }
-        if next.is_none() {
-            break;
         }
     }
-    while let Some(finished) = uploads.join_next().await {
-        done.push(upload_result(finished)?);
+    if !builder.is_empty() {
+        uploads.start(builder.finish(&keys)).await?;
     }
-    Ok(done)
+    uploads.finish().await
+}
+
+/// The packs a write is uploading, and those uploaded but not indexed yet.
+struct PackUploads {
+    indexer: Arc<Indexer>,
+    /// Packs uploading at once: overlaps network latency; memory stays bounded by
+    /// the store's pack budget (`Store::packs_in_flight`).
+    slots: Arc<Semaphore>,
+    running: JoinSet<Result<(Id, Vec<PackEntry>), RepoError>>,
+    done: UploadedPacks,
+}
+
+impl PackUploads {
+    fn new(indexer: Arc<Indexer>, pack_size: usize) -> Self {
+        let slots = indexer.shared.packs_in_flight(pack_size as u64);
+        PackUploads {
+            indexer,
+            slots: Arc::new(Semaphore::new(slots)),
+            running: JoinSet::new(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Starts uploading `pack` once a slot is free; indexes the uploaded packs every
+    /// [`FLUSH_CHUNKS`] chunks.
+    async fn start(&mut self, pack: FinishedPack) -> Result<(), RepoError> {
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closes");
+        while let Some(finished) = self.running.try_join_next() {
+            self.done.push(upload_result(finished)?);
+        }
+        if self
+            .done
+            .iter()
+            .map(|(_, chunks)| chunks.len())
+            .sum::<usize>()
+            >= FLUSH_CHUNKS
+        {
+            self.indexer.flush(std::mem::take(&mut self.done)).await?;
+        }
+        let (store, indexer) = (self.indexer.shared.clone(), self.indexer.clone());
+        self.running.spawn(async move {
+            let _permit = permit;
+            let key = pack_key(&pack.id);
+            indexer.record_upload(pack.id);
+            store.put(&key, Bytes::from(pack.bytes)).await?;
+            Ok::<_, RepoError>((pack.id, pack.entries))
+        });
+        Ok(())
+    }
+
+    /// Waits for the uploads still running: every pack not indexed yet.
+    async fn finish(mut self) -> Result<UploadedPacks, RepoError> {
+        while let Some(finished) = self.running.join_next().await {
+            self.done.push(upload_result(finished)?);
+        }
+        Ok(self.done)
+    }
 }
 
 fn upload_result(

@@ -25,6 +25,10 @@ use crate::repo::readahead::ReadAhead;
 use crate::repo::sink::{ChunkSink, ProduceError};
 use crate::repo::{RepoError, Repository};
 
+/// The pages of a paged stream looked up and queued at once (1 MiB: 256 pages of
+/// 4 KiB): a compressor, and the packer after it, wakes once per block, not per page.
+pub(super) const PAGED_BLOCK: usize = 1 << 20;
+
 /// The parts of one backup, in the order they were started.
 #[derive(Default)]
 pub(super) struct Parts {
@@ -242,13 +246,21 @@ fn chunk_stream(
     stored: &Arc<AtomicU64>,
 ) -> Result<(u64, Vec<Id>), ProduceError> {
     let mut chunks = Vec::new();
-    let add = |data: &[u8]| {
-        chunks.push(sink.add(ChunkKind::Data, data, stored)?);
-        Ok::<_, ProduceError>(())
-    };
     let size = match page {
-        None => Chunker::new(params).chunk_reader(reader, add)?,
-        Some(page) => fixed_chunks(reader, page, add)?,
+        None => Chunker::new(params).chunk_reader(reader, |data: &[u8]| {
+            chunks.push(sink.add(ChunkKind::Data, data, stored)?);
+            Ok::<_, ProduceError>(())
+        })?,
+        // Blocks of whole pages, each block's pages looked up and queued at once:
+        // the same cuts as page by page.
+        Some(page) => {
+            let pages_per_block = (PAGED_BLOCK / page).max(1);
+            fixed_chunks(reader, page * pages_per_block, |block: &[u8]| {
+                let pieces: Vec<&[u8]> = block.chunks(page).collect();
+                chunks.extend(sink.add_many(ChunkKind::Data, &pieces, stored)?);
+                Ok::<_, ProduceError>(())
+            })?
+        }
     };
     if page.is_some() {
         chunks = store_chunk_list(sink, params, &chunks, stored)?;
