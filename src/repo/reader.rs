@@ -21,8 +21,9 @@ use super::{RepoError, Repository, pack_key};
 
 /// Bytes of a stream part gathered before each write to its output.
 const OUTPUT_BUFFER: usize = 1 << 20;
-/// Content bytes of a stream read per window (`load_in_order`); two windows are in
-/// memory at once, each at most this plus one chunk.
+/// Content bytes of a stream read per window (`load_in_order`); at most four windows
+/// are in memory at once (two loading, one ready, one being written), each at most
+/// this plus one chunk.
 const WINDOW_BYTES: u64 = 8 << 20;
 
 impl Repository {
@@ -66,7 +67,10 @@ impl Repository {
     }
 
     /// The content of `chunks`, in order, a window of about [`WINDOW_BYTES`] at a
-    /// time (the next window is fetched while the caller uses one). Within a window
+    /// time. The windows load in a task of their own, the next ones while the caller
+    /// writes one out: loaded by the caller's stream itself, a window progressed only
+    /// while the caller asked for the next, and a tool fed from it (`pg_restore`)
+    /// waited for each window's fetch and decode in turn. Within a window
     /// the chunks of each pack are fetched together, in the pack's order
     /// (`spans.rs`): a SQLite part restored after days of changes has its pages
     /// spread over every day's pack, and read in the stream's order nearly every
@@ -85,9 +89,25 @@ impl Repository {
                 (start, bytes) = (i + 1, 0);
             }
         }
-        Ok(futures::stream::iter(windows)
-            .map(|window| self.load_window(window))
-            .buffered(2))
+        let (ready, mut receiver) = tokio::sync::mpsc::channel(1);
+        let repo = self.clone();
+        let loader = tokio::spawn(async move {
+            let mut loading = futures::stream::iter(windows)
+                .map(|window| repo.load_window(window))
+                .buffered(2);
+            while let Some(window) = loading.next().await {
+                let failed = window.is_err();
+                if ready.send(window).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let loader = tokio_util::task::AbortOnDropHandle::new(loader);
+        Ok(futures::stream::poll_fn(move |cx| {
+            // Owned by the stream: dropping it (the caller gave up) stops the loading.
+            let _loading = &loader;
+            receiver.poll_recv(cx)
+        }))
     }
 
     /// Fetches and checks the chunks of one window; returns them in its order.
