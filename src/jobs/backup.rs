@@ -275,13 +275,8 @@ async fn write_parts(
         // Dropped before `explain`, which drains the pipeline.
         let part_writer = writer.part_writer()?;
         part_writer.reserve(parts.iter().map(|p| p.name.as_str()));
-        // Databases start first: a dump is read whole on every backup, while a
-        // tree skips its unchanged files, so a database is usually the longest part.
-        let is_database = |p: &&PartSpec| matches!(p.source, PartSource::Database(_));
-        let databases = parts.iter().filter(is_database);
-        let ordered = databases
-            .chain(parts.iter().filter(|p| !is_database(p)))
-            .map(Ok);
+        let took = |name: &str| parent?.part(name)?.duration_ms;
+        let ordered = write_order(&parts, took).into_iter().map(Ok);
         let work = futures::stream::iter(ordered).try_for_each_concurrent(PARTS_AT_ONCE, |part| {
             write_part(ctx, &part_writer, parent, part, cancel, &progress)
         });
@@ -305,6 +300,22 @@ async fn write_parts(
     }
 }
 
+/// The order parts start in, [`PARTS_AT_ONCE`] at a time: longest first, so that the
+/// short ones fill in beside the long ones instead of a long one starting last.
+/// How long a part takes is what it took in the parent backup; a part without one
+/// (a first backup, a new part) starts before those with one, databases first (a
+/// dump is read whole every time, while a tree skips its unchanged files).
+fn write_order(parts: &[PartSpec], took: impl Fn(&str) -> Option<u64>) -> Vec<&PartSpec> {
+    let is_tree = |part: &PartSpec| matches!(part.source, PartSource::Tree { .. });
+    let mut ordered: Vec<&PartSpec> = parts.iter().collect();
+    // Stable: parts that compare equal keep the environment's order.
+    ordered.sort_by_key(|part| match took(&part.name) {
+        None => (false, is_tree(part), std::cmp::Reverse(0)),
+        Some(ms) => (true, false, std::cmp::Reverse(ms)),
+    });
+    ordered
+}
+
 /// Writes one part: a tree with the parent backup's tree beside it, or a database
 /// through its native dump.
 async fn write_part(
@@ -316,6 +327,7 @@ async fn write_part(
     progress: &PartsProgress<'_>,
 ) -> Result<(), RepoError> {
     let mut phases = PhaseTimer::start("backup.part");
+    let started = std::time::Instant::now();
     progress.started(&part.name);
     match &part.source {
         PartSource::Tree { path, exclude } => {
@@ -335,6 +347,8 @@ async fn write_part(
                 })?;
         }
     }
+    let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    writer.amend(&part.name, |record| record.duration_ms = Some(took));
     progress.finished(&part.name);
     phases.lap(&part.name);
     Ok(())
@@ -439,5 +453,66 @@ pub(super) async fn run_hook(
         if let Err(e) = crate::commands::run(command, &vars, config.daemon.command_timeout).await {
             tracing::warn!(job = job.id, env, error = %e, "hook failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(names: &[&str]) -> Vec<PartSpec> {
+        // A database part's source: the quick-start config's SQLite database.
+        let demo = crate::config::Config::embedded_default(std::path::Path::new("/srv"));
+        let database = (demo.env("demo").unwrap().parts().into_iter())
+            .find(|p| matches!(p.source, PartSource::Database(_)))
+            .unwrap()
+            .source;
+        (names.iter())
+            .map(|name| PartSpec {
+                name: (*name).to_owned(),
+                source: match name.starts_with("database:") {
+                    true => database.clone(),
+                    false => PartSource::Tree {
+                        path: "/srv".into(),
+                        exclude: Vec::new(),
+                    },
+                },
+            })
+            .collect()
+    }
+
+    fn order(parts: &[PartSpec], took: &[(&str, u64)]) -> Vec<String> {
+        let took = |name: &str| took.iter().find(|(n, _)| *n == name).map(|(_, ms)| *ms);
+        write_order(parts, took)
+            .into_iter()
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_longest_parts_start_first_unknown_ones_before_them() {
+        let env = parts(&["code", "files:db", "files:files", "database:app"]);
+        // A first backup: databases first, then the environment's order.
+        assert_eq!(
+            order(&env, &[]),
+            ["database:app", "code", "files:db", "files:files"]
+        );
+        // The churn scenario's day 1: the files tree, then the database beside it,
+        // then the short db/ mount in the lane the database frees.
+        let took = [
+            ("code", 40),
+            ("files:db", 485),
+            ("files:files", 1736),
+            ("database:app", 1216),
+        ];
+        assert_eq!(
+            order(&env, &took),
+            ["files:files", "database:app", "files:db", "code"]
+        );
+        // A part new since the parent starts before the known ones.
+        assert_eq!(
+            order(&env, &took[1..]),
+            ["code", "files:files", "database:app", "files:db"]
+        );
     }
 }

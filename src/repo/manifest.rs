@@ -60,6 +60,10 @@ pub struct PartRecord {
     /// owner and mode, for a restore that finds no file to take them from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileOwner>,
+    /// How long the part took to write, in milliseconds: the next backup starts its
+    /// longest parts first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
     pub chunks: Vec<Id>,
 }
 
@@ -222,6 +226,7 @@ mod tests {
             keys: None,
             listed,
             file: None,
+            duration_ms: None,
             chunks: Vec::new(),
         }
     }

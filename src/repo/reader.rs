@@ -433,6 +433,7 @@ mod tests {
             keys: None,
             listed: true,
             file: None,
+            duration_ms: None,
             chunks: Vec::new(),
         };
         let ids = parse_chunk_list(&[7u8; 64], &record).unwrap();

@@ -188,6 +188,7 @@ impl PartWriter {
             keys: None,
             listed: page.is_some(),
             file: None,
+            duration_ms: None,
             chunks,
         };
         Ok(self.complete(record))
@@ -230,6 +231,7 @@ impl PartWriter {
             keys: None,
             listed: false,
             file: None,
+            duration_ms: None,
             chunks: tree.chunks,
         };
         Ok(self.complete(record))
@@ -301,6 +303,7 @@ mod tests {
             keys: None,
             listed: false,
             file: None,
+            duration_ms: None,
             chunks: Vec::new(),
         });
     }
