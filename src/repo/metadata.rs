@@ -27,6 +27,12 @@ pub struct Owners {
     groups: Mutex<HashMap<String, Option<u32>>>,
 }
 
+impl Default for Owners {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Owners {
     pub fn new() -> Self {
         Owners {
@@ -37,8 +43,17 @@ impl Owners {
     }
 
     pub(super) fn uid(&self, entry: &Entry) -> u32 {
-        let Some(name) = entry.user.as_deref() else {
-            return entry.uid;
+        self.uid_named(entry.user.as_deref(), entry.uid)
+    }
+
+    pub(super) fn gid(&self, entry: &Entry) -> u32 {
+        self.gid_named(entry.group.as_deref(), entry.gid)
+    }
+
+    /// The uid of the user `name` on this host, else `uid`.
+    pub fn uid_named(&self, name: Option<&str>, uid: u32) -> u32 {
+        let Some(name) = name else {
+            return uid;
         };
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         let found = users.entry(name.to_owned()).or_insert_with(|| {
@@ -47,12 +62,13 @@ impl Owners {
                 .flatten()
                 .map(|u| u.uid.as_raw())
         });
-        found.unwrap_or(entry.uid)
+        found.unwrap_or(uid)
     }
 
-    pub(super) fn gid(&self, entry: &Entry) -> u32 {
-        let Some(name) = entry.group.as_deref() else {
-            return entry.gid;
+    /// The gid of the group `name` on this host, else `gid`.
+    pub fn gid_named(&self, name: Option<&str>, gid: u32) -> u32 {
+        let Some(name) = name else {
+            return gid;
         };
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         let found = groups.entry(name.to_owned()).or_insert_with(|| {
@@ -61,7 +77,12 @@ impl Owners {
                 .flatten()
                 .map(|g| g.gid.as_raw())
         });
-        found.unwrap_or(entry.gid)
+        found.unwrap_or(gid)
+    }
+
+    /// Whether files can be given away (chown), which only root can do.
+    pub fn can_chown(&self) -> bool {
+        self.is_root
     }
 }
 

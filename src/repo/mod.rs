@@ -75,6 +75,7 @@ use format::{
 use manifest::{Manifest, manifest_key};
 
 pub use error::RepoError;
+pub use metadata::Owners;
 
 const CONFIG_KEY: &str = "config";
 

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use crate::repo::archiver::REPLACE_PREFIX;
 use crate::repo::manifest::{FileOwner, Manifest};
-use crate::repo::{RepoError, Repository};
+
+use crate::repo::{Owners, RepoError, Repository};
 
 /// Why a file could not be replaced. Each is one line.
 #[derive(Debug, thiserror::Error)]
@@ -150,25 +151,18 @@ pub(super) fn owner_of(path: &Path) -> Option<FileOwner> {
     })
 }
 
-/// The owner (names resolved on this host first) and mode recorded with `part`, the
-/// mode with only its read and write bits. Only root can give a file away: anyone
-/// else keeps it.
+/// The owner (names resolved on this host first, as a tree's restore does) and mode
+/// recorded with `part`, the mode with only its read and write bits. Only root can
+/// give a file away: anyone else keeps it.
 fn recorded(manifest: &Manifest, part: &str) -> Option<(u32, u32, u32)> {
     let owner = manifest.part(part)?.file.as_ref()?;
     let mode = owner.mode & 0o666;
-    if !nix::unistd::geteuid().is_root() {
+    let owners = Owners::new();
+    if !owners.can_chown() {
         let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
         return Some((uid.as_raw(), gid.as_raw(), mode));
     }
-    let uid = owner
-        .user
-        .as_deref()
-        .and_then(|name| nix::unistd::User::from_name(name).ok().flatten())
-        .map_or(owner.uid, |user| user.uid.as_raw());
-    let gid = owner
-        .group
-        .as_deref()
-        .and_then(|name| nix::unistd::Group::from_name(name).ok().flatten())
-        .map_or(owner.gid, |group| group.gid.as_raw());
+    let uid = owners.uid_named(owner.user.as_deref(), owner.uid);
+    let gid = owners.gid_named(owner.group.as_deref(), owner.gid);
     Some((uid, gid, mode))
 }
