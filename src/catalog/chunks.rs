@@ -175,28 +175,37 @@ pub(super) fn owe_sweep(conn: &rusqlite::Connection) -> Result<(), CatalogError>
     Ok(())
 }
 
+/// Inserts packs, then their chunks in the order of their ids: the chunk table and
+/// its by-pack index then fill each page once, in one pass. In the packs' order, the
+/// ids fall at random across the table, and a flush of 65,536 chunks overflowed
+/// SQLite's page cache: pages were spilled to the WAL and dirtied again, and a first
+/// backup's 13 MB catalog wrote 310 MB of WAL.
 fn insert_packs<'a>(
     tx: &rusqlite::Transaction<'_>,
     packs: impl IntoIterator<Item = (&'a Id, &'a [PackEntry])>,
 ) -> Result<(), CatalogError> {
     let mut add_pack = tx.prepare_cached("INSERT OR IGNORE INTO packs (id) VALUES (?1)")?;
     let mut pack_rowid = tx.prepare_cached("SELECT rowid FROM packs WHERE id = ?1")?;
-    let mut add_chunk = tx.prepare_cached(
-        "INSERT OR IGNORE INTO chunks (id, pack, kind, offset, length, raw_length) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
+    let mut chunks: Vec<(i64, &PackEntry)> = Vec::new();
     for (pack, entries) in packs {
         add_pack.execute([&pack.0[..]])?;
         let rowid: i64 = pack_rowid.query_row([&pack.0[..]], |r| r.get(0))?;
-        for e in entries {
-            add_chunk.execute(params![
-                &e.id.0[..],
-                rowid,
-                e.kind as u8,
-                e.offset as i64,
-                e.length,
-                e.raw_length
-            ])?;
-        }
+        chunks.extend(entries.iter().map(|e| (rowid, e)));
+    }
+    // Stable: a chunk in two packs still keeps the first one's location.
+    chunks.sort_by_key(|(_, e)| e.id.0);
+    let mut add_chunk = tx.prepare_cached(
+        "INSERT OR IGNORE INTO chunks (id, pack, kind, offset, length, raw_length) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (rowid, e) in chunks {
+        add_chunk.execute(params![
+            &e.id.0[..],
+            rowid,
+            e.kind as u8,
+            e.offset as i64,
+            e.length,
+            e.raw_length
+        ])?;
     }
     Ok(())
 }
@@ -223,6 +232,42 @@ mod tests {
         assert!(!catalog.has_chunk(&pack).unwrap());
         catalog.replace_chunk_index([]).unwrap();
         assert_eq!(catalog.chunk_count().unwrap(), 0);
+    }
+
+    /// Chunks go in in the order of their ids, not their packs': a chunk listed by
+    /// two packs still keeps the first pack's location.
+    #[test]
+    fn a_chunk_in_two_packs_keeps_the_first_location() {
+        let catalog = Catalog::in_memory().unwrap();
+        let entry = |name: &[u8], offset| PackEntry {
+            id: Id::hash(name),
+            kind: ChunkKind::Data,
+            offset,
+            length: 1,
+            raw_length: 1,
+        };
+        let (first, second) = (Id::hash(b"first"), Id::hash(b"second"));
+        let shared = entry(b"shared", 7);
+        let first_entries: Vec<PackEntry> = (0..50u64)
+            .map(|n| entry(&n.to_le_bytes(), n))
+            .chain([shared])
+            .collect();
+        let second_entries = [entry(b"other", 0), entry(b"shared", 99)];
+        catalog
+            .add_packs([(&first, &first_entries[..]), (&second, &second_entries[..])])
+            .unwrap();
+        let found = catalog.chunk_location(&shared.id).unwrap().unwrap();
+        assert_eq!(
+            found,
+            ChunkLocation {
+                pack: first,
+                entry: shared
+            }
+        );
+        for e in first_entries.iter().chain(&second_entries[..1]) {
+            assert!(catalog.has_chunk(&e.id).unwrap());
+        }
+        assert_eq!(catalog.chunk_count().unwrap(), 52);
     }
 
     #[test]
