@@ -119,6 +119,7 @@ pub(crate) fn archive(
     };
     archiver.walk(root, &meta)?;
     archiver.finish_tree()?;
+    sink.finish()?;
     Ok(ArchivedTree {
         size: archiver.size,
         entries: archiver.entries,

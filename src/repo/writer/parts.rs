@@ -267,6 +267,7 @@ fn chunk_stream(
     if page.is_some() {
         chunks = store_chunk_list(sink, params, &chunks, stored)?;
     }
+    sink.finish()?;
     Ok((size, chunks))
 }
 
