@@ -17,7 +17,8 @@ pub const EMBEDDED_DEFAULT: &str = "<embedded default>";
 pub(super) const DEFAULT_STATE_DIR: &str = "/var/lib/envsnap";
 pub(super) const DEFAULT_SOCKET: &str = "/run/envsnap/envsnapd.sock";
 pub(super) const DEFAULT_MAX_JOBS: usize = 2;
-pub(super) const DEFAULT_COMPRESSION: i32 = 3;
+/// zstd's level for a new repository: the repository's own default.
+pub(super) const DEFAULT_COMPRESSION: i32 = crate::repo::format::DEFAULT_COMPRESSION;
 pub(super) const DEFAULT_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 pub(super) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 pub(super) const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);

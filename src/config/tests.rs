@@ -110,7 +110,7 @@ fn defaults_are_filled_in() {
     assert_eq!(config.daemon.command_timeout, Duration::from_secs(600));
     assert_eq!(config.daemon.host, defaults::hostname());
     assert_eq!(config.store.url, "file:///var/lib/envsnap/store");
-    assert_eq!(config.store.compression, 3);
+    assert_eq!(config.store.compression, 1);
     let live = config.env("live").unwrap();
     assert_eq!(live.retention, Duration::from_secs(14 * 86_400));
     assert_eq!(live.version, VersionSource::Literal("1.0".into()));
