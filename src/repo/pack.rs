@@ -75,17 +75,22 @@ pub fn encode_blob(
     compressor: &mut zstd::bulk::Compressor<'_>,
     plain: &[u8],
 ) -> Vec<u8> {
+    // zstd writes its frame straight behind the flag: one buffer and no copy, where
+    // `compress` allocated and a copy followed. A zeroed allocation of this size
+    // is fresh memory, faulted in only where the frame is written; the room past it
+    // lives until the packer has copied the blob (a few batches).
+    let mut framed = vec![0u8; 1 + zstd::zstd_safe::compress_bound(plain.len())];
     let compressed = compressor
-        .compress(plain)
+        .compress_to_buffer(plain, &mut framed[1..])
         .ok()
-        .filter(|c| c.len() < plain.len());
-    let mut framed = Vec::with_capacity(1 + compressed.as_ref().map_or(plain.len(), Vec::len));
+        .filter(|&n| n < plain.len());
     match compressed {
-        Some(c) => {
-            framed.push(FLAG_ZSTD);
-            framed.extend_from_slice(&c);
+        Some(n) => {
+            framed[0] = FLAG_ZSTD;
+            framed.truncate(1 + n);
         }
         None => {
+            framed.clear();
             framed.push(FLAG_RAW);
             framed.extend_from_slice(plain);
         }
@@ -148,10 +153,13 @@ pub struct FinishedPack {
 }
 
 impl PackBuilder {
-    /// Room for a full pack and its trailer, so the buffer never grows by copying.
-    pub fn with_capacity(pack_size: usize) -> Self {
+    /// A pack built in `buffer` (emptied; a finished pack's, to spare fresh memory)
+    /// with room for a full pack and its trailer, so it never grows by copying.
+    pub fn in_buffer(mut buffer: Vec<u8>, pack_size: usize) -> Self {
+        buffer.clear();
+        buffer.reserve(pack_size + (1 << 20));
         PackBuilder {
-            bytes: Vec::with_capacity(pack_size + (1 << 20)),
+            bytes: buffer,
             entries: Vec::new(),
         }
     }

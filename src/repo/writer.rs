@@ -360,12 +360,13 @@ async fn pack_loop(
     mut rx: mpsc::Receiver<Vec<EncodedChunk>>,
 ) -> Result<UploadedPacks, RepoError> {
     let mut uploads = PackUploads::new(indexer, pack_size);
-    let mut builder = PackBuilder::with_capacity(pack_size);
+    let mut builder = PackBuilder::in_buffer(Vec::new(), pack_size);
     while let Some(batch) = rx.recv().await {
         for chunk in batch {
             builder.add(chunk.id, chunk.kind, chunk.raw_length, &chunk.blob);
             if builder.len() >= pack_size {
-                let full = std::mem::replace(&mut builder, PackBuilder::with_capacity(pack_size));
+                let next = PackBuilder::in_buffer(uploads.spare_buffer(), pack_size);
+                let full = std::mem::replace(&mut builder, next);
                 uploads.start(full.finish(&keys)).await?;
             }
         }
@@ -384,6 +385,12 @@ struct PackUploads {
     slots: Arc<Semaphore>,
     running: JoinSet<Result<(Id, Vec<PackEntry>), RepoError>>,
     done: UploadedPacks,
+    /// Buffers of uploaded packs, for the next packs: a first backup otherwise
+    /// faulted in a fresh 17 MiB for every pack (126,000 page faults for 517 MB).
+    /// A buffer is kept only while it waits for the next pack, at most `keep` (the
+    /// slots): no more buffers live at once than without it.
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+    keep: usize,
 }
 
 impl PackUploads {
@@ -392,9 +399,20 @@ impl PackUploads {
         PackUploads {
             indexer,
             slots: Arc::new(Semaphore::new(slots)),
+            keep: slots,
             running: JoinSet::new(),
             done: Vec::new(),
+            spare: Arc::default(),
         }
+    }
+
+    /// A finished upload's buffer, if one is back (else a new one).
+    fn spare_buffer(&self) -> Vec<u8> {
+        self.spare
+            .lock()
+            .expect("spare lock")
+            .pop()
+            .unwrap_or_default()
     }
 
     /// Starts uploading `pack` once a slot is free; indexes the uploaded packs every
@@ -419,11 +437,20 @@ impl PackUploads {
             self.indexer.flush(std::mem::take(&mut self.done)).await?;
         }
         let (store, indexer) = (self.indexer.shared.clone(), self.indexer.clone());
+        let (spare, keep) = (self.spare.clone(), self.keep);
         self.running.spawn(async move {
             let _permit = permit;
             let key = pack_key(&pack.id);
             indexer.record_upload(pack.id);
-            store.put(&key, Bytes::from(pack.bytes)).await?;
+            let bytes = Bytes::from(pack.bytes);
+            store.put(&key, bytes.clone()).await?;
+            // Back to a Vec without a copy when the store kept no reference.
+            if let Ok(buffer) = bytes.try_into_mut() {
+                let mut spare = spare.lock().expect("spare lock");
+                if spare.len() < keep {
+                    spare.push(Vec::from(buffer));
+                }
+            }
             Ok::<_, RepoError>((pack.id, pack.entries))
         });
         Ok(())
