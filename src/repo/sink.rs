@@ -31,9 +31,11 @@ pub(super) struct PendingChunk {
     pub(super) stored: Arc<AtomicU64>,
 }
 
-/// New chunks a producer gathers before they travel on together: about one large
-/// chunk, or a block of a database's pages.
-const BATCH_BYTES: usize = 1 << 20;
+/// New chunks a producer gathers before they travel on together (a large chunk, or
+/// a block of a database's pages, goes at once). 1 MiB batches made no faster a
+/// first backup of the churn data set, whose peak memory they raised by ~20 MiB
+/// (medians of 5 runs: 180 against 158 MiB).
+const BATCH_BYTES: usize = 256 << 10;
 
 /// A producer's new chunks not sent yet.
 #[derive(Default)]
