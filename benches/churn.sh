@@ -227,10 +227,15 @@ restore_envsnap() { # DAY
 # host that runs them daily.
 export RESTIC_REPOSITORY=$RUN/restic RESTIC_CACHE_DIR=$RUN/restic-cache RUSTIC_CACHE_DIR=$RUN/rustic-cache
 RUSTIC_REPO=$RUN/rustic
-if has_tool restic; then restic init >/dev/null; fi
-if has_tool rustic; then   # not installed here: this path is untested
-  rustic -r "$RUSTIC_REPO" init >/dev/null 2>&1 || die "rustic init failed"
-fi
+# new_peer_repos: empty repositories (and caches) for the peers
+new_peer_repos() {
+  if has_tool restic; then rm -rf "$RESTIC_REPOSITORY" "$RESTIC_CACHE_DIR" && restic init >/dev/null; fi
+  if has_tool rustic; then   # not installed here: this path is untested
+    rm -rf "$RUSTIC_REPO" "$RUSTIC_CACHE_DIR"
+    rustic -r "$RUSTIC_REPO" init >/dev/null 2>&1 || die "rustic init failed"
+  fi
+}
+new_peer_repos
 
 backup_peer() { # TOOL DAY
   local repo=$RESTIC_REPOSITORY
@@ -282,11 +287,7 @@ fresh_stores() {
   stop_daemon
   rm -rf "$STORE" "$ENV_DIR/state" && mkdir -p "$ENV_DIR/state"
   sed -i '/^0\t/d' "$PARTS"
-  if has_tool restic; then rm -rf "$RESTIC_REPOSITORY" "$RESTIC_CACHE_DIR" && restic init >/dev/null; fi
-  if has_tool rustic; then
-    rm -rf "$RUSTIC_REPO" "$RUSTIC_CACHE_DIR"
-    rustic -r "$RUSTIC_REPO" init >/dev/null 2>&1 || die "rustic init failed"
-  fi
+  new_peer_repos
 }
 
 log "day 0: $FIRST_ROUNDS rounds of first backups ($BENCH_TOOLS, tar | zstd), page cache warmed"
