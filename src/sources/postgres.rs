@@ -36,7 +36,7 @@ use super::dump::{DumpStream, store_dump};
 use super::error::{DatabaseError, SourceError};
 use super::pg_roles;
 use super::secret::{SecretFile, read_password};
-use super::tool::{ToolError, feed_tool, find_tool, run_tool};
+use super::tool::{ToolError, feed_tool, find_tool, find_tool_in, run_tool};
 use crate::config::DatabaseConfig;
 use crate::repo::manifest::{Manifest, companion_name};
 use crate::repo::writer::PartWriter;
@@ -77,9 +77,23 @@ pub(super) fn installed_versions() -> Vec<(u32, PathBuf)> {
     dirs
 }
 
+/// The tool `name`: the first on `PATH`, else the newest major version's. Debian's
+/// `pg_wrapper` (what `/usr/bin/psql` and the others link to) is skipped for the
+/// newest versioned binary: it is a Perl script that picks a version and runs it,
+/// ~40 ms per run (a restore runs seven tools), and the newest version reads every
+/// older server and archive.
 pub(super) fn tool(name: &str) -> Result<PathBuf, SourceError> {
-    find_tool(&[name], &version_dirs())
-        .ok_or_else(|| error(DatabaseError::NotInstalled(name.to_owned())))
+    let versioned = version_dirs();
+    let found = find_tool(&[name], &versioned)
+        .ok_or_else(|| error(DatabaseError::NotInstalled(name.to_owned())))?;
+    if is_pg_wrapper(&found) {
+        return Ok(find_tool_in(name, &versioned).unwrap_or(found));
+    }
+    Ok(found)
+}
+
+fn is_pg_wrapper(path: &Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|real| real.file_name() == Some("pg_wrapper".as_ref()))
 }
 
 /// Connection settings shared by every tool run for one database.
@@ -294,34 +308,30 @@ pub async fn restore(
 
 /// The empty database the dump is loaded into, made like the one it replaces
 /// (owner, encoding, collation); leftovers of an interrupted restore dropped first.
+/// One psql run: `\gexec` runs the `CREATE DATABASE` the query composes (plain,
+/// when there is no database to copy the settings of).
 async fn create_staged(
     connection: &Connection<'_>,
     name: &str,
     staged: &str,
     retired: &str,
 ) -> Result<(), SourceError> {
-    // Leftovers of an interrupted restore are ours to clear.
     connection
         .admin(&format!(
-            "DROP DATABASE IF EXISTS {};\nDROP DATABASE IF EXISTS {};\n",
-            ident(staged),
-            ident(retired)
+            "DROP DATABASE IF EXISTS {staged_ident};
+DROP DATABASE IF EXISTS {retired_ident};
+SELECT coalesce(
+  (SELECT format('CREATE DATABASE %I TEMPLATE template0 OWNER %I ENCODING %L LC_COLLATE %L LC_CTYPE %L',
+       {staged}, pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype)
+     FROM pg_database WHERE datname = {name}),
+  format('CREATE DATABASE %I TEMPLATE template0', {staged})) \\gexec
+",
+            staged_ident = ident(staged),
+            retired_ident = ident(retired),
+            staged = literal(staged),
+            name = literal(name),
         ))
         .await?;
-    let create = connection
-        .admin(&format!(
-            "SELECT format('CREATE DATABASE %I TEMPLATE template0 OWNER %I ENCODING %L LC_COLLATE %L LC_CTYPE %L',
-                 {}, pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype)
-             FROM pg_database WHERE datname = {};\n",
-            literal(staged),
-            literal(name)
-        ))
-        .await?;
-    let create = match create.trim() {
-        "" => format!("CREATE DATABASE {} TEMPLATE template0;\n", ident(staged)),
-        statement => format!("{statement};\n"),
-    };
-    connection.admin(&create).await?;
     Ok(())
 }
 
@@ -386,5 +396,18 @@ mod tests {
         assert_eq!(staged.len(), 63);
         assert!(staged.ends_with("_envsnap_new"));
         assert_eq!(with_suffix("shop", "_envsnap_new"), "shop_envsnap_new");
+    }
+
+    #[test]
+    fn debians_wrapper_is_recognised_through_its_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let wrapper = dir.path().join("pg_wrapper");
+        std::fs::write(&wrapper, "#!/usr/bin/perl\n").unwrap();
+        std::os::unix::fs::symlink(&wrapper, dir.path().join("psql")).unwrap();
+        let real = dir.path().join("pg_restore");
+        std::fs::write(&real, "\x7fELF").unwrap();
+        assert!(is_pg_wrapper(&dir.path().join("psql")));
+        assert!(!is_pg_wrapper(&real));
+        assert!(!is_pg_wrapper(&dir.path().join("missing")));
     }
 }

@@ -89,11 +89,14 @@ pub(super) fn find_tool(names: &[&str], extra_dirs: &[PathBuf]) -> Option<PathBu
     let dirs: Vec<PathBuf> = std::env::split_paths(&path)
         .chain(extra_dirs.iter().cloned())
         .collect();
-    names.iter().find_map(|name| {
-        dirs.iter()
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    })
+    names.iter().find_map(|name| find_tool_in(name, &dirs))
+}
+
+/// `name` in the first of `dirs` that has it.
+pub(super) fn find_tool_in(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
+    dirs.iter()
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 /// The last non-empty line of a tool's stderr.

@@ -248,6 +248,19 @@ password_file = "{dir}/pg.pass"
         "postgres (pgbench scale 1): backup {backup_time:?}, restore (with safety backup) {restore_time:?}"
     );
 
+    // A database dropped since the backup is created again by the restore.
+    pg.superuser("DROP DATABASE shop");
+    let job = daemon.ctl(&[
+        "restore",
+        "live",
+        "good",
+        "--yes",
+        "--wait",
+        "--no-safety-backup",
+    ]);
+    assert_eq!(job.status, 0, "{}{}", job.stdout, job.stderr);
+    assert_eq!(pg_fingerprint(&pg, "shop"), before);
+
     // A database that does not exist: the backup fails with pg_dump's own line.
     assert_backup_fails(&daemon, "broken", "gone", "no_such_database");
     // The server down: the backup of `live` fails too, and nothing is listed.
