@@ -8,11 +8,14 @@
 //! wrong. Only the tail of stderr is kept, so a chatty tool costs no memory.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 
+use nix::sys::socket::{setsockopt, sockopt};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
 
 use crate::repo::RepoError;
 use crate::repo::Repository;
@@ -21,8 +24,8 @@ use crate::repo::manifest::Manifest;
 /// Stderr is kept up to this size (the tail matters: it holds the error).
 const STDERR_KEEP: usize = 64 * 1024;
 
-/// The pipe capacity asked for a dump's way out of a tool and a restore's way into
-/// one (Linux's default limit for users): fewer, larger transfers.
+/// The pipe capacity asked for a dump's way out of a tool, and the send buffer of a
+/// restore's way into one (Linux's default limit for users): fewer, larger transfers.
 pub(super) const TOOL_PIPE_SIZE: i32 = 1 << 20;
 
 /// Why a tool run failed.
@@ -205,6 +208,18 @@ pub(super) async fn feed_tool(
     feed_tool_through(command, tool, repo, manifest, part, |stdin| stdin).await
 }
 
+/// A tool's stdin as a socket pair, not a pipe: the tools read their stdin 4 KiB at a
+/// time, and a full pipe wakes its writer each time a reader frees a page (a restore
+/// of a 500 MB dump: 180,000 context switches), where a socket wakes it once its send
+/// buffer is three-quarters empty (8,500).
+fn stdin_socket() -> io::Result<(UnixStream, std::os::unix::net::UnixStream)> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    // Linux grants at most twice `net.core.wmem_max`; any of it is enough.
+    let _ = setsockopt(&ours, sockopt::SndBuf, &(TOOL_PIPE_SIZE as usize));
+    ours.set_nonblocking(true)?;
+    Ok((UnixStream::from_std(ours)?, theirs))
+}
+
 /// As [`feed_tool`], the part passing through what `wrap` makes of the tool's stdin
 /// (a filter of the stream).
 pub(super) async fn feed_tool_through<W: AsyncWrite + Unpin>(
@@ -213,11 +228,13 @@ pub(super) async fn feed_tool_through<W: AsyncWrite + Unpin>(
     repo: &Repository,
     manifest: &Manifest,
     part: &str,
-    wrap: impl FnOnce(ChildStdin) -> W,
+    wrap: impl FnOnce(UnixStream) -> W,
 ) -> Result<(), ToolError> {
-    let mut child = spawn_tool(command, tool, Stdio::piped())?;
-    let stdin = child.stdin.take().expect("piped");
-    let _ = nix::fcntl::fcntl(&stdin, nix::fcntl::FcntlArg::F_SETPIPE_SZ(TOOL_PIPE_SIZE));
+    let (stdin, theirs) = stdin_socket().map_err(|source| ToolError::Start {
+        tool: tool.to_owned(),
+        source,
+    })?;
+    let mut child = spawn_tool(command, tool, Stdio::from(OwnedFd::from(theirs)))?;
     let mut stdin = wrap(stdin);
     let mut stdout = child.stdout.take().expect("piped");
     let stderr = collect_stderr(child.stderr.take().expect("piped"));
@@ -238,4 +255,25 @@ pub(super) async fn feed_tool_through<W: AsyncWrite + Unpin>(
         part: part.to_owned(),
         source: Box::new(source),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tool reads everything written, and its end once our side shuts down.
+    #[tokio::test]
+    async fn a_tool_reads_the_socket_to_its_end() {
+        let (mut ours, theirs) = stdin_socket().unwrap();
+        let mut command = Command::new("wc");
+        command.arg("-c");
+        let child = spawn_tool(&mut command, "wc", Stdio::from(OwnedFd::from(theirs))).unwrap();
+        let data = vec![7u8; 3 << 20];
+        ours.write_all(&data).await.unwrap();
+        ours.shutdown().await.unwrap();
+        drop(ours);
+        let output = child.wait_with_output().await.unwrap();
+        assert!(output.status.success());
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "3145728");
+    }
 }
