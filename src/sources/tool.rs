@@ -102,14 +102,21 @@ pub(super) fn find_tool_in(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// The last non-empty line of a tool's stderr.
+/// The last non-empty line of a tool's stderr. `pg_restore` follows its error with
+/// the statement that failed (`Command was: CREATE TABLE ... );`), whose last line
+/// says nothing: its error is the last line before that block.
 fn last_line(stderr: &[u8]) -> String {
-    String::from_utf8_lossy(stderr)
-        .lines()
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines
+        .iter()
+        .rposition(|l| l.starts_with("Command was: "))
+        .unwrap_or(lines.len());
+    lines[..end]
+        .iter()
         .rev()
         .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
+        .map_or("", |l| l.trim())
         .to_owned()
 }
 
@@ -266,6 +273,23 @@ pub(super) async fn feed_tool_through<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_failing_statement_is_passed_over_for_the_error() {
+        let stderr = b"pg_restore: error: could not execute query: ERROR:  cannot execute \
+CREATE TABLE in a read-only transaction\nCommand was: CREATE TABLE public.t (\n    x integer\n);\n\n\n";
+        assert_eq!(
+            last_line(stderr),
+            "pg_restore: error: could not execute query: ERROR:  cannot execute CREATE TABLE \
+             in a read-only transaction"
+        );
+        assert_eq!(
+            last_line(b"pg_dump: error: one\npg_dump: detail: two\n"),
+            "pg_dump: detail: two"
+        );
+        assert_eq!(last_line(b"Command was: SELECT 1;\n"), "");
+        assert_eq!(last_line(b""), "");
+    }
 
     /// The tool reads everything written, and its end once our side shuts down.
     #[tokio::test]

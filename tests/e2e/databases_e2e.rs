@@ -261,6 +261,43 @@ password_file = "{dir}/pg.pass"
     assert_eq!(job.status, 0, "{}{}", job.stdout, job.stderr);
     assert_eq!(pg_fingerprint(&pg, "shop"), before);
 
+    // A load that fails with most of the dump still to send (`app`'s sessions are
+    // read-only outside `postgres`, so pg_restore's first CREATE fails): the restore
+    // ends with pg_restore's own line instead of waiting on a reader that has gone,
+    // `shop` is left as it was and the staged database is dropped.
+    pg.sql(
+        "shop",
+        "CREATE TABLE marker (x int); INSERT INTO marker VALUES (1);",
+    );
+    let current = pg_fingerprint(&pg, "shop");
+    pg.superuser(
+        "ALTER ROLE app SET default_transaction_read_only = on;
+         ALTER ROLE app IN DATABASE postgres SET default_transaction_read_only = off;",
+    );
+    let failed = daemon.ctl(&[
+        "restore",
+        "live",
+        "good",
+        "--yes",
+        "--wait",
+        "--no-safety-backup",
+    ]);
+    pg.superuser(
+        "ALTER ROLE app RESET default_transaction_read_only;
+         ALTER ROLE app IN DATABASE postgres RESET default_transaction_read_only;",
+    );
+    assert_ne!(failed.status, 0, "{}", failed.stdout);
+    assert!(
+        failed.stderr.contains("pg_restore")
+            && failed.stderr.contains("read-only transaction")
+            && failed.stderr.contains("database shop was left as it was"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(pg_fingerprint(&pg, "shop"), current);
+    let databases = pg.superuser("SELECT datname FROM pg_database ORDER BY 1");
+    assert!(!databases.contains("envsnap"), "{databases}");
+
     // A database that does not exist: the backup fails with pg_dump's own line.
     assert_backup_fails(&daemon, "broken", "gone", "no_such_database");
     // The server down: the backup of `live` fails too, and nothing is listed.
