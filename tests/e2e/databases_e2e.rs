@@ -108,6 +108,16 @@ fn restore(daemon: &TestDaemon, backup: &str) {
 
 // ---------------------------------------------------------------- PostgreSQL
 
+/// The restore of `live`'s backup `good` with no safety backup first.
+const RESTORE_GOOD_UNSAFELY: [&str; 6] = [
+    "restore",
+    "live",
+    "good",
+    "--yes",
+    "--wait",
+    "--no-safety-backup",
+];
+
 const PG_TYPES: &str = "
 CREATE TABLE every_type (
     id int PRIMARY KEY, big bigint, amount numeric(20,6), label text, raw bytea,
@@ -250,14 +260,7 @@ password_file = "{dir}/pg.pass"
 
     // A database dropped since the backup is created again by the restore.
     pg.superuser("DROP DATABASE shop");
-    let job = daemon.ctl(&[
-        "restore",
-        "live",
-        "good",
-        "--yes",
-        "--wait",
-        "--no-safety-backup",
-    ]);
+    let job = daemon.ctl(&RESTORE_GOOD_UNSAFELY);
     assert_eq!(job.status, 0, "{}{}", job.stdout, job.stderr);
     assert_eq!(pg_fingerprint(&pg, "shop"), before);
 
@@ -274,14 +277,7 @@ password_file = "{dir}/pg.pass"
         "ALTER ROLE app SET default_transaction_read_only = on;
          ALTER ROLE app IN DATABASE postgres SET default_transaction_read_only = off;",
     );
-    let failed = daemon.ctl(&[
-        "restore",
-        "live",
-        "good",
-        "--yes",
-        "--wait",
-        "--no-safety-backup",
-    ]);
+    let failed = daemon.ctl(&RESTORE_GOOD_UNSAFELY);
     pg.superuser(
         "ALTER ROLE app RESET default_transaction_read_only;
          ALTER ROLE app IN DATABASE postgres RESET default_transaction_read_only;",
